@@ -1,0 +1,71 @@
+#!/usr/bin/env python3
+"""Developer entry point: ``python3 dev.py demo|test|lint|format|typecheck|bench``.
+
+Needs only Python 3.11+. The first call builds ``.venv`` from ``uv.lock`` (uv itself is
+installed from PyPI into ``.tools``), so a fresh machine needs nothing else.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+TOOLS = ROOT / ".tools"
+VENV = ROOT / ".venv"
+UV_VERSION = "0.13.9"
+
+
+def _bin(env: Path, name: str) -> Path:
+    return env / ("Scripts" if os.name == "nt" else "bin") / name
+
+
+def _run(*args: str | Path, env: dict[str, str] | None = None) -> int:
+    return subprocess.call([str(a) for a in args], cwd=ROOT, env=env)  # noqa: S603
+
+
+def ensure_environment() -> None:
+    """Create or refresh ``.venv`` exactly as the lock file says."""
+    uv = _bin(TOOLS, "uv")
+    if not uv.exists():
+        print("dev.py: installing uv into .tools ...", flush=True)
+        venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
+        if _run(_bin(TOOLS, "python"), "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"):
+            sys.exit("dev.py: could not install uv from PyPI")
+    env = dict(os.environ, UV_PYTHON=sys.executable, UV_PROJECT_ENVIRONMENT=str(VENV))
+    if _run(uv, "sync", "--locked", "--quiet", "--all-extras", env=env):
+        sys.exit("dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/bin/uv lock`)")
+
+
+def main() -> int:
+    """Dispatch the sub-command."""
+    command, *rest = sys.argv[1:] or ["help"]
+    if command not in {"demo", "test", "lint", "format", "typecheck", "bench", "run"}:
+        print(__doc__)
+        return 0 if command == "help" else 2
+    ensure_environment()
+    python = _bin(VENV, "python")
+    if command == "demo":
+        return _run(_bin(VENV, "wait-times"), "demo", *rest)
+    if command == "run":
+        return _run(_bin(VENV, "wait-times"), *rest)
+    if command == "test":
+        return _run(python, "-m", "pytest", *rest)
+    if command == "lint":
+        return _run(python, "-m", "ruff", "check", ".") or _run(
+            python, "-m", "ruff", "format", "--check", "."
+        )
+    if command == "format":
+        return _run(python, "-m", "ruff", "format", ".") or _run(
+            python, "-m", "ruff", "check", "--fix", "."
+        )
+    if command == "typecheck":
+        return _run(python, "-m", "mypy")
+    return _run(python, "-m", "bench", *rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

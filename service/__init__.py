@@ -1,0 +1,1 @@
+"""wait-times: average wait per (tenant, drink) for Serverlesspresso."""

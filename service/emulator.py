@@ -1,0 +1,111 @@
+"""The embedded AWS emulator: moto in server mode, a real HTTP endpoint in a child process.
+
+A child process keeps the emulator's work off the worker's event loop and GIL. Run
+``python -m service.emulator --port 0``: it prints ``listening <url>`` once ready and
+stops when its standard input closes (so it never outlives its parent) or on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+import urllib.request
+from types import TracebackType
+
+READY_PREFIX = "listening "
+
+
+class Emulator:
+    """A moto server child process."""
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self.host = host
+        self.port = port
+        self.url = ""
+        self._process: subprocess.Popen[str] | None = None
+
+    def start(self) -> str:
+        """Start the child and return its endpoint URL."""
+        env = dict(os.environ)
+        env.setdefault("AWS_ACCESS_KEY_ID", "testing")
+        env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
+        self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
+            [
+                sys.executable,
+                "-m",
+                "service.emulator",
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        assert self._process.stdout is not None
+        line = self._process.stdout.readline()
+        if not line.startswith(READY_PREFIX):
+            self.stop()
+            raise RuntimeError(f"the AWS emulator did not start: {line!r}")
+        self.url = line[len(READY_PREFIX) :].strip()
+        return self.url
+
+    def reset(self) -> None:
+        """Forget every resource (moto's reset endpoint)."""
+        request = urllib.request.Request(f"{self.url}/moto-api/reset", method="POST")  # noqa: S310
+        with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
+            response.read()
+
+    def stop(self) -> None:
+        """Stop the child (closing its stdin), killing it if it lingers."""
+        process, self._process = self._process, None
+        if process is None:
+            return
+        if process.stdin is not None:
+            process.stdin.close()
+        try:
+            process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+    def __enter__(self) -> Emulator:
+        self.start()
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+def main() -> None:
+    """Serve moto until stdin closes."""
+    parser = argparse.ArgumentParser(description="moto server for wait-times")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only the emulator needs moto
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
+
+    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    print(f"{READY_PREFIX}http://{host}:{port}", flush=True)  # noqa: T201
+    try:
+        sys.stdin.read()
+    except KeyboardInterrupt:
+        pass
+    server.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,255 @@
+"""Event models: the EventBridge envelopes the service consumes and the one it publishes.
+
+Parsing is the hot path of both the worker and ``replay``: a message is decoded once,
+its detail-type decides its role with a dictionary look-up, and only the events the
+service consumes are validated (by the pydantic models below, which are also the
+published schema of what is consumed).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from service.errors import PoisonMessageError
+
+SUBMITTED_DETAIL_TYPE: Final = "OrderManager.WaitingCompletion"
+LEGACY_COMPLETED_DETAIL_TYPE: Final = "OrderManager.OrderCompleted"
+LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
+TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
+AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
+TENANT_ORDER_PREFIX: Final = "OrderManager.Order"
+
+MAX_BODY_BYTES: Final = 64 * 1024
+MAX_ORDER_ID_LENGTH: Final = 128
+MAX_NAME_LENGTH: Final = 128
+
+OrderId = Annotated[
+    str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ORDER_ID_LENGTH)
+]
+Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NAME_LENGTH)]
+
+
+class Role(StrEnum):
+    """What an event means for an order's wait."""
+
+    SUBMITTED = "submitted"
+    COMPLETED = "completed"
+    CANCELLED = "cancelled"
+
+
+class DrinkOrder(BaseModel):
+    """The part of ``detail.drinkOrder`` the service reads."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    drink: Annotated[Name, StringConstraints(min_length=1)]
+
+
+class SubmittedDetail(BaseModel):
+    """``detail`` of ``OrderManager.WaitingCompletion``: the order reached the barista."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    orderId: OrderId  # noqa: N815 - the wire name
+    drinkOrder: DrinkOrder  # noqa: N815
+    eventId: Any = Field(None, description="tenant (current shape); ignored unless a string")  # noqa: N815
+    state: Any = Field(None, description="'<tenant>-CREATED' in the 2022 shape")
+
+
+class OrderRefDetail(BaseModel):
+    """``detail`` of a completion or cancellation: only the order it is about matters."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    orderId: OrderId  # noqa: N815
+    eventId: Any = Field(None, description="tenant, where the producer sets it")  # noqa: N815
+
+
+class _Envelope(BaseModel):
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    id: str = ""
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    time: AwareDatetime
+    account: str | None = None
+
+
+class SubmittedEnvelope(_Envelope):
+    """EventBridge envelope of a submission."""
+
+    detail: SubmittedDetail
+
+
+class OrderRefEnvelope(_Envelope):
+    """EventBridge envelope of a completion or cancellation."""
+
+    detail: OrderRefDetail
+
+
+@dataclass(frozen=True, slots=True)
+class OrderEvent:
+    """One half (or the cancellation) of an order, reduced to what the window needs."""
+
+    role: Role
+    order_id: str
+    time: int  # epoch seconds, from the envelope so both halves share one clock
+    tenant: str = ""
+    drink: str | None = None
+    event_id: str = ""
+
+
+class DrinkAverageTime(BaseModel):
+    """``detail`` of ``OrderManager.DrinkAverageTime``, the event the service publishes."""
+
+    model_config = ConfigDict(frozen=True)
+    eventId: str = Field(description="tenant")  # noqa: N815
+    drink: str
+    duration: float | None = Field(
+        description="mean wait in seconds of the orders in the window; null when none counts"
+    )
+    samples: int = Field(ge=0, description="orders averaged")
+    window: int = Field(ge=1, description="configured window size N")
+    version: int = Field(ge=1, description="rises with every change of this key's window")
+    updatedAt: datetime  # noqa: N815
+
+
+def role_of(detail_type: str) -> Role | None:
+    """The role of a detail-type, or None for the ones the service ignores."""
+    role = _ROLE_CACHE.get(detail_type, _MISSING)
+    if role is _MISSING:
+        role = _classify_detail_type(detail_type)
+        if len(_ROLE_CACHE) < 4096:  # bounded: detail-types are attacker-controlled strings
+            _ROLE_CACHE[detail_type] = role
+    return role  # type: ignore[return-value]
+
+
+def _classify_detail_type(detail_type: str) -> Role | None:
+    if detail_type == SUBMITTED_DETAIL_TYPE:
+        return Role.SUBMITTED
+    if detail_type == LEGACY_COMPLETED_DETAIL_TYPE:
+        return Role.COMPLETED
+    if detail_type in (LEGACY_CANCELLED_DETAIL_TYPE, TIMED_OUT_DETAIL_TYPE):
+        return Role.CANCELLED
+    if detail_type.startswith(TENANT_ORDER_PREFIX):
+        if detail_type.endswith("-COMPLETED"):
+            return Role.COMPLETED
+        if detail_type.endswith("-CANCELLED"):
+            return Role.CANCELLED
+    return None
+
+
+_MISSING: Final = object()
+_ROLE_CACHE: dict[str, Role | None] = {}
+
+
+def tenant_of(event_id: object, state: object) -> str:
+    """Tenant rules of DESIGN.md: eventId, else the '-CREATED' prefix of state, else ''."""
+    if isinstance(event_id, str):
+        return event_id.strip()
+    if isinstance(state, str) and state.endswith("-CREATED"):
+        return state[: -len("-CREATED")]
+    return ""
+
+
+def decode_body(body: str | bytes) -> Any:
+    """Decode a message body as JSON, or raise PoisonMessageError saying why not."""
+    if len(body) > MAX_BODY_BYTES:
+        raise PoisonMessageError("oversized", f"body of {len(body)} bytes > {MAX_BODY_BYTES}")
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise PoisonMessageError("not_json", str(exc)[:200]) from None
+
+
+def parse_envelope(
+    envelope: Any, *, source: str | None = None, not_after: int | None = None
+) -> OrderEvent | None:
+    """Reduce a decoded EventBridge envelope to an OrderEvent, or None when it is ignored.
+
+    ``source``: when given, events from any other source are ignored.
+    ``not_after``: epoch seconds; a later ``time`` is refused as a poison message.
+    Raises PoisonMessageError for anything that can never be processed.
+    """
+    if not isinstance(envelope, dict):
+        raise PoisonMessageError(
+            "not_an_envelope", f"JSON {type(envelope).__name__}, not an object"
+        )
+    detail_type = envelope.get("detail-type")
+    if not isinstance(detail_type, str):
+        raise PoisonMessageError("not_an_envelope", "no string 'detail-type'")
+    role = role_of(detail_type)
+    if role is None or (source is not None and envelope.get("source") != source):
+        return None
+    model = SubmittedEnvelope if role is Role.SUBMITTED else OrderRefEnvelope
+    try:
+        parsed = model.model_validate(envelope)
+    except ValidationError as exc:
+        raise _poison_from(exc) from None
+    time = int(parsed.time.timestamp())
+    if not_after is not None and time > not_after:
+        raise PoisonMessageError(
+            "time_in_future", f"time {parsed.time.isoformat()} is in the future"
+        )
+    detail = parsed.detail
+    if isinstance(detail, SubmittedDetail):
+        return OrderEvent(
+            role=role,
+            order_id=detail.orderId,
+            time=time,
+            tenant=tenant_of(detail.eventId, detail.state)[:MAX_NAME_LENGTH],
+            drink=detail.drinkOrder.drink,
+            event_id=parsed.id,
+        )
+    return OrderEvent(
+        role=role,
+        order_id=detail.orderId,
+        time=time,
+        tenant=tenant_of(detail.eventId, None)[:MAX_NAME_LENGTH],
+        event_id=parsed.id,
+    )
+
+
+def parse_body(
+    body: str | bytes, *, source: str | None = None, not_after: int | None = None
+) -> OrderEvent | None:
+    """Decode and parse one SQS message body (an EventBridge envelope)."""
+    return parse_envelope(decode_body(body), source=source, not_after=not_after)
+
+
+def _poison_from(exc: ValidationError) -> PoisonMessageError:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    kind = "missing" if error["type"] == "missing" else "invalid"
+    if loc[:1] == ["detail"] and len(loc) > 1:
+        field = {"orderId": "order_id", "drinkOrder": "drink", "drink": "drink"}.get(
+            loc[-1], "detail"
+        )
+        field = "drink" if "drinkOrder" in loc else field
+    elif loc:
+        field = {"detail-type": "detail_type"}.get(loc[0], loc[0])
+    else:
+        field = "envelope"
+    return PoisonMessageError(f"{kind}_{field}", f"{'.'.join(loc)}: {error['msg']}")
+
+
+def consumed_event_pattern(source: str) -> dict[str, Any]:
+    """The EventBridge rule pattern: only the detail-types the service consumes."""
+    return {
+        "source": [source],
+        "detail-type": [
+            SUBMITTED_DETAIL_TYPE,
+            LEGACY_COMPLETED_DETAIL_TYPE,
+            LEGACY_CANCELLED_DETAIL_TYPE,
+            TIMED_OUT_DETAIL_TYPE,
+            {"wildcard": f"{TENANT_ORDER_PREFIX}*-COMPLETED"},
+            {"wildcard": f"{TENANT_ORDER_PREFIX}*-CANCELLED"},
+        ],
+    }
+
+
+def published_event_pattern(source: str) -> dict[str, Any]:
+    """A pattern matching what the service publishes (for capture queues and consumers)."""
+    return {"source": [source], "detail-type": [AVERAGE_DETAIL_TYPE]}

@@ -1,0 +1,219 @@
+"""Prometheus metrics and the /metrics, /healthz and /readyz endpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import anyio
+import structlog
+from anyio.abc import SocketStream, TaskStatus
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from service.window import WindowKey
+
+log = structlog.get_logger(__name__)
+
+MAX_REQUEST_BYTES = 8192
+
+
+class Metrics:
+    """All of the worker's series, on a registry of its own (several workers fit in a test)."""
+
+    def __init__(self, max_average_series: int = 1000) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.max_average_series = max_average_series
+        self.messages_received = Counter(
+            "wait_times_messages_received", "SQS messages received", registry=r
+        )
+        self.messages_processed = Counter(
+            "wait_times_messages_processed", "Order events applied durably", registry=r
+        )
+        self.messages_ignored = Counter(
+            "wait_times_messages_ignored",
+            "Messages of detail-types the service ignores",
+            registry=r,
+        )
+        self.messages_failed = Counter(
+            "wait_times_messages_failed",
+            "Poison messages sent towards the dead-letter queue, by reason",
+            ["reason"],
+            registry=r,
+        )
+        self.messages_redelivered = Counter(
+            "wait_times_messages_redelivered", "Messages received more than once", registry=r
+        )
+        self.messages_deleted = Counter(
+            "wait_times_messages_deleted",
+            "Messages deleted after their effect was durable",
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "wait_times_batch_seconds",
+            "Time to process one received batch, receive excluded",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.events_published = Counter(
+            "wait_times_events_published",
+            "DrinkAverageTime events accepted by EventBridge",
+            registry=r,
+        )
+        self.publish_failures = Counter(
+            "wait_times_publish_failures",
+            "DrinkAverageTime entries EventBridge refused",
+            registry=r,
+        )
+        self.anomalies = Counter(
+            "wait_times_anomalies",
+            "Paired orders whose wait is never averaged",
+            ["kind"],
+            registry=r,
+        )
+        self.aws_retries = Counter(
+            "wait_times_aws_retries",
+            "AWS calls retried after a retriable failure",
+            ["operation", "error"],
+            registry=r,
+        )
+        self.window_conflicts = Counter(
+            "wait_times_window_conflicts",
+            "Conditional window writes that lost to another writer and were merged again",
+            registry=r,
+        )
+        self.visibility_extensions = Counter(
+            "wait_times_visibility_extensions",
+            "Heartbeats that kept a slow batch invisible",
+            registry=r,
+        )
+        self.pending_orders = Gauge(
+            "wait_times_pending_orders",
+            "Orders with one half seen by this worker and no pair yet",
+            registry=r,
+        )
+        self.windows_tracked = Gauge(
+            "wait_times_windows_tracked", "Windows held in this worker's memory", registry=r
+        )
+        self.average_wait = Gauge(
+            "wait_times_average_wait_seconds",
+            "Current average wait per tenant and drink (bounded number of series)",
+            ["tenant", "drink"],
+            registry=r,
+        )
+        self.window_samples = Gauge(
+            "wait_times_window_samples",
+            "Orders averaged in the window per tenant and drink (same series cap)",
+            ["tenant", "drink"],
+            registry=r,
+        )
+        self.series_dropped = Counter(
+            "wait_times_metric_series_dropped",
+            "Average updates not exported because the series cap was reached",
+            registry=r,
+        )
+        self.ready = Gauge("wait_times_ready", "1 while AWS dependencies answer", registry=r)
+        self._average_keys: set[WindowKey] = set()
+
+    def observe_average(self, key: WindowKey, duration: float | None, samples: int) -> None:
+        """Export a window's average, unless that would pass the series cap."""
+        if key not in self._average_keys:
+            if len(self._average_keys) >= self.max_average_series:
+                self.series_dropped.inc()
+                return
+            self._average_keys.add(key)
+        tenant, drink = key
+        self.average_wait.labels(tenant, drink).set(
+            duration if duration is not None else float("nan")
+        )
+        self.window_samples.labels(tenant, drink).set(samples)
+
+    def retry_observer(self) -> Callable[[str, BaseException], None]:
+        """A callback for ``call_with_retry`` that counts retries by operation and error kind."""
+
+        def observe(operation: str, exc: BaseException) -> None:
+            from service.retry import error_code  # noqa: PLC0415 - avoid a cycle at import
+
+            code = error_code(exc)
+            kind = "throttling" if "thrott" in code.lower() or "limit" in code.lower() else code
+            self.aws_retries.labels(operation, kind[:40]).inc()
+
+        return observe
+
+
+class Health:
+    """Liveness and readiness as the HTTP endpoints report them."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+        self.ready = False
+        self.reason = "starting"
+
+    def set_ready(self, ready: bool, reason: str = "") -> None:
+        """Change readiness, logging each transition once."""
+        if ready != self.ready:
+            log.info("readiness_changed", ready=ready, reason=reason or None)
+        self.ready = ready
+        self.reason = reason
+        self.metrics.ready.set(1 if ready else 0)
+
+
+async def serve_http(
+    metrics: Metrics,
+    health: Health,
+    host: str,
+    port: int,
+    *,
+    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve the three endpoints until cancelled; reports the bound port when started."""
+    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
+    bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+    log.info("metrics_listening", host=host, port=bound)
+    task_status.started(bound)
+
+    async def handle(stream: SocketStream) -> None:
+        async with stream:
+            try:
+                with anyio.fail_after(10):
+                    request = b""
+                    while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST_BYTES:
+                        request += await stream.receive(4096)
+                    await stream.send(_respond(request, metrics, health))
+            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError):
+                return
+
+    async with listener:
+        await listener.serve(handle)
+
+
+def _respond(request: bytes, metrics: Metrics, health: Health) -> bytes:
+    line = request.split(b"\r\n", 1)[0].decode("latin-1")
+    parts = line.split(" ")
+    path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
+    if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
+        return _http(405, b"method not allowed\n", "text/plain")
+    if path == "/metrics":
+        return _http(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+    if path == "/healthz":
+        return _http(200, b"ok\n", "text/plain")
+    if path == "/readyz":
+        if health.ready:
+            return _http(200, b"ready\n", "text/plain")
+        return _http(503, f"not ready: {health.reason}\n".encode(), "text/plain")
+    return _http(404, b"not found\n", "text/plain")
+
+
+def _http(status: int, body: bytes, content_type: str) -> bytes:
+    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+    head = (
+        f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    )
+    return head.encode() + body

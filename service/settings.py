@@ -1,0 +1,84 @@
+"""Configuration from the environment (prefix ``WAIT_TIMES_`` plus the standard AWS variables)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from service.errors import ConfigurationError
+
+DEFAULT_SOURCE = "awsserverlessda.serverlesspresso"
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; `run` and `provision` read the same ones, so names agree."""
+
+    model_config = SettingsConfigDict(env_prefix="WAIT_TIMES_", extra="ignore", frozen=True, populate_by_name=True
+    )
+
+    event_bus: str = Field("Serverlesspresso", min_length=1, max_length=256)
+    queue_name: str = Field("wait-times", min_length=1, max_length=76, pattern=r"^[A-Za-z0-9_-]+$")
+    table_name: str = Field(
+        "wait-times", min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$"
+    )
+    rule_name: str = Field("wait-times-orders", min_length=1, max_length=64)
+    source: str = Field(DEFAULT_SOURCE, min_length=1, description="source of events in and out")
+    window_size: int = Field(10, ge=1, le=1000)
+    max_wait_seconds: int = Field(7200, ge=1)
+    pending_ttl_seconds: int = Field(86400, ge=60)
+    max_clock_skew_seconds: int = Field(86400, ge=0)
+    metrics_host: str = "0.0.0.0"  # noqa: S104 - the container must be scrapable from outside
+    metrics_port: int = Field(9102, ge=0, le=65535)
+    batches_in_flight: int = Field(2, ge=1, le=64)
+    receive_wait_seconds: int = Field(20, ge=0, le=20)
+    visibility_timeout_seconds: int = Field(30, ge=5, le=43200)
+    max_receive_count: int = Field(5, ge=1, le=1000)
+    drain_seconds: float = Field(20.0, gt=0, le=120)
+    max_windows_in_memory: int = Field(100_000, ge=1)
+    max_metric_series: int = Field(1000, ge=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    region: str = Field(
+        "us-east-1",
+        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        min_length=1,
+    )
+    endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
+
+    @model_validator(mode="after")
+    def _ttl_covers_max_wait(self) -> Settings:
+        # Expiry is garbage collection only because any pair further apart than the TTL is
+        # already an anomaly; that keeps windows independent of when halves arrive.
+        if self.pending_ttl_seconds <= self.max_wait_seconds:
+            raise ValueError(
+                "WAIT_TIMES_PENDING_TTL_SECONDS must be greater than WAIT_TIMES_MAX_WAIT_SECONDS"
+            )
+        return self
+
+    @property
+    def dlq_name(self) -> str:
+        """The dead-letter queue always sits beside the queue."""
+        return f"{self.queue_name}-dlq"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read settings, turning validation failures into one line naming the variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ConfigurationError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per bad setting, naming the environment variable an operator must fix."""
+    aliases = {"region": "AWS_REGION", "endpoint_url": "AWS_ENDPOINT_URL"}
+    lines = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        name = aliases.get(field, f"WAIT_TIMES_{field.upper()}") if field else "settings"
+        value = error.get("input")
+        shown = f"={value!r}" if field and not isinstance(value, dict) else ""
+        lines.append(f"invalid setting {name}{shown}: {error['msg']}")
+    return "; ".join(lines)

@@ -1,0 +1,361 @@
+"""The worker loop: receive a batch, make its effects durable, publish, then delete.
+
+Order of a batch, which the delivery guarantees rest on:
+1. parse every message (poison and ignored ones are set aside, never fatal);
+2. merge each order event into its DynamoDB record (idempotent, commutative);
+3. join the resulting entries into the stored windows (conditional, versioned);
+4. publish one DrinkAverageTime per changed window;
+5. only then delete the batch's messages from SQS.
+A crash anywhere before 5 means redelivery, and every step above is idempotent, so a
+redelivered message changes nothing twice. The one thing a crash between 3 and 4 could
+lose is the publish; a redelivered message whose order sits in a window republishes that
+window's current version (consumers keep the highest version they see).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import anyio
+import structlog
+from anyio.abc import TaskStatus
+
+from service.errors import ConfigurationError, DependencyError, PoisonMessageError
+from service.events import DrinkAverageTime, OrderEvent, Role, parse_body
+from service.metrics import Health, Metrics
+from service.pairing import Anomalous, OrderRecord, Paired, outcome
+from service.publisher import average_event
+from service.queue import Message
+from service.retry import Backoff, is_retriable
+from service.settings import Settings
+from service.store import WindowChange
+from service.window import WindowEntry, WindowKey
+
+log = structlog.get_logger(__name__)
+
+MAX_TRACKED_PENDING = 200_000
+APPLY_CONCURRENCY = 16
+
+
+@contextmanager
+def _first_error() -> Iterator[None]:
+    """Re-raise the first failure of a task group as itself, so retry decisions see its type."""
+    try:
+        yield
+    except ExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group
+
+
+class OrderQueue(Protocol):
+    """Where messages come from (SQS in production)."""
+
+    visibility_timeout: int
+
+    async def receive(self, wait_seconds: int | None = None) -> list[Message]: ...
+    async def is_drained(self) -> bool: ...
+    async def delete(self, messages: Sequence[Message]) -> int: ...
+    async def change_visibility(self, messages: Sequence[Message], timeout: int) -> None: ...
+
+
+class OrderStore(Protocol):
+    """Where order records and windows are kept durably (DynamoDB in production)."""
+
+    @property
+    def cached_windows(self) -> int: ...
+    async def apply(self, event: OrderEvent, now: int) -> OrderRecord: ...
+    async def merge(self, key: WindowKey, entries: Sequence[WindowEntry]) -> WindowChange: ...
+
+
+class AveragePublisher(Protocol):
+    """Where averages go (EventBridge in production)."""
+
+    async def publish(self, details: Sequence[DrinkAverageTime]) -> None: ...
+
+
+@dataclass
+class BatchOutcome:
+    """What one batch did, for tests and logs."""
+
+    processed: int = 0
+    ignored: int = 0
+    poison: int = 0
+    published: int = 0
+    changed_keys: list[WindowKey] = field(default_factory=list)
+
+
+class Worker:
+    """Consumes the queue with ``settings.batches_in_flight`` concurrent batches."""
+
+    def __init__(  # noqa: PLR0913 - collaborators are injected, not built here
+        self,
+        queue: OrderQueue,
+        store: OrderStore,
+        publisher: AveragePublisher,
+        settings: Settings,
+        metrics: Metrics,
+        health: Health,
+        *,
+        max_receive_count: int | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.publisher = publisher
+        self.settings = settings
+        self.metrics = metrics
+        self.health = health
+        self.max_receive_count = max_receive_count
+        self.clock = clock
+        self._stopping = False
+        self._receive_scopes: set[anyio.CancelScope] = set()
+        self._in_flight = 0
+        self._pending: OrderedDict[str, None] = OrderedDict()
+        self._slots_scope: anyio.CancelScope | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+
+    async def run(
+        self, *, burst: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Run until ``stop()`` (or, with ``burst``, until the queue is drained)."""
+        async with anyio.create_task_group() as slots:
+            self._slots_scope = slots.cancel_scope
+            for slot in range(self.settings.batches_in_flight):
+                slots.start_soon(self._slot, slot, burst)
+            task_status.started()
+        log.info("worker_stopped")
+
+    def stop(self) -> None:
+        """Stop receiving now; in-flight batches get ``drain_seconds`` to finish."""
+        if self._stopping:
+            return
+        self._stopping = True
+        log.info("worker_stopping", in_flight=self._in_flight, drain_s=self.settings.drain_seconds)
+        for scope in list(self._receive_scopes):
+            scope.cancel()
+        if self._slots_scope is not None:
+            # Past the drain budget whatever is left is cancelled; its messages were not
+            # deleted, so they come back after the visibility timeout.
+            self._slots_scope.deadline = min(
+                self._slots_scope.deadline, anyio.current_time() + self.settings.drain_seconds
+            )
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was requested."""
+        return self._stopping
+
+    async def _slot(self, slot: int, burst: bool) -> None:
+        structlog.contextvars.bind_contextvars(slot=slot)
+        while not self._stopping:
+            messages: list[Message] = []
+            with anyio.CancelScope() as scope:
+                self._receive_scopes.add(scope)
+                try:
+                    messages = await self.queue.receive(1 if burst else None)
+                except ConfigurationError as exc:
+                    self.health.set_ready(False, str(exc))
+                    log.error("receive_failed", error=str(exc))
+                    await anyio.sleep(5)
+                finally:
+                    self._receive_scopes.discard(scope)
+            if not messages:
+                if burst and self._in_flight == 0 and await self.queue.is_drained():
+                    return
+                continue
+            self._in_flight += 1
+            try:
+                await self._process_held(messages)
+            finally:
+                self._in_flight -= 1
+
+    async def _process_held(self, messages: list[Message]) -> None:
+        """Process a batch, retrying dependency failures while keeping it invisible."""
+        backoff = Backoff(base=0.5, cap=10.0)
+        async with anyio.create_task_group() as batch:
+            batch.start_soon(self._heartbeat, messages)
+            attempt = 0
+            while True:
+                try:
+                    await self.process_batch(messages)
+                    break
+                except (DependencyError, ConfigurationError) as exc:
+                    failure: BaseException = exc
+                except Exception as exc:
+                    if not is_retriable(exc):
+                        # A bug or an unexpected answer: leave the messages to the
+                        # visibility timeout, so the redrive policy ends a message that
+                        # keeps failing in the DLQ instead of blocking the queue.
+                        log.exception("batch_failed", messages=len(messages))
+                        break
+                    failure = exc
+                self.health.set_ready(False, f"batch failing: {type(failure).__name__}")
+                if self._stopping:
+                    log.warning("batch_abandoned_at_shutdown", messages=len(messages))
+                    break
+                delay = backoff.delay(attempt)
+                attempt += 1
+                log.warning("batch_retry", error=str(failure)[:300], attempt=attempt, delay_s=delay)
+                await anyio.sleep(delay)
+            batch.cancel_scope.cancel()
+
+    async def _heartbeat(self, messages: list[Message]) -> None:
+        timeout = self.queue.visibility_timeout
+        while True:
+            await anyio.sleep(max(1.0, timeout / 3))
+            try:
+                await self.queue.change_visibility(messages, timeout)
+                self.metrics.visibility_extensions.inc()
+            except Exception as exc:  # noqa: BLE001 - a missed heartbeat only risks a harmless redelivery
+                log.warning("heartbeat_failed", error=type(exc).__name__)
+
+    # -- one batch -----------------------------------------------------------------
+
+    async def process_batch(self, messages: Sequence[Message]) -> BatchOutcome:
+        """Make one batch's effects durable, publish, then delete it. Idempotent."""
+        started = time.perf_counter()
+        result = BatchOutcome()
+        self.metrics.messages_received.inc(len(messages))
+        now = int(self.clock())
+        not_after = now + self.settings.max_clock_skew_seconds
+
+        unique: dict[str, Message] = {}
+        to_delete: list[Message] = []
+        orders: list[tuple[Message, OrderEvent]] = []
+        poison: list[tuple[Message, PoisonMessageError]] = []
+        for message in messages:
+            if message.message_id in unique:  # the same message twice in one receive
+                to_delete.append(message)
+                continue
+            unique[message.message_id] = message
+            if message.receive_count > 1:
+                self.metrics.messages_redelivered.inc()
+            try:
+                event = parse_body(message.body, source=self.settings.source, not_after=not_after)
+            except PoisonMessageError as exc:
+                poison.append((message, exc))
+                continue
+            if event is None:
+                result.ignored += 1
+                to_delete.append(message)
+            else:
+                orders.append((message, event))
+
+        records = await self._apply_all([event for _, event in orders], now)
+
+        entries: dict[WindowKey, list[WindowEntry]] = defaultdict(list)
+        redelivered: dict[WindowKey, set[str]] = defaultdict(set)
+        for (message, event), record in zip(orders, records, strict=True):
+            self._track_pending(record)
+            found = outcome(record, self.settings.max_wait_seconds)
+            if isinstance(found, Paired):
+                entries[found.key].append(found.entry)
+                if message.receive_count > 1:
+                    redelivered[found.key].add(record.order_id)
+            elif isinstance(found, Anomalous) and event.role is not Role.CANCELLED:
+                self.metrics.anomalies.labels(found.anomaly.value).inc()
+                log.warning(
+                    "wait_anomaly",
+                    order_id=found.order_id,
+                    tenant=found.key[0],
+                    drink=found.key[1],
+                    wait_s=found.wait,
+                    kind=found.anomaly.value,
+                )
+            to_delete.append(message)
+        result.processed = len(orders)
+
+        changes = await self._merge_all(entries)
+        to_publish = [
+            change
+            for change in changes
+            if change.changed
+            or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
+        ]
+        if to_publish:
+            await self.publisher.publish(
+                [average_event(c.key, c.state, self.settings.window_size) for c in to_publish]
+            )
+        for change in to_publish:
+            self.metrics.observe_average(
+                change.key, change.state.window.duration, change.state.window.samples
+            )
+        result.published = len(to_publish)
+        result.changed_keys = [c.key for c in changes if c.changed]
+
+        deleted = await self.queue.delete(to_delete) if to_delete else 0
+        self.metrics.messages_deleted.inc(deleted)
+        self.metrics.messages_processed.inc(result.processed)
+        self.metrics.messages_ignored.inc(result.ignored)
+        self.metrics.windows_tracked.set(self.store.cached_windows)
+        self.metrics.pending_orders.set(len(self._pending))
+        if poison:
+            result.poison = len(poison)
+            await self._release_poison(poison)
+        self.metrics.batch_seconds.observe(time.perf_counter() - started)
+        self.health.set_ready(True)
+        return result
+
+    async def _apply_all(self, events: list[OrderEvent], now: int) -> list[OrderRecord]:
+        records: list[OrderRecord | None] = [None] * len(events)
+        limiter = anyio.CapacityLimiter(APPLY_CONCURRENCY)
+
+        async def apply(index: int) -> None:
+            async with limiter:
+                records[index] = await self.store.apply(events[index], now)
+
+        with _first_error():
+            async with anyio.create_task_group() as group:
+                for index in range(len(events)):
+                    group.start_soon(apply, index)
+        return [r for r in records if r is not None]
+
+    async def _merge_all(self, entries: dict[WindowKey, list[WindowEntry]]) -> list[WindowChange]:
+        changes: list[WindowChange] = []
+
+        async def merge(key: WindowKey, batch: list[WindowEntry]) -> None:
+            changes.append(await self.store.merge(key, batch))
+
+        with _first_error():
+            async with anyio.create_task_group() as group:
+                for key, batch in entries.items():
+                    group.start_soon(merge, key, batch)
+        return changes
+
+    async def _release_poison(self, poison: list[tuple[Message, PoisonMessageError]]) -> None:
+        for message, error in poison:
+            final = (
+                self.max_receive_count is None or message.receive_count >= self.max_receive_count
+            )
+            if final:
+                # Logged and counted once: on the receive after which the redrive policy
+                # moves the message to the dead-letter queue.
+                self.metrics.messages_failed.labels(error.reason).inc()
+                log.error(
+                    "poison_message",
+                    message_id=message.message_id,
+                    reason=error.reason,
+                    detail=error.detail,
+                    receive_count=message.receive_count,
+                    dead_letter=self.max_receive_count is not None,
+                )
+        # Visible again at once, so it reaches maxReceiveCount (and the DLQ) quickly.
+        await self.queue.change_visibility([m for m, _ in poison], 0)
+
+    def _track_pending(self, record: OrderRecord) -> None:
+        half_open = (record.submitted_at is None) != (record.completed_at is None)
+        if half_open and not record.cancelled:
+            self._pending[record.order_id] = None
+            self._pending.move_to_end(record.order_id)
+            while len(self._pending) > MAX_TRACKED_PENDING:
+                self._pending.popitem(last=False)
+        else:
+            self._pending.pop(record.order_id, None)

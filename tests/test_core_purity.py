@@ -1,0 +1,21 @@
+"""The pure core imports no I/O library, so replay and the unit tests stay microsecond-fast."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+CORE = ("service.events", "service.window", "service.pairing", "service.replay")
+IO_LIBRARIES = ("aiobotocore", "botocore", "anyio", "aiohttp", "prometheus_client", "moto")
+
+
+def test_core_modules_pull_in_no_io_library() -> None:
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in CORE)
+        + f"print(sorted(m for m in {IO_LIBRARIES!r} if m in sys.modules))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
+    assert result.stdout.strip() == "[]"

@@ -1,0 +1,141 @@
+"""Event models against the real recordings and against hostile input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from service.errors import PoisonMessageError
+from service.events import Role, consumed_event_pattern, parse_body, parse_envelope, role_of
+from tests.conftest import REFERENCE
+
+RECORDINGS = sorted(REFERENCE.rglob("*.json"))
+
+
+def _envelopes(path: Path) -> list[dict[str, object]]:
+    data = json.loads(path.read_text())
+    return data if isinstance(data, list) else [data]
+
+
+@pytest.mark.parametrize("path", RECORDINGS, ids=lambda p: p.name)
+def test_every_recording_parses_or_is_ignored(path: Path) -> None:
+    for envelope in _envelopes(path):
+        event = parse_envelope(envelope)
+        expected = role_of(str(envelope["detail-type"]))
+        assert (event is None) == (expected is None)
+        if event is not None:
+            assert event.role is expected
+            assert event.order_id
+
+
+def test_roles_of_detail_types() -> None:
+    assert role_of("OrderManager.WaitingCompletion") is Role.SUBMITTED
+    assert role_of("OrderManager.OrderNYC-COMPLETED") is Role.COMPLETED
+    assert role_of("OrderManager.OrderCompleted") is Role.COMPLETED
+    assert role_of("OrderManager.OrderABC123-CANCELLED") is Role.CANCELLED
+    assert role_of("OrderManager.OrderCancelled") is Role.CANCELLED
+    assert role_of("OrderProcessor.OrderTimeOut") is Role.CANCELLED
+    for ignored in (
+        "OrderProcessor.orderFinished",
+        "OrderProcessor.WaitingCompletion",
+        "Validator.NewOrder",
+        "OrderManager.OrderStarted",
+        "OrderManager.DrinkAverageTime",
+    ):
+        assert role_of(ignored) is None
+
+
+def test_tenant_rules_for_the_three_shapes() -> None:
+    samples = REFERENCE / "samples"
+    current = parse_envelope(
+        _envelopes(REFERENCE / "event-player/OrderManager.WaitingCompletion__events-json-index6.json")[0]
+    )
+    shape_2022 = parse_envelope(
+        _envelopes(samples / "OrderManager.WaitingCompletion__6-publisher-service.json")[0]
+    )
+    shape_2021 = parse_envelope(
+        _envelopes(samples / "OrderManager.WaitingCompletion__7-metrics-service.json")[0]
+    )
+    assert current is not None and (current.tenant, current.drink) == ("NYC", "Flat White")
+    assert shape_2022 is not None and (shape_2022.tenant, shape_2022.drink) == ("ABC123", "Americano")
+    assert shape_2021 is not None and (shape_2021.tenant, shape_2021.drink) == ("", "Cafe Mocha")
+
+
+def test_envelope_time_is_used_and_account_is_optional() -> None:
+    pair = sorted((REFERENCE / "event-player/order-7ea64372-lifecycle").glob("*.json"))
+    submitted, completed = (parse_envelope(_envelopes(p)[0]) for p in pair[:2])
+    assert submitted is not None and completed is not None
+    assert completed.time - submitted.time == 21
+    envelope = _envelopes(pair[0])[0]
+    del envelope["account"]
+    assert parse_envelope(envelope) == submitted
+
+
+def _submission(**detail_overrides: object) -> dict[str, object]:
+    detail: dict[str, object] = {
+        "orderId": "o-1",
+        "drinkOrder": {"drink": "Caffe Latte"},
+        "eventId": "NYC",
+    }
+    detail.update(detail_overrides)
+    return {
+        "detail-type": "OrderManager.WaitingCompletion",
+        "source": "awsserverlessda.serverlesspresso",
+        "time": "2026-11-26T18:00:00Z",
+        "detail": detail,
+    }
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"not json", "not_json"),
+        (b'{"detail-type": "OrderManager.WaitingCompletion", ', "not_json"),
+        (b"[1, 2]", "not_an_envelope"),
+        (b"42", "not_an_envelope"),
+        (b'{"source": "x"}', "not_an_envelope"),
+        (json.dumps({**_submission(), "detail": None}).encode(), "invalid_detail"),
+        (json.dumps({k: v for k, v in _submission().items() if k != "detail"}).encode(), "missing_detail"),
+        (json.dumps({**_submission(), "detail": "text"}).encode(), "invalid_detail"),
+        (json.dumps(_submission(orderId=None)).encode(), "invalid_order_id"),
+        (json.dumps(_submission(orderId="")).encode(), "invalid_order_id"),
+        (json.dumps(_submission(orderId=42)).encode(), "invalid_order_id"),
+        (json.dumps(_submission(orderId="x" * 10_000)).encode(), "invalid_order_id"),
+        (json.dumps(_submission(drinkOrder={})).encode(), "missing_drink"),
+        (json.dumps({**_submission(), "time": "yesterday"}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "2999-01-01T00:00:00Z"}).encode(), "time_in_future"),
+        (b" " * 300_000, "oversized"),
+    ],
+)
+def test_poison_messages_have_a_reason(body: bytes, reason: str) -> None:
+    missing_id = json.loads(json.dumps(_submission()))
+    del missing_id["detail"]["orderId"]
+    with pytest.raises(PoisonMessageError) as caught:
+        parse_body(body, not_after=2_000_000_000)
+    assert caught.value.reason == reason
+
+
+def test_missing_order_id_is_poison() -> None:
+    envelope = _submission()
+    del envelope["detail"]["orderId"]  # type: ignore[attr-defined]
+    with pytest.raises(PoisonMessageError) as caught:
+        parse_envelope(envelope)
+    assert caught.value.reason == "missing_order_id"
+
+
+def test_non_ascii_names_are_kept() -> None:
+    event = parse_envelope(_submission(eventId="Zürich☕", drinkOrder={"drink": "Café crème"}))
+    assert event is not None and (event.tenant, event.drink) == ("Zürich☕", "Café crème")
+
+
+def test_other_sources_are_ignored() -> None:
+    envelope = {**_submission(), "source": "someone.else"}
+    assert parse_envelope(envelope, source="awsserverlessda.serverlesspresso") is None
+
+
+def test_rule_pattern_lists_exactly_the_consumed_types() -> None:
+    pattern = consumed_event_pattern("awsserverlessda.serverlesspresso")
+    plain = [p for p in pattern["detail-type"] if isinstance(p, str)]
+    assert all(role_of(p) is not None for p in plain)

@@ -37,7 +37,9 @@ def ensure_environment() -> None:
             sys.exit("dev.py: could not install uv from PyPI")
     env = dict(os.environ, UV_PYTHON=sys.executable, UV_PROJECT_ENVIRONMENT=str(VENV))
     if _run(uv, "sync", "--locked", "--quiet", "--all-extras", env=env):
-        sys.exit("dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/bin/uv lock`)")
+        sys.exit(
+            "dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/bin/uv lock`)"
+        )
 
 
 def main() -> int:

@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_settings()
     except ConfigurationError as exc:
-        print(f"wait-times: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"wait-times: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.command == "demo":
         configure_logging(
@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = anyio.run(_dispatch, args, settings)
     except ConfigurationError as exc:
-        print(f"wait-times: {exc}", file=sys.stderr)  # noqa: T201
+        print(f"wait-times: {exc}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
         return 130
@@ -121,7 +121,7 @@ async def _play(args: argparse.Namespace, settings: Settings, events: Any) -> in
         await play_recording(events, settings.event_bus, envelopes, speed=args.speed)
         return 0
     if args.orders is None and args.duration is None:
-        print("wait-times play: give --orders, --duration or --file", file=sys.stderr)  # noqa: T201
+        print("wait-times play: give --orders, --duration or --file", file=sys.stderr)
         return EXIT_USAGE
     tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
     await play_generated(
@@ -144,7 +144,7 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        print(f"wait-times replay: no such file: {', '.join(missing)}", file=sys.stderr)  # noqa: T201
+        print(f"wait-times replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
     result = replay(
         chain.from_iterable(read_events(f) for f in files),
@@ -155,7 +155,7 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
     )
     json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
-    print(  # noqa: T201
+    print(
         f"replayed {result.events} events: {result.ignored} ignored, "
         f"{sum(result.poison.values())} unprocessable {result.poison or ''}, "
         f"{result.anomalies} anomalies",

@@ -95,11 +95,12 @@ async def run_demo(
                         seed=seed,
                     )
 
+                capture_url = str(provisioned.capture_queue_url)
+
                 async def reader() -> None:
-                    assert provisioned.capture_queue_url is not None
                     while True:
                         response = await clients.sqs.receive_message(
-                            QueueUrl=provisioned.capture_queue_url,
+                            QueueUrl=capture_url,
                             MaxNumberOfMessages=10,
                             WaitTimeSeconds=1,
                         )
@@ -108,7 +109,7 @@ async def run_demo(
                             board.add(json.loads(message["Body"])["detail"])
                         if messages:
                             await clients.sqs.delete_message_batch(
-                                QueueUrl=provisioned.capture_queue_url,
+                                QueueUrl=capture_url,
                                 Entries=[
                                     {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
                                     for i, m in enumerate(messages)

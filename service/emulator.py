@@ -8,6 +8,7 @@ stops when its standard input closes (so it never outlives its parent) or on SIG
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 import subprocess
@@ -47,8 +48,7 @@ class Emulator:
             text=True,
             env=env,
         )
-        assert self._process.stdout is not None
-        line = self._process.stdout.readline()
+        line = self._process.stdout.readline() if self._process.stdout else ""
         if not line.startswith(READY_PREFIX):
             self.stop()
             raise RuntimeError(f"the AWS emulator did not start: {line!r}")
@@ -99,11 +99,9 @@ def main() -> None:
     server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    print(f"{READY_PREFIX}http://{host}:{port}", flush=True)  # noqa: T201
-    try:
+    print(f"{READY_PREFIX}http://{host}:{port}", flush=True)
+    with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()
-    except KeyboardInterrupt:
-        pass
     server.stop()
 
 

@@ -54,9 +54,9 @@ class SubmittedDetail(BaseModel):
     """``detail`` of ``OrderManager.WaitingCompletion``: the order reached the barista."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    orderId: OrderId  # noqa: N815 - the wire name
-    drinkOrder: DrinkOrder  # noqa: N815
-    eventId: Any = Field(None, description="tenant (current shape); ignored unless a string")  # noqa: N815
+    orderId: OrderId
+    drinkOrder: DrinkOrder
+    eventId: Any = Field(None, description="tenant (current shape); ignored unless a string")
     state: Any = Field(None, description="'<tenant>-CREATED' in the 2022 shape")
 
 
@@ -64,8 +64,8 @@ class OrderRefDetail(BaseModel):
     """``detail`` of a completion or cancellation: only the order it is about matters."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    orderId: OrderId  # noqa: N815
-    eventId: Any = Field(None, description="tenant, where the producer sets it")  # noqa: N815
+    orderId: OrderId
+    eventId: Any = Field(None, description="tenant, where the producer sets it")
 
 
 class _Envelope(BaseModel):
@@ -105,7 +105,7 @@ class DrinkAverageTime(BaseModel):
     """``detail`` of ``OrderManager.DrinkAverageTime``, the event the service publishes."""
 
     model_config = ConfigDict(frozen=True)
-    eventId: str = Field(description="tenant")  # noqa: N815
+    eventId: str = Field(description="tenant")
     drink: str
     duration: float | None = Field(
         description="mean wait in seconds of the orders in the window; null when none counts"
@@ -113,7 +113,7 @@ class DrinkAverageTime(BaseModel):
     samples: int = Field(ge=0, description="orders averaged")
     window: int = Field(ge=1, description="configured window size N")
     version: int = Field(ge=1, description="rises with every change of this key's window")
-    updatedAt: datetime  # noqa: N815
+    updatedAt: datetime
 
 
 def role_of(detail_type: str) -> Role | None:

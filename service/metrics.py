@@ -174,7 +174,7 @@ async def serve_http(
 ) -> None:
     """Serve the three endpoints until cancelled; reports the bound port when started."""
     listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
-    bound = listener.extra(anyio.abc.SocketAttribute.local_port)
+    bound = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
     log.info("metrics_listening", host=host, port=bound)
     task_status.started(bound)
 

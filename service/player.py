@@ -9,6 +9,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -169,7 +170,7 @@ async def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> 
         for _ in range(3):
             batch = chunk
             response = await call_with_retry(
-                "events.put_events", lambda: events_client.put_events(Entries=batch)
+                "events.put_events", partial(events_client.put_events, Entries=batch)
             )
             results = response.get("Entries", [])
             chunk = [e for e, r in zip(batch, results, strict=False) if "ErrorCode" in r]

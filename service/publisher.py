@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -77,7 +78,7 @@ class EventBridgePublisher:
             batch = entries
             response = await call_with_retry(
                 "events.put_events",
-                lambda: self.client.put_events(Entries=batch),
+                partial(self.client.put_events, Entries=batch),
                 on_retry=self._on_retry,
                 on_success=self._on_success,
             )

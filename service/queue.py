@@ -114,7 +114,7 @@ class SqsQueue:
                 )
         return deleted
 
-    async def change_visibility(self, messages: Sequence[Message], timeout: int) -> None:
+    async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
         """Set the visibility timeout of messages (heartbeat, or 0 to release them)."""
         for start in range(0, len(messages), SQS_BATCH_LIMIT):
             chunk = messages[start : start + SQS_BATCH_LIMIT]
@@ -122,7 +122,7 @@ class SqsQueue:
                 "change_message_visibility_batch",
                 max_attempts=3,
                 Entries=[
-                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": timeout}
+                    {"Id": str(i), "ReceiptHandle": m.receipt_handle, "VisibilityTimeout": seconds}
                     for i, m in enumerate(chunk)
                 ],
             )

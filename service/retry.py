@@ -94,11 +94,12 @@ class Backoff:
 
     def ceiling(self, attempt: int) -> float:
         """Upper bound of the delay before retry number ``attempt`` (0-based)."""
-        return min(self.cap, self.base * (2 ** min(attempt, 32)))
+        exponent: int = min(attempt, 32)
+        return min(self.cap, self.base * float(2**exponent))
 
     def delay(self, attempt: int) -> float:
         """A jittered delay for retry number ``attempt``."""
-        return self.rng.uniform(0, self.ceiling(attempt))
+        return float(self.rng.uniform(0, self.ceiling(attempt)))
 
 
 async def call_with_retry(

@@ -15,7 +15,8 @@ DEFAULT_SOURCE = "awsserverlessda.serverlesspresso"
 class Settings(BaseSettings):
     """Every knob of the service; `run` and `provision` read the same ones, so names agree."""
 
-    model_config = SettingsConfigDict(env_prefix="WAIT_TIMES_", extra="ignore", frozen=True, populate_by_name=True
+    model_config = SettingsConfigDict(
+        env_prefix="WAIT_TIMES_", extra="ignore", frozen=True, populate_by_name=True
     )
 
     event_bus: str = Field("Serverlesspresso", min_length=1, max_length=256)

@@ -62,7 +62,7 @@ class OrderQueue(Protocol):
     async def receive(self, wait_seconds: int | None = None) -> list[Message]: ...
     async def is_drained(self) -> bool: ...
     async def delete(self, messages: Sequence[Message]) -> int: ...
-    async def change_visibility(self, messages: Sequence[Message], timeout: int) -> None: ...
+    async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None: ...
 
 
 class OrderStore(Protocol):
@@ -94,7 +94,7 @@ class BatchOutcome:
 class Worker:
     """Consumes the queue with ``settings.batches_in_flight`` concurrent batches."""
 
-    def __init__(  # noqa: PLR0913 - collaborators are injected, not built here
+    def __init__(
         self,
         queue: OrderQueue,
         store: OrderStore,
@@ -163,7 +163,7 @@ class Worker:
                     messages = await self.queue.receive(1 if burst else None)
                 except ConfigurationError as exc:
                     self.health.set_ready(False, str(exc))
-                    log.error("receive_failed", error=str(exc))
+                    log.error("receive_failed", error=str(exc))  # noqa: TRY400 - one line, no traceback
                     await anyio.sleep(5)
                 finally:
                     self._receive_scopes.discard(scope)

@@ -50,7 +50,9 @@ def test_roles_of_detail_types() -> None:
 def test_tenant_rules_for_the_three_shapes() -> None:
     samples = REFERENCE / "samples"
     current = parse_envelope(
-        _envelopes(REFERENCE / "event-player/OrderManager.WaitingCompletion__events-json-index6.json")[0]
+        _envelopes(
+            REFERENCE / "event-player/OrderManager.WaitingCompletion__events-json-index6.json"
+        )[0]
     )
     shape_2022 = parse_envelope(
         _envelopes(samples / "OrderManager.WaitingCompletion__6-publisher-service.json")[0]
@@ -59,7 +61,10 @@ def test_tenant_rules_for_the_three_shapes() -> None:
         _envelopes(samples / "OrderManager.WaitingCompletion__7-metrics-service.json")[0]
     )
     assert current is not None and (current.tenant, current.drink) == ("NYC", "Flat White")
-    assert shape_2022 is not None and (shape_2022.tenant, shape_2022.drink) == ("ABC123", "Americano")
+    assert shape_2022 is not None and (shape_2022.tenant, shape_2022.drink) == (
+        "ABC123",
+        "Americano",
+    )
     assert shape_2021 is not None and (shape_2021.tenant, shape_2021.drink) == ("", "Cafe Mocha")
 
 
@@ -97,7 +102,10 @@ def _submission(**detail_overrides: object) -> dict[str, object]:
         (b"42", "not_an_envelope"),
         (b'{"source": "x"}', "not_an_envelope"),
         (json.dumps({**_submission(), "detail": None}).encode(), "invalid_detail"),
-        (json.dumps({k: v for k, v in _submission().items() if k != "detail"}).encode(), "missing_detail"),
+        (
+            json.dumps({k: v for k, v in _submission().items() if k != "detail"}).encode(),
+            "missing_detail",
+        ),
         (json.dumps({**_submission(), "detail": "text"}).encode(), "invalid_detail"),
         (json.dumps(_submission(orderId=None)).encode(), "invalid_order_id"),
         (json.dumps(_submission(orderId="")).encode(), "invalid_order_id"),

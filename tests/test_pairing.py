@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from hypothesis import given, settings
@@ -69,8 +70,6 @@ def test_expiry_drops_stale_halves_only_after_the_ttl() -> None:
 
 
 def _envelope(event: OrderEvent) -> dict[str, Any]:
-    from datetime import UTC, datetime
-
     detail_type = {
         Role.SUBMITTED: "OrderManager.WaitingCompletion",
         Role.COMPLETED: f"OrderManager.Order{event.tenant}-COMPLETED",

@@ -55,6 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
     replay = commands.add_parser("replay", help="offline: final windows of recorded events")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
 
+    schema = commands.add_parser(
+        "schema", help="write JSON Schemas and the AsyncAPI document of the events"
+    )
+    schema.add_argument("--out", type=Path, default=Path("docs/events"), help="output folder")
+
     demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
     demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
     demo.add_argument("--rate", type=float, default=0.5, help="orders per simulated second")
@@ -94,6 +99,12 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await run_worker(settings, burst=args.burst)
     if args.command == "replay":
         return _replay(args.files, settings)
+    if args.command == "schema":
+        from service.catalog import write_catalog  # noqa: PLC0415
+
+        for path in write_catalog(args.out, settings):
+            print(path)  # noqa: T201
+        return 0
     if args.command == "demo":
         from service.demo import run_demo  # noqa: PLC0415
 

@@ -103,7 +103,7 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         from service.catalog import write_catalog  # noqa: PLC0415
 
         for path in write_catalog(args.out, settings):
-            print(path)  # noqa: T201
+            print(path)
         return 0
     if args.command == "demo":
         from service.demo import run_demo  # noqa: PLC0415

@@ -13,8 +13,10 @@ import logging
 import os
 import subprocess
 import sys
+import threading
 import urllib.request
 from types import TracebackType
+from typing import Any
 
 READY_PREFIX = "listening "
 
@@ -86,23 +88,52 @@ class Emulator:
         self.stop()
 
 
+class AtomicDynamoDB:
+    """WSGI middleware: one DynamoDB request at a time.
+
+    Real DynamoDB applies each UpdateItem and conditional PutItem atomically; moto's
+    threaded server does not (two concurrent UpdateItems on one item can lose a write),
+    and the service's correctness rests on that atomicity. SQS and EventBridge requests
+    stay concurrent, so long polls never block the emulator.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ: dict[str, Any], start_response: Any) -> Any:
+        if str(environ.get("HTTP_X_AMZ_TARGET", "")).startswith("DynamoDB_"):
+            with self.lock:
+                return list(self.app(environ, start_response))
+        return self.app(environ, start_response)
+
+
 def main() -> None:
     """Serve moto until stdin closes."""
     parser = argparse.ArgumentParser(description="moto server for wait-times")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
-    from moto.server import ThreadedMotoServer  # noqa: PLC0415 - only the emulator needs moto
+    # Only the emulator needs moto and werkzeug; the production image has neither.
+    from moto.moto_server.werkzeug_app import (  # noqa: PLC0415
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server  # noqa: PLC0415
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # one line per request otherwise
-
-    server = ThreadedMotoServer(ip_address=args.host, port=args.port, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    app = AtomicDynamoDB(DomainDispatcherApplication(create_backend_app))
+    server = make_server(
+        args.host, args.port, app, threaded=True, request_handler=MotoRequestHandler
+    )
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    host, port = server.server_address[:2]
     print(f"{READY_PREFIX}http://{host}:{port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()
-    server.stop()
+    server.shutdown()
 
 
 if __name__ == "__main__":

@@ -91,9 +91,10 @@ class SqsQueue:
     async def delete(self, messages: Sequence[Message]) -> int:
         """Delete messages in batches of ten; returns how many SQS confirmed.
 
-        Entry ids are positions, so the same message received twice in one batch (two
-        receipt handles) never trips ``BatchEntryIdsNotDistinct``.
+        Receipt handles are deduplicated and entry ids are positions, so the same message
+        twice in one batch never trips ``BatchEntryIdsNotDistinct``.
         """
+        messages = distinct(messages)
         deleted = 0
         for start in range(0, len(messages), SQS_BATCH_LIMIT):
             chunk = messages[start : start + SQS_BATCH_LIMIT]
@@ -116,6 +117,7 @@ class SqsQueue:
 
     async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
         """Set the visibility timeout of messages (heartbeat, or 0 to release them)."""
+        messages = distinct(messages)
         for start in range(0, len(messages), SQS_BATCH_LIMIT):
             chunk = messages[start : start + SQS_BATCH_LIMIT]
             response = await self._call(
@@ -128,6 +130,11 @@ class SqsQueue:
             )
             for failure in response.get("Failed", []):
                 log.debug("visibility_change_failed", code=failure.get("Code"))
+
+
+def distinct(messages: Sequence[Message]) -> list[Message]:
+    """Messages with distinct receipt handles, in their order (SQS refuses repeats in a batch)."""
+    return list({m.receipt_handle: m for m in messages}.values())
 
 
 async def resolve_queue(client: Any, name: str) -> tuple[str, int | None]:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from service.aws import AwsClients, open_clients
@@ -126,6 +127,15 @@ def latest_by_key(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {k: best[key][k] for k in ("eventId", "drink", "duration", "samples")}
         for key in sorted(best)
     ]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll a condition (no fixed sleeps in tests); fail with ``what`` after ``seconds``."""
+    with anyio.move_on_after(seconds):
+        while not condition():  # noqa: ASYNC110 - the condition is a plain predicate
+            await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
 
 
 @pytest.fixture

@@ -12,9 +12,10 @@ import pytest
 from service.app import run_worker
 from service.metrics import Metrics
 from service.player import TrafficGenerator, play_recording, put_entries, to_entry
+from service.queue import Message, SqsQueue
 from service.replay import read_events, replay
 from service.settings import Settings
-from tests.conftest import RECORDING, Aws, latest_by_key
+from tests.conftest import RECORDING, Aws, latest_by_key, wait_until
 
 
 def generated(orders: int, seed: int, tenants: tuple[str, ...] = ("NYC", "LDN")) -> list[Any]:
@@ -127,9 +128,9 @@ async def test_a_hard_killed_worker_and_a_new_one_give_the_same_windows(aws: Aws
     metrics = Metrics()
     async with anyio.create_task_group() as group:
         group.start_soon(lambda: run_worker(settings, install_signals=False, metrics=metrics))
-        with anyio.fail_after(60):
-            while metrics.messages_processed._value.get() < 60:
-                await anyio.sleep(0.05)
+        await wait_until(
+            lambda: metrics.messages_processed._value.get() >= 60, 60, "60 processed messages"
+        )
         group.cancel_scope.cancel()  # a crash: no drain, in-flight batches abandoned
     await burst(settings)
     expected = expected_rows(as_envelopes(events, settings.source), settings)
@@ -196,8 +197,6 @@ async def test_poison_messages_reach_the_dlq_and_good_ones_are_processed(aws: Aw
 
 
 async def test_the_same_message_twice_in_one_batch_is_deleted_without_error(aws: Aws) -> None:
-    from service.queue import Message, SqsQueue
-
     events = generated(orders=1, seed=1)
     envelope = as_envelopes(events, aws.settings.source)[0]
     await aws.clients.sqs.send_message(

@@ -129,8 +129,7 @@ def main() -> None:
     )
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    host, port = server.server_address[:2]
-    print(f"{READY_PREFIX}http://{host}:{port}", flush=True)
+    print(f"{READY_PREFIX}http://{args.host}:{server.server_port}", flush=True)
     with contextlib.suppress(KeyboardInterrupt):
         sys.stdin.read()
     server.shutdown()

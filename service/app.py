@@ -146,7 +146,7 @@ async def run_worker(
     async with AsyncExitStack() as stack:
         clients = await open_clients(settings, stack)
         async with anyio.create_task_group() as group:
-            await group.start(
+            health.port = await group.start(
                 serve_http, metrics, health, settings.metrics_host, settings.metrics_port
             )
             stop_requested = anyio.Event()

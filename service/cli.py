@@ -20,6 +20,7 @@ from service.settings import Settings, load_settings
 log = structlog.get_logger(__name__)
 
 EXIT_USAGE = 2
+EXIT_MISSING_RESOURCE = 3
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -84,12 +85,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = anyio.run(_dispatch, args, settings)
-    except ConfigurationError as exc:
-        print(f"wait-times: {exc}", file=sys.stderr)
-        return 3
+    except (ConfigurationError, ExceptionGroup) as exc:
+        problem = _configuration_error(exc)
+        if problem is None:
+            raise
+        print(f"wait-times: {problem}", file=sys.stderr)
+        return EXIT_MISSING_RESOURCE
     except KeyboardInterrupt:
         return 130
     return code
+
+
+def _configuration_error(exc: BaseException) -> ConfigurationError | None:
+    """The ConfigurationError inside ``exc`` (task groups wrap what they raise), if any."""
+    if isinstance(exc, ConfigurationError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = _configuration_error(inner)
+            if found is not None:
+                return found
+    return None
 
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
@@ -157,13 +173,17 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
     if missing:
         print(f"wait-times replay: no such file: {', '.join(missing)}", file=sys.stderr)
         return EXIT_USAGE
-    result = replay(
-        chain.from_iterable(read_events(f) for f in files),
-        window_size=settings.window_size,
-        max_wait_seconds=settings.max_wait_seconds,
-        ttl_seconds=settings.pending_ttl_seconds,
-        source=settings.source,
-    )
+    try:
+        result = replay(
+            chain.from_iterable(read_events(f) for f in files),
+            window_size=settings.window_size,
+            max_wait_seconds=settings.max_wait_seconds,
+            ttl_seconds=settings.pending_ttl_seconds,
+            source=settings.source,
+        )
+    except (ValueError, UnicodeDecodeError) as exc:
+        print(f"wait-times replay: not JSON or JSON Lines: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
     print(

@@ -119,7 +119,7 @@ async def run_demo(
                 async def screen() -> None:
                     header = (
                         f"wait-times demo: emulator {emulator.url}, metrics "
-                        f"http://localhost:{settings.metrics_port}/metrics, "
+                        f"http://localhost:{worker.health.port}/metrics, "
                         f"traffic x{speed:g} real time"
                     )
                     while True:

@@ -154,6 +154,7 @@ class Health:
         self.metrics = metrics
         self.ready = False
         self.reason = "starting"
+        self.port: int | None = None  # where /metrics, /healthz and /readyz listen
 
     def set_ready(self, ready: bool, reason: str = "") -> None:
         """Change readiness, logging each transition once."""

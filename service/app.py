@@ -94,10 +94,13 @@ async def wait_for_resources(
     attempt = 0
     while True:
         try:
-            url, max_receive = await resolve_queue(clients.sqs, settings.queue_name)
+            # One attempt per round: this loop does the backing off, so readiness and the
+            # log say at once that the endpoint is not answering.
+            url, max_receive = await resolve_queue(clients.sqs, settings.queue_name, max_attempts=1)
             await call_with_retry(
                 "dynamodb.describe_table",
                 lambda: clients.dynamodb.describe_table(TableName=settings.table_name),
+                max_attempts=1,
             )
         except ConfigurationError as exc:
             raise ConfigurationError(
@@ -138,11 +141,12 @@ async def run_worker(
     burst: bool = False,
     install_signals: bool = True,
     metrics: Metrics | None = None,
+    health: Health | None = None,
     task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the worker with its metrics server until stopped; returns the exit code."""
-    metrics = metrics or Metrics(settings.max_metric_series)
-    health = Health(metrics)
+    metrics = metrics or (health.metrics if health else Metrics(settings.max_metric_series))
+    health = health or Health(metrics)
     async with AsyncExitStack() as stack:
         clients = await open_clients(settings, stack)
         async with anyio.create_task_group() as group:

@@ -137,14 +137,19 @@ def distinct(messages: Sequence[Message]) -> list[Message]:
     return list({m.receipt_handle: m for m in messages}.values())
 
 
-async def resolve_queue(client: Any, name: str) -> tuple[str, int | None]:
+async def resolve_queue(client: Any, name: str, max_attempts: int = 8) -> tuple[str, int | None]:
     """The URL of a queue by name and the maxReceiveCount of its redrive policy, if any."""
     url = (
-        await call_with_retry("sqs.get_queue_url", lambda: client.get_queue_url(QueueName=name))
+        await call_with_retry(
+            "sqs.get_queue_url",
+            lambda: client.get_queue_url(QueueName=name),
+            max_attempts=max_attempts,
+        )
     )["QueueUrl"]
     attributes = await call_with_retry(
         "sqs.get_queue_attributes",
         lambda: client.get_queue_attributes(QueueUrl=url, AttributeNames=["RedrivePolicy"]),
+        max_attempts=max_attempts,
     )
     policy = attributes.get("Attributes", {}).get("RedrivePolicy")
     return url, int(json.loads(policy)["maxReceiveCount"]) if policy else None

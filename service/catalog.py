@@ -1,0 +1,767 @@
+"""The events catalog: JSON Schemas and an AsyncAPI 3.0 document generated from the models.
+
+``wait-times schema`` writes them under ``docs/events/``; a test regenerates them and fails
+when the committed copies differ, so the catalog cannot drift from the code. Everything
+here is pure and deterministic (sorted keys, no timestamps): the same models and settings
+always give byte-identical files.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic_core import core_schema
+
+from service.events import (
+    AVERAGE_DETAIL_TYPE,
+    DrinkAverageTime,
+    OrderRefEnvelope,
+    Role,
+    SubmittedEnvelope,
+    consumed_event_pattern,
+    published_event_pattern,
+    role_of,
+)
+from service.settings import Settings
+
+# The version of the event contract documented here (AsyncAPI ``info.version``), not of
+# the package: bump it when a schema changes in a way consumers must know about.
+CONTRACT_VERSION: Final = "1.0.0"
+JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
+ASYNCAPI_FILE: Final = "asyncapi.yaml"
+PUBLISHED_SCHEMA_FILE: Final = "drink-average-time.schema.json"
+CONSUMED_SCHEMA_FILES: Final = {
+    Role.SUBMITTED: "order-submitted.schema.json",
+    Role.COMPLETED: "order-completed.schema.json",
+    Role.CANCELLED: "order-cancelled.schema.json",
+}
+EXAMPLE_ACCOUNT: Final = "123456789012"
+
+
+class PublishedEnvelope(BaseModel):
+    """EventBridge envelope of ``OrderManager.DrinkAverageTime`` as a rule target receives it."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+    version: str = Field("0", description="EventBridge envelope version")
+    id: str = Field(min_length=1, description="unique per delivery; a re-send has a new id")
+    detail_type: str = Field(alias="detail-type")
+    source: str
+    account: str | None = Field(None, description="AWS account of the bus (emulators omit it)")
+    time: AwareDatetime = Field(description="when the service put the event on the bus")
+    region: str | None = None
+    resources: list[str] = Field(default_factory=list)
+    detail: DrinkAverageTime
+
+
+class _CatalogJsonSchema(GenerateJsonSchema):
+    """pydantic's generator, made as strict as validation and without generated field titles."""
+
+    def field_title_should_be_set(self, schema: Any) -> bool:
+        """Field titles like "Orderid" only repeat the property name."""
+        return False
+
+    def str_schema(self, schema: core_schema.StringSchema) -> JsonSchemaValue:
+        """A stripped string with a minimum length needs a non-blank character."""
+        json_schema = super().str_schema(schema)
+        # The models strip whitespace before checking min_length, so "   " is refused by
+        # them; without this pattern the schema would accept it.
+        if schema.get("strip_whitespace") and schema.get("min_length", 0) > 0:
+            json_schema.setdefault("pattern", r"\S")
+        return json_schema
+
+
+@dataclass(frozen=True)
+class Example:
+    """A named example event; ``reference`` names the recording it was copied from."""
+
+    name: str
+    summary: str
+    reference: str | None  # path inside shared/reference/serverlesspresso-events
+    envelope: dict[str, Any]
+
+
+_ORDER_MANAGER_MESSAGE: Final = (
+    "A Lambda function is invoked which stores the Step Functions Task Token in an Amazon "
+    "DynamoDB table. The Task Token is later used to resume the workflow when the barista "
+    "completes or cancels the order."
+)
+_BARISTA_MESSAGE: Final = "Barrista has cancelled or completed the order"
+
+RECORDED_EXAMPLES: Final[dict[Role, tuple[Example, ...]]] = {
+    Role.SUBMITTED: (
+        Example(
+            "flatWhiteNYC",
+            "Current shape: tenant in detail.eventId (order 7ea64372, Flat White, NYC)",
+            "event-player/order-7ea64372-lifecycle/"
+            "01_OrderManager.WaitingCompletion__events-json-index59.json",
+            {
+                "version": "0",
+                "id": "486989e7-7a1c-6703-ae2e-3af8d42d84d7",
+                "detail-type": "OrderManager.WaitingCompletion",
+                "source": "awsserverlessda.serverlesspresso",
+                "account": "1234",
+                "time": "2022-10-14T12:56:26Z",
+                "region": "us-west-2",
+                "resources": [],
+                "detail": {
+                    "orderId": "7ea64372-c480-4cc4-a12f-f8c438b25b9b",
+                    "orderNumber": "29",
+                    "state": "NYC-CREATED",
+                    "drinkOrder": {
+                        "modifiers": [],
+                        "icon": "barista-icons_cappuccino-alternative",
+                        "userId": "robot",
+                        "drink": "Flat White",
+                    },
+                    "userId": "robot",
+                    "robot": False,
+                    "eventId": "NYC",
+                    "TS": 1665752186268,
+                    "Message": _ORDER_MANAGER_MESSAGE,
+                },
+            },
+        ),
+        Example(
+            "americanoStateTenant",
+            "2022 shape: no detail.eventId, tenant ABC123 from state 'ABC123-CREATED'",
+            "samples/OrderManager.WaitingCompletion__6-publisher-service.json",
+            {
+                "version": "0",
+                "id": "ae258779-142f-2fef-7082-13e0c7aa6533",
+                "detail-type": "OrderManager.WaitingCompletion",
+                "source": "awsserverlessda.serverlesspresso",
+                "account": "468083054740",
+                "time": "2022-05-18T16:07:15Z",
+                "region": "us-east-1",
+                "resources": [],
+                "detail": {
+                    "orderId": "wtU8IRSLMyUFTnbLs84Hm",
+                    "orderNumber": "40",
+                    "state": "ABC123-CREATED",
+                    "drinkOrder": {
+                        "userId": "750a9af3-e48a-420d-9da1-6bb03fe25d65",
+                        "drink": "Americano",
+                        "modifiers": [],
+                        "icon": "barista-icons_americano",
+                    },
+                    "userId": "750a9af3-e48a-420d-9da1-6bb03fe25d65",
+                    "robot": False,
+                    "TS": 1652890034744,
+                    "Message": _ORDER_MANAGER_MESSAGE,
+                },
+            },
+        ),
+        Example(
+            "cafeMochaNoTenant",
+            "2021 shape: state 'CREATED', no account, tenant is the empty string",
+            "samples/OrderManager.WaitingCompletion__7-metrics-service.json",
+            {
+                "version": "0",
+                "id": "6a6aa7b8-f986-5fc3-64b2-15ed38ddb5cf",
+                "detail-type": "OrderManager.WaitingCompletion",
+                "source": "awsserverlessda.serverlesspresso",
+                "time": "2021-10-19T18:48:44Z",
+                "region": "us-west-2",
+                "resources": [],
+                "detail": {
+                    "orderId": "Ooxv-dVDf2BFsc_11DYUT",
+                    "orderNumber": 83,
+                    "state": "CREATED",
+                    "drinkOrder": {
+                        "icon": "barista-icons_espresso-macchiato-alternative",
+                        "modifiers": ["Coconut", "Vanilla"],
+                        "drink": "Cafe Mocha",
+                    },
+                    "userId": "6e95c051-ee28-4d9a-8a97-96f1f8efde0e",
+                    "robot": False,
+                    "TS": 1634669323785,
+                    "Message": _ORDER_MANAGER_MESSAGE,
+                },
+            },
+        ),
+    ),
+    Role.COMPLETED: (
+        Example(
+            "flatWhiteNYC",
+            "Completion of order 7ea64372, 21 s after its submission",
+            "event-player/order-7ea64372-lifecycle/"
+            "02_OrderManager.OrderNYC-COMPLETED__events-json-index67.json",
+            {
+                "version": "0",
+                "id": "a3aace27-b9a6-6888-3cbe-df471085f82c",
+                "detail-type": "OrderManager.OrderNYC-COMPLETED",
+                "source": "awsserverlessda.serverlesspresso",
+                "account": "1234",
+                "time": "2022-10-14T12:56:47Z",
+                "region": "us-west-2",
+                "resources": [
+                    "arn:aws:states:us-west-2:1234:stateMachine:"
+                    "OrderManagerStateMachine-oQcfeSMBIKUt",
+                    "arn:aws:states:us-west-2:1234:execution:"
+                    "OrderManagerStateMachine-oQcfeSMBIKUt:"
+                    "bc0e881b-df37-541f-bd2a-9fdf55b790a2_3504eac1-f75f-81c4-ad7a-bd434b6c8679",
+                ],
+                "detail": {
+                    "Message": _BARISTA_MESSAGE,
+                    "eventId": "NYC",
+                    "orderId": "7ea64372-c480-4cc4-a12f-f8c438b25b9b",
+                    "ORDERSTATE": "NYC-COMPLETED",
+                    "userId": "robot",
+                },
+            },
+        ),
+    ),
+    Role.CANCELLED: (
+        Example(
+            "baristaCancelledNYC",
+            "The barista cancelled an order (current tenant detail-type)",
+            "event-player/OrderManager.OrderNYC-CANCELLED__events-json-index32.json",
+            {
+                "version": "0",
+                "id": "33d4419c-d2d8-5a54-1364-a4dfe710591b",
+                "detail-type": "OrderManager.OrderNYC-CANCELLED",
+                "source": "awsserverlessda.serverlesspresso",
+                "account": "1234",
+                "time": "2022-10-14T12:55:13Z",
+                "region": "us-west-2",
+                "resources": [
+                    "arn:aws:states:us-west-2:1234:stateMachine:"
+                    "OrderManagerStateMachine-oQcfeSMBIKUt",
+                    "arn:aws:states:us-west-2:1234:execution:"
+                    "OrderManagerStateMachine-oQcfeSMBIKUt:"
+                    "e8d0c1b0-37d4-8a3d-1abe-b02a4f168ade_7e3208c8-3889-285f-1466-31a0cfadcfb0",
+                ],
+                "detail": {
+                    "Message": _BARISTA_MESSAGE,
+                    "eventId": "NYC",
+                    "orderId": "0dc8a054-2b9f-4690-8338-3605dccb0dd5",
+                    "ORDERSTATE": "NYC-CANCELLED",
+                    "userId": "robot",
+                },
+            },
+        ),
+        Example(
+            "timedOut",
+            "The order workflow timed out waiting for the barista",
+            "samples/OrderProcessor.OrderTimeOut__7-metrics-service.json",
+            {
+                "version": "0",
+                "id": "77671ea7-2494-69b6-d4d4-0a8818f0fec5",
+                "detail-type": "OrderProcessor.OrderTimeOut",
+                "source": "awsserverlessda.serverlesspresso",
+                "time": "2021-10-20T13:23:16Z",
+                "region": "us-west-2",
+                "resources": [
+                    "arn:aws:states:us-west-2:468083054740:stateMachine:"
+                    "OrderProcessorStateMachine-sPNgKo43tHYa",
+                    "arn:aws:states:us-west-2:468083054740:execution:"
+                    "OrderProcessorStateMachine-sPNgKo43tHYa:"
+                    "eb16ed8c-f2a4-0030-cbd5-67b6351ee256_04507803-e424-b11d-2d3c-07495f4cacbd",
+                ],
+                "detail": {
+                    "Message": "Order timeout",
+                    "orderId": "HObVz_69sbnVjiKUl1hlp",
+                    "cause": "Barista timedout",
+                    "userId": "robot",
+                },
+            },
+        ),
+        Example(
+            "legacyCancelled",
+            "Legacy (2021) cancellation detail-type, no tenant",
+            "samples/OrderManager.OrderCancelled__legacy__7-metrics-service.json",
+            {
+                "version": "0",
+                "id": "2f4b85a9-2006-0c07-cb18-98cce136a05c",
+                "detail-type": "OrderManager.OrderCancelled",
+                "source": "awsserverlessda.serverlesspresso",
+                "time": "2021-10-20T11:29:59Z",
+                "region": "us-west-2",
+                "resources": [],
+                "detail": {
+                    "actionUserId": "6e95c051-ee28-4d9a-8a97-96f1f8efde0e",
+                    "orderId": "HlFIDTdD1kp5OkJb_aj91",
+                    "order": {
+                        "orderNumber": 3,
+                        "userId": "robot",
+                        "drinkOrder": {
+                            "icon": "barista-icons_espresso-alternative",
+                            "modifiers": ["Single"],
+                            "drink": "Espresso",
+                        },
+                        "orderState": "CANCELLED",
+                    },
+                    "userId": "robot",
+                },
+            },
+        ),
+    ),
+}
+
+_ROLE_TEXT: Final = {
+    Role.SUBMITTED: {
+        "title": "OrderSubmitted",
+        "message": "orderSubmitted",
+        "summary": "An order reached the barista: the start of its wait.",
+        "description": (
+            "Produced by the Serverlesspresso OrderManager workflow when an order waits for "
+            "the barista. The service reads detail.orderId, detail.drinkOrder.drink, the "
+            "tenant (detail.eventId when it is a string, else the prefix of detail.state "
+            "before '-CREATED', else the empty string) and the envelope time."
+        ),
+    },
+    Role.COMPLETED: {
+        "title": "OrderCompleted",
+        "message": "orderCompleted",
+        "summary": "The barista completed an order: the end of its wait.",
+        "description": (
+            "Produced by the Serverlesspresso OrderManager workflow as "
+            "'OrderManager.Order<tenant>-COMPLETED' (legacy 'OrderManager.OrderCompleted'). "
+            "The service reads detail.orderId and the envelope time; the wait is completion "
+            "time minus submission time, both from envelope times."
+        ),
+    },
+    Role.CANCELLED: {
+        "title": "OrderCancelled",
+        "message": "orderCancelled",
+        "summary": "An order was cancelled or timed out: it never counts in an average.",
+        "description": (
+            "Produced by the OrderManager workflow as 'OrderManager.Order<tenant>-CANCELLED' "
+            "(legacy 'OrderManager.OrderCancelled') and by the OrderProcessor workflow as "
+            "'OrderProcessor.OrderTimeOut'. The service reads detail.orderId only."
+        ),
+    },
+}
+
+_ENVELOPE_DESCRIPTIONS: Final = {
+    "id": "EventBridge event id",
+    "source": "the Serverlesspresso source; events from any other source are ignored",
+    "time": (
+        "RFC 3339 time EventBridge stamped on the event (1 s resolution); both ends of a "
+        "wait come from it, so they share one clock"
+    ),
+    "account": "AWS account of the bus (emulators omit it)",
+    "detail": "the producer's payload; fields the service does not read are allowed",
+}
+
+
+def detail_types_by_role(source: str) -> dict[Role, list[str | dict[str, str]]]:
+    """The rule's detail-type entries (exact strings and wildcards), grouped by role."""
+    grouped: dict[Role, list[str | dict[str, str]]] = {role: [] for role in Role}
+    for entry in consumed_event_pattern(source)["detail-type"]:
+        text = entry if isinstance(entry, str) else entry["wildcard"]
+        role = role_of(text)
+        if role is None:
+            raise ValueError(f"rule entry {entry!r} matches no role")
+        grouped[role].append(entry)
+    return grouped
+
+
+def wildcard_regex(wildcard: str) -> str:
+    """An anchored ECMA-262 (and Python) regex matching what an EventBridge wildcard matches."""
+    # Escape by hand: re.escape also escapes "-", which an ECMA-262 regex in unicode mode
+    # (the AsyncAPI tools' ajv) refuses outside a character class.
+    escaped = re.sub(r"([.^$+?()\[\]{}|\\/])", r"\\\1", wildcard)
+    return "^" + escaped.replace("*", ".*") + "$"
+
+
+def detail_type_schema(role: Role, source: str) -> dict[str, Any]:
+    """The JSON Schema of ``detail-type`` for one role, from the rule's own pattern."""
+    exact = sorted(e for e in detail_types_by_role(source)[role] if isinstance(e, str))
+    patterns = sorted(
+        wildcard_regex(e["wildcard"])
+        for e in detail_types_by_role(source)[role]
+        if not isinstance(e, str)
+    )
+    choices: list[dict[str, Any]] = []
+    if len(exact) == 1:
+        choices.append({"const": exact[0]})
+    elif exact:
+        choices.append({"enum": exact})
+    choices.extend({"pattern": pattern} for pattern in patterns)
+    schema: dict[str, Any] = choices[0] if len(choices) == 1 else {"anyOf": choices}
+    return {"type": "string", **schema, "description": "what happened; selects the role"}
+
+
+def model_schema(model: type[BaseModel], mode: JsonSchemaMode = "validation") -> dict[str, Any]:
+    """A model's JSON Schema, as strict as the model (see ``_CatalogJsonSchema``)."""
+    return model.model_json_schema(by_alias=True, mode=mode, schema_generator=_CatalogJsonSchema)
+
+
+def consumed_schema(role: Role, settings: Settings) -> dict[str, Any]:
+    """The JSON Schema of a consumed event: the worker's envelope model, narrowed to a role."""
+    model = SubmittedEnvelope if role is Role.SUBMITTED else OrderRefEnvelope
+    schema = model_schema(model)
+    properties = schema["properties"]
+    properties["detail-type"] = detail_type_schema(role, settings.source)
+    properties["source"] = {"type": "string", "const": settings.source}
+    for name, description in _ENVELOPE_DESCRIPTIONS.items():
+        properties[name] = {**properties[name], "description": description}
+    text = _ROLE_TEXT[role]
+    return {
+        **schema,
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": text["title"],
+        "description": f"{text['summary']} {text['description']}",
+    }
+
+
+def published_schema(settings: Settings) -> dict[str, Any]:
+    """The JSON Schema of the published ``OrderManager.DrinkAverageTime`` envelope."""
+    schema = model_schema(PublishedEnvelope)
+    properties = schema["properties"]
+    properties["detail-type"] = {"type": "string", "const": AVERAGE_DETAIL_TYPE}
+    properties["source"] = {
+        "type": "string",
+        "const": settings.source,
+        "description": "WAIT_TIMES_SOURCE of the publishing service",
+    }
+    properties["detail"] = {
+        **properties["detail"],
+        "description": "the average; keep the highest version per (eventId, drink)",
+    }
+    return {
+        **schema,
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "DrinkAverageTime",
+        "description": (
+            "The average wait of the last completed orders of one drink at one tenant, "
+            "published by wait-times whenever that key's window changes."
+        ),
+    }
+
+
+def published_examples(settings: Settings) -> list[Example]:
+    """Realistic published envelopes; the first is what replaying the recording gives."""
+
+    def envelope(event_id: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": event_id,
+            "detail-type": AVERAGE_DETAIL_TYPE,
+            "source": settings.source,
+            "account": EXAMPLE_ACCOUNT,
+            "time": time,
+            "region": "us-west-2",
+            "resources": [],
+            "detail": {"window": settings.window_size, "updatedAt": time, **detail},
+        }
+
+    return [
+        Example(
+            "flatWhiteNYC",
+            "Two Flat Whites at NYC (21 s and 25 s), as replaying the recorded traffic gives",
+            None,
+            envelope(
+                "0c4a1e55-7b3f-4d8e-9a61-5f2e8d3c7b10",
+                "2022-10-14T13:01:55Z",
+                {
+                    "eventId": "NYC",
+                    "drink": "Flat White",
+                    "duration": 23.0,
+                    "samples": 2,
+                    "version": 2,
+                },
+            ),
+        ),
+        Example(
+            "noOrderCounts",
+            "The only completed Americano was then cancelled: nothing counts, duration is null",
+            None,
+            envelope(
+                "9e2b7c41-3d5a-4f08-8c6e-1a4b2d9f0e37",
+                "2022-10-14T13:04:02Z",
+                {
+                    "eventId": "NYC",
+                    "drink": "Americano",
+                    "duration": None,
+                    "samples": 0,
+                    "version": 2,
+                },
+            ),
+        ),
+    ]
+
+
+def consumed_examples(role: Role, settings: Settings) -> list[Example]:
+    """The recorded examples of a role, on the configured source."""
+    return [
+        Example(
+            example.name,
+            example.summary,
+            example.reference,
+            {**copy.deepcopy(example.envelope), "source": settings.source},
+        )
+        for example in RECORDED_EXAMPLES[role]
+    ]
+
+
+def asyncapi_document(settings: Settings) -> dict[str, Any]:
+    """The AsyncAPI 3.0 description of the service: the rule-fed queue in, the bus out."""
+    pattern = consumed_event_pattern(settings.source)
+    messages: dict[str, Any] = {}
+    for role, file_name in CONSUMED_SCHEMA_FILES.items():
+        text = _ROLE_TEXT[role]
+        messages[text["message"]] = {
+            "name": text["title"],
+            "title": text["title"],
+            "summary": text["summary"],
+            "description": text["description"],
+            "contentType": "application/json",
+            "payload": {"$ref": f"./{file_name}"},
+            "examples": [
+                {"name": example.name, "summary": example.summary, "payload": example.envelope}
+                for example in consumed_examples(role, settings)
+            ],
+        }
+    messages["drinkAverageTime"] = {
+        "name": "DrinkAverageTime",
+        "title": "DrinkAverageTime",
+        "summary": "The average wait of one drink at one tenant changed.",
+        "description": (
+            "Published by wait-times, one event per (eventId, drink) whose window changed in "
+            "a processed batch. Keep the highest detail.version per (eventId, drink): an "
+            "event may arrive late, out of order, or twice with the same version. "
+            "detail.duration is null when no order in the window counts."
+        ),
+        "contentType": "application/json",
+        "payload": {"$ref": f"./{PUBLISHED_SCHEMA_FILE}"},
+        "examples": [
+            {"name": example.name, "summary": example.summary, "payload": example.envelope}
+            for example in published_examples(settings)
+        ],
+    }
+    consumed_refs = {
+        _ROLE_TEXT[role]["message"]: {
+            "$ref": f"#/components/messages/{_ROLE_TEXT[role]['message']}"
+        }
+        for role in CONSUMED_SCHEMA_FILES
+    }
+    return {
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "wait-times",
+            "version": CONTRACT_VERSION,
+            "description": (
+                "Average wait per tenant and drink for Serverlesspresso. The service consumes "
+                "order events from the Serverlesspresso EventBridge bus through a rule and an "
+                "SQS queue, and publishes OrderManager.DrinkAverageTime back onto the bus. "
+                "Generated by `wait-times schema`; see docs/events.md."
+            ),
+            "license": {"name": "MIT-0", "url": "https://github.com/aws/mit-0"},
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "sqs": {
+                "host": "sqs.{region}.amazonaws.com",
+                "protocol": "sqs",
+                "description": "Amazon SQS, where the rule delivers the consumed events",
+                "variables": {"region": {"default": settings.region}},
+            },
+            "eventbridge": {
+                "host": "events.{region}.amazonaws.com",
+                "protocol": "https",
+                "description": "Amazon EventBridge (PutEvents), where averages are published",
+                "variables": {"region": {"default": settings.region}},
+            },
+        },
+        "channels": {
+            "orderEvents": {
+                "address": settings.queue_name,
+                "title": "Order events in",
+                "summary": "Order events routed from the bus to the service's queue.",
+                "description": (
+                    f"The EventBridge rule `{settings.rule_name}` on bus "
+                    f"`{settings.event_bus}` matches the pattern below and targets the SQS "
+                    f"queue `{settings.queue_name}`; a message received "
+                    f"{settings.max_receive_count} times without being processed moves to "
+                    f"`{settings.dlq_name}`.\n\n```json\n"
+                    f"{json.dumps(pattern, indent=2, sort_keys=True)}\n```"
+                ),
+                "servers": [{"$ref": "#/servers/sqs"}],
+                "messages": consumed_refs,
+                "bindings": {
+                    "sqs": {
+                        "bindingVersion": "0.2.0",
+                        "queue": {
+                            "name": settings.queue_name,
+                            "fifoQueue": False,
+                            "visibilityTimeout": settings.visibility_timeout_seconds,
+                            "receiveMessageWaitTime": settings.receive_wait_seconds,
+                            "redrivePolicy": {
+                                "deadLetterQueue": {"name": settings.dlq_name},
+                                "maxReceiveCount": settings.max_receive_count,
+                            },
+                        },
+                        "deadLetterQueue": {"name": settings.dlq_name, "fifoQueue": False},
+                    }
+                },
+                "x-eventbridge-rule": {
+                    "name": settings.rule_name,
+                    "eventBusName": settings.event_bus,
+                    "eventPattern": pattern,
+                },
+            },
+            "drinkAverages": {
+                "address": settings.event_bus,
+                "title": "Averages out",
+                "summary": "The EventBridge bus the averages are put on.",
+                "description": (
+                    f"PutEvents onto bus `{settings.event_bus}` with source "
+                    f"`{settings.source}` and detail-type `{AVERAGE_DETAIL_TYPE}`. "
+                    "A downstream rule selects them with the pattern below.\n\n```json\n"
+                    f"{json.dumps(published_event_pattern(settings.source), indent=2, sort_keys=True)}"
+                    "\n```"
+                ),
+                "servers": [{"$ref": "#/servers/eventbridge"}],
+                "messages": {
+                    "drinkAverageTime": {"$ref": "#/components/messages/drinkAverageTime"}
+                },
+                "x-eventbridge-pattern": published_event_pattern(settings.source),
+            },
+        },
+        "operations": {
+            "receiveOrderEvents": {
+                "action": "receive",
+                "title": "Receive order events",
+                "summary": "Long-poll the queue; pair submissions with completions.",
+                "channel": {"$ref": "#/channels/orderEvents"},
+                "messages": [
+                    {"$ref": f"#/channels/orderEvents/messages/{name}"} for name in consumed_refs
+                ],
+            },
+            "sendDrinkAverageTime": {
+                "action": "send",
+                "title": "Publish averages",
+                "summary": "One event per changed (eventId, drink) window per batch.",
+                "channel": {"$ref": "#/channels/drinkAverages"},
+                "messages": [{"$ref": "#/channels/drinkAverages/messages/drinkAverageTime"}],
+            },
+        },
+        "components": {"messages": messages},
+    }
+
+
+def to_json(value: Any) -> str:
+    """Stable JSON text: sorted keys, two-space indent, final newline."""
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+_PLAIN_KEY: Final = re.compile(r"[A-Za-z$_][A-Za-z0-9$_.-]*")
+_PLAIN_VALUE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
+# Words YAML 1.1 (PyYAML) or 1.2 resolves to something other than a string.
+_YAML_WORDS: Final = frozenset(
+    {"y", "yes", "n", "no", "on", "off", "true", "false", "null", "nan", "inf"}
+)
+
+
+def _yaml_string(text: str, plain: re.Pattern[str]) -> str:
+    if plain.fullmatch(text) and text.lower() not in _YAML_WORDS:
+        return text
+    out = ['"']
+    for char in text:
+        code = ord(char)
+        if char in '"\\':
+            out.append("\\" + char)
+        elif 0x20 <= code < 0x7F:
+            out.append(char)
+        elif char == "\n":
+            out.append("\\n")
+        elif code <= 0xFF:
+            out.append(f"\\x{code:02x}")
+        elif code <= 0xFFFF:
+            out.append(f"\\u{code:04x}")
+        else:
+            out.append(f"\\U{code:08x}")
+    out.append('"')
+    return "".join(out)
+
+
+def _yaml_scalar(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ValueError(f"{value!r} has no portable YAML form")
+        return json.dumps(value)
+    if isinstance(value, str):
+        return _yaml_string(value, _PLAIN_VALUE)
+    if isinstance(value, dict) and not value:
+        return "{}"
+    if isinstance(value, list) and not value:
+        return "[]"
+    raise TypeError(f"cannot write {type(value).__name__} as YAML")
+
+
+def _yaml_lines(value: Any, indent: int) -> list[str]:
+    pad = " " * indent
+    if isinstance(value, dict) and value:
+        lines = []
+        for key in sorted(value):
+            if not isinstance(key, str):
+                raise TypeError(f"YAML keys must be strings, not {key!r}")
+            item = value[key]
+            name = _yaml_string(key, _PLAIN_KEY)
+            if isinstance(item, dict | list) and item:
+                lines.append(f"{pad}{name}:")
+                lines.extend(_yaml_lines(item, indent + 2))
+            else:
+                lines.append(f"{pad}{name}: {_yaml_scalar(item)}")
+        return lines
+    if isinstance(value, list) and value:
+        lines = []
+        for item in value:
+            if isinstance(item, dict | list) and item:
+                nested = _yaml_lines(item, indent + 2)
+                lines.append(f"{pad}- {nested[0][indent + 2 :]}")
+                lines.extend(nested[1:])
+            else:
+                lines.append(f"{pad}- {_yaml_scalar(item)}")
+        return lines
+    return [pad + _yaml_scalar(value)]
+
+
+def to_yaml(value: Any) -> str:
+    """Block-style YAML of JSON-like data, readable by YAML 1.1 and 1.2 parsers alike.
+
+    Keys are sorted; strings are plain only when no parser could read them as anything
+    else, otherwise double-quoted with ASCII escapes. PyYAML is a test-only dependency.
+    """
+    return "\n".join(_yaml_lines(value, 0)) + "\n"
+
+
+def build_catalog(settings: Settings) -> dict[str, str]:
+    """Every catalog file: name to exact text."""
+    files = {
+        file_name: to_json(consumed_schema(role, settings))
+        for role, file_name in CONSUMED_SCHEMA_FILES.items()
+    }
+    files[PUBLISHED_SCHEMA_FILE] = to_json(published_schema(settings))
+    files[ASYNCAPI_FILE] = (
+        "# Generated by `wait-times schema` from service/catalog.py; do not edit.\n"
+        + to_yaml(asyncapi_document(settings))
+    )
+    return dict(sorted(files.items()))
+
+
+def write_catalog(out: Path, settings: Settings) -> list[Path]:
+    """Write the catalog under ``out`` (created if missing); returns the paths written."""
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    for file_name, text in build_catalog(settings).items():
+        path = out / file_name
+        path.write_text(text, encoding="utf-8")
+        written.append(path)
+    return written

@@ -452,7 +452,7 @@ def published_examples(settings: Settings) -> list[Example]:
             "time": time,
             "region": "us-west-2",
             "resources": [],
-            "detail": {"window": settings.window_size, "updatedAt": time, **detail},
+            "detail": {**detail, "window": settings.window_size, "updatedAt": time},
         }
 
     return [

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 from contextlib import AsyncExitStack
@@ -61,6 +62,9 @@ async def run_demo(
     settings: Settings, *, duration: float | None, rate: float, speed: float, seed: int
 ) -> int:
     """Run everything until Ctrl-C (or ``duration``), then shut down cleanly."""
+    # The emulator accepts any credentials; a newcomer's machine may have none at all.
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     with Emulator() as emulator:
         settings = settings.model_copy(
             update={"endpoint_url": emulator.url, "receive_wait_seconds": 1}
@@ -83,9 +87,12 @@ async def run_demo(
             async with anyio.create_task_group() as group:
                 worker: Worker = await group.start(worker_task)
 
-                async def player() -> None:
+                def count(events: int) -> None:
                     nonlocal played
-                    played = await play_generated(
+                    played += events
+
+                async def player() -> None:
+                    await play_generated(
                         clients.events,
                         settings.event_bus,
                         orders=None,
@@ -93,6 +100,7 @@ async def run_demo(
                         rate=rate,
                         speed=speed,
                         seed=seed,
+                        progress=count,
                     )
 
                 capture_url = str(provisioned.capture_queue_url)
@@ -124,8 +132,10 @@ async def run_demo(
                     )
                     while True:
                         elapsed = anyio.current_time() - started
+                        processed = int(worker.metrics.messages_processed._value.get())
                         footer = (
-                            f"averages received: {board.received}   elapsed: {int(elapsed)}s   "
+                            f"events played: {played}   order events processed: {processed}   "
+                            f"averages received: {board.received}   elapsed: {int(elapsed)}s\n"
                             + (
                                 "Ctrl-C to stop"
                                 if duration is None

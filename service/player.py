@@ -6,7 +6,7 @@ import heapq
 import json
 import random
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
@@ -162,7 +162,11 @@ def envelope_to_entry(envelope: dict[str, Any], bus: str) -> dict[str, Any]:
     return entry
 
 
-async def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> int:
+async def put_entries(
+    events_client: Any,
+    entries: Sequence[dict[str, Any]],
+    progress: Callable[[int], None] | None = None,
+) -> int:
     """PutEvents in tens; refused entries are retried once more, then reported."""
     sent = 0
     for start in range(0, len(entries), 10):
@@ -175,6 +179,8 @@ async def put_entries(events_client: Any, entries: Sequence[dict[str, Any]]) -> 
             results = response.get("Entries", [])
             chunk = [e for e, r in zip(batch, results, strict=False) if "ErrorCode" in r]
             sent += len(batch) - len(chunk)
+            if progress is not None:
+                progress(len(batch) - len(chunk))
             if not chunk:
                 break
         if chunk:
@@ -192,8 +198,12 @@ async def play_generated(
     speed: float,
     seed: int,
     tenants: Sequence[str] = TENANTS,
+    progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Generate traffic; ``speed`` simulated seconds pass per real second (0: no pacing)."""
+    """Generate traffic; ``speed`` simulated seconds pass per real second (0: no pacing).
+
+    ``progress`` is told how many events were accepted after every PutEvents call.
+    """
     generator = TrafficGenerator(seed=seed, rate=rate, tenants=tenants)
     started = anyio.current_time()
     sim_start = generator.clock
@@ -206,15 +216,15 @@ async def play_generated(
         if speed > 0:
             due = (event.at - sim_start) / speed
             if due > elapsed and pending:
-                sent += await put_entries(events_client, pending)
+                sent += await put_entries(events_client, pending, progress)
                 pending = []
             if due > anyio.current_time() - started:
                 await anyio.sleep(due - (anyio.current_time() - started))
         pending.append(to_entry(event, bus))
         if len(pending) == 10:
-            sent += await put_entries(events_client, pending)
+            sent += await put_entries(events_client, pending, progress)
             pending = []
-    sent += await put_entries(events_client, pending)
+    sent += await put_entries(events_client, pending, progress)
     log.info("player_finished", events=sent)
     return sent
 

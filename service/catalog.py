@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
-from pydantic.json_schema import GenerateJsonSchema, JsonSchemaMode, JsonSchemaValue
+from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
 from service.events import (
@@ -375,12 +375,9 @@ def wildcard_regex(wildcard: str) -> str:
 
 def detail_type_schema(role: Role, source: str) -> dict[str, Any]:
     """The JSON Schema of ``detail-type`` for one role, from the rule's own pattern."""
-    exact = sorted(e for e in detail_types_by_role(source)[role] if isinstance(e, str))
-    patterns = sorted(
-        wildcard_regex(e["wildcard"])
-        for e in detail_types_by_role(source)[role]
-        if not isinstance(e, str)
-    )
+    entries = detail_types_by_role(source)[role]
+    exact = sorted(e for e in entries if isinstance(e, str))
+    patterns = sorted(wildcard_regex(e["wildcard"]) for e in entries if not isinstance(e, str))
     choices: list[dict[str, Any]] = []
     if len(exact) == 1:
         choices.append({"const": exact[0]})
@@ -391,9 +388,9 @@ def detail_type_schema(role: Role, source: str) -> dict[str, Any]:
     return {"type": "string", **schema, "description": "what happened; selects the role"}
 
 
-def model_schema(model: type[BaseModel], mode: JsonSchemaMode = "validation") -> dict[str, Any]:
-    """A model's JSON Schema, as strict as the model (see ``_CatalogJsonSchema``)."""
-    return model.model_json_schema(by_alias=True, mode=mode, schema_generator=_CatalogJsonSchema)
+def model_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """A model's JSON Schema (of what it accepts), as strict as the model itself."""
+    return model.model_json_schema(by_alias=True, schema_generator=_CatalogJsonSchema)
 
 
 def consumed_schema(role: Role, settings: Settings) -> dict[str, Any]:

@@ -148,7 +148,9 @@ async def run_worker(
     metrics = metrics or (health.metrics if health else Metrics(settings.max_metric_series))
     health = health or Health(metrics)
     async with AsyncExitStack() as stack:
-        clients = await open_clients(settings, stack)
+        clients = await open_clients(
+            settings, stack, on_call=lambda service, op: metrics.aws_calls.labels(service, op).inc()
+        )
         async with anyio.create_task_group() as group:
             health.port = await group.start(
                 serve_http, metrics, health, settings.metrics_host, settings.metrics_port

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any
@@ -30,13 +31,35 @@ class AwsClients:
     events: Any
 
 
-async def open_clients(settings: Settings, stack: AsyncExitStack) -> AwsClients:
-    """Create the clients inside ``stack``, which closes them."""
+async def open_clients(
+    settings: Settings,
+    stack: AsyncExitStack,
+    on_call: Callable[[str, str], None] | None = None,
+) -> AwsClients:
+    """Create the clients inside ``stack``, which closes them.
+
+    ``on_call(service, operation)`` is told of every API request sent, retries included:
+    the raw material of the cost-per-order figures.
+    """
     session = get_session()
     kwargs: dict[str, Any] = {"region_name": settings.region, "config": CLIENT_CONFIG}
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url
-    sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
-    dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **kwargs))
-    events = await stack.enter_async_context(session.create_client("events", **kwargs))
-    return AwsClients(sqs=sqs, dynamodb=dynamodb, events=events)
+    clients = []
+    for service in ("sqs", "dynamodb", "events"):
+        client = await stack.enter_async_context(session.create_client(service, **kwargs))
+        if on_call is not None:
+            client.meta.events.register(
+                f"before-send.{client.meta.service_model.service_id.hyphenize()}",
+                _counter(service, on_call),
+            )
+        clients.append(client)
+    return AwsClients(*clients)
+
+
+def _counter(service: str, on_call: Callable[[str, str], None]) -> Callable[..., None]:
+    def count(event_name: str = "", **_: Any) -> None:
+        # botocore names the event before-send.<service-id>.<Operation>
+        on_call(service, event_name.rsplit(".", 1)[-1])
+
+    return count

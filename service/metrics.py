@@ -83,6 +83,12 @@ class Metrics:
             ["operation", "error"],
             registry=r,
         )
+        self.aws_calls = Counter(
+            "wait_times_aws_calls",
+            "AWS API requests sent, retries included, by service and operation",
+            ["service", "operation"],
+            registry=r,
+        )
         self.window_conflicts = Counter(
             "wait_times_window_conflicts",
             "Conditional window writes that lost to another writer and were merged again",

@@ -147,3 +147,8 @@ def test_rule_pattern_lists_exactly_the_consumed_types() -> None:
     pattern = consumed_event_pattern("awsserverlessda.serverlesspresso")
     plain = [p for p in pattern["detail-type"] if isinstance(p, str)]
     assert all(role_of(p) is not None for p in plain)
+
+
+def test_the_reference_recordings_are_present() -> None:
+    # CI lays shared/ beside the clone; without it most tests here would prove nothing.
+    assert len(RECORDINGS) >= 20, f"expected the recordings under {REFERENCE}"

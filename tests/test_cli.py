@@ -121,6 +121,21 @@ def test_provision_is_idempotent_and_run_agrees_on_names(emulator: Emulator) -> 
     assert '"worker_started"' in worker.stdout or "worker_started" in worker.stdout
 
 
+def test_play_replays_a_recording_file_through_the_bus(emulator: Emulator) -> None:
+    emulator.reset()
+    env = {
+        "AWS_ENDPOINT_URL": emulator.url,
+        "WAIT_TIMES_METRICS_PORT": "0",
+        "WAIT_TIMES_RECEIVE_WAIT_SECONDS": "1",
+    }
+    assert run_cli("provision", env=env).returncode == 0
+    played = run_cli("play", "--file", str(RECORDING), "--speed", "0", env=env)
+    assert played.returncode == 0, played.stderr
+    assert '"events": 183' in played.stdout
+    worker = run_cli("run", "--burst", env=env, timeout=120)
+    assert worker.returncode == 0, worker.stderr
+
+
 def test_play_needs_an_amount() -> None:
     result = run_cli("play")
     assert result.returncode == 2

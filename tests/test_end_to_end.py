@@ -8,6 +8,7 @@ from typing import Any
 
 import anyio
 import pytest
+from structlog.testing import capture_logs
 
 from service.app import run_worker
 from service.metrics import Metrics
@@ -184,9 +185,14 @@ async def test_poison_messages_reach_the_dlq_and_good_ones_are_processed(aws: Aw
             ],
         )
     metrics = Metrics()
-    await burst(aws.settings, metrics)
+    with capture_logs() as logs:
+        await burst(aws.settings, metrics)
     dead = await aws.drain_queue(aws.resources.dlq_url)
     assert len(dead) == len(POISON)
+    poison_logs = [entry for entry in logs if entry["event"] == "poison_message"]
+    assert len(poison_logs) == len(POISON)  # once each, with its id and reason
+    assert len({entry["message_id"] for entry in poison_logs}) == len(POISON)
+    assert all(entry["log_level"] == "error" and entry["reason"] for entry in poison_logs)
     failed = {
         sample.labels["reason"]: sample.value
         for sample in metrics.messages_failed.collect()[0].samples

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -118,17 +117,3 @@ def test_final_windows_do_not_depend_on_order_or_duplicates(data: st.DataObject)
     actual = replay(shuffled, window_size=window_size, max_wait_seconds=150)
     assert actual.windows == expected.windows
     assert actual.as_rows() == expected.as_rows()
-
-
-def test_generated_traffic_is_reproducible_with_a_seed() -> None:
-    from service.player import TrafficGenerator
-
-    def plan(seed: int) -> list[tuple[float, str, str]]:
-        events = TrafficGenerator(seed=seed, rate=2, start=0).events(50)
-        return [(e.at, e.detail_type, json.dumps(e.detail, sort_keys=True)) for e in events]
-
-    assert plan(4) == plan(4)
-    assert plan(4) != plan(5)
-    kinds = {detail_type for _, detail_type, _ in plan(4)}
-    assert {"OrderManager.WaitingCompletion", "OrderProcessor.orderFinished"} <= kinds
-    assert any(k.endswith("-COMPLETED") for k in kinds)

@@ -26,7 +26,7 @@ class RefusingEvents:
         self.refusals = refusals
         self.calls: list[list[dict[str, Any]]] = []
 
-    async def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:  # noqa: N803
+    async def put_events(self, Entries: list[dict[str, Any]]) -> dict[str, Any]:
         self.calls.append(Entries)
         results: list[dict[str, Any]] = [
             {"EventId": f"e{len(self.calls)}-{i}"} for i in range(len(Entries))

@@ -14,7 +14,7 @@ import venv
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
-TOOLS = ROOT / ".tools"
+TOOLS = ROOT / ".tools" / "uv"  # beside .tools/npm, which .ci/run fills
 VENV = ROOT / ".venv"
 UV_VERSION = "0.13.9"
 
@@ -31,14 +31,14 @@ def ensure_environment() -> None:
     """Create or refresh ``.venv`` exactly as the lock file says."""
     uv = _bin(TOOLS, "uv")
     if not uv.exists():
-        print("dev.py: installing uv into .tools ...", flush=True)
+        print("dev.py: installing uv into .tools/uv ...", flush=True)
         venv.EnvBuilder(with_pip=True, clear=True).create(TOOLS)
         if _run(_bin(TOOLS, "python"), "-m", "pip", "install", "-q", f"uv=={UV_VERSION}"):
             sys.exit("dev.py: could not install uv from PyPI")
     env = dict(os.environ, UV_PYTHON=sys.executable, UV_PROJECT_ENVIRONMENT=str(VENV))
     if _run(uv, "sync", "--locked", "--quiet", "--all-extras", env=env):
         sys.exit(
-            "dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/bin/uv lock`)"
+            "dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/uv/bin/uv lock`)"
         )
 
 

@@ -8,7 +8,7 @@ exactly this merge atomically (``if_not_exists``); ``OrderBook`` applies it in m
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 
 from service.events import OrderEvent, Role
@@ -29,24 +29,44 @@ class OrderRecord:
 
     def merge(self, event: OrderEvent, expires_at: int | None = None) -> OrderRecord:
         """The record after one more event; applying an event twice changes nothing."""
+        # Positional construction, not dataclasses.replace: this is replay's hot path.
         expiry = self.expires_at if self.expires_at is not None else expires_at
-        if event.role is Role.SUBMITTED:
+        role = event.role
+        if role is Role.SUBMITTED:
             if self.submitted_at is not None:
                 return self
-            return replace(
-                self,
-                tenant=event.tenant,
-                drink=event.drink,
-                submitted_at=event.time,
-                expires_at=expiry,
+            return OrderRecord(
+                self.order_id,
+                event.tenant,
+                event.drink,
+                event.time,
+                self.completed_at,
+                self.cancelled,
+                expiry,
             )
-        if event.role is Role.COMPLETED:
+        if role is Role.COMPLETED:
             if self.completed_at is not None:
                 return self
-            return replace(self, completed_at=event.time, expires_at=expiry)
+            return OrderRecord(
+                self.order_id,
+                self.tenant,
+                self.drink,
+                self.submitted_at,
+                event.time,
+                self.cancelled,
+                expiry,
+            )
         if self.cancelled:
             return self
-        return replace(self, cancelled=True, expires_at=expiry)
+        return OrderRecord(
+            self.order_id,
+            self.tenant,
+            self.drink,
+            self.submitted_at,
+            self.completed_at,
+            True,
+            expiry,
+        )
 
     @property
     def key(self) -> WindowKey | None:
@@ -126,12 +146,16 @@ class OrderBook:
         return merged
 
     def expire(self, now: int) -> int:
-        """Drop records whose TTL has passed; returns how many."""
-        stale = [
-            order_id
-            for order_id, record in self.records.items()
-            if record.expires_at is not None and record.expires_at <= now
-        ]
+        """Drop records whose TTL has passed; returns how many.
+
+        A record's expiry is set when it is first seen, from a clock that never goes back,
+        and a dict keeps first-insertion order: the expired records are a prefix.
+        """
+        stale = []
+        for order_id, record in self.records.items():
+            if record.expires_at is None or record.expires_at > now:
+                break
+            stale.append(order_id)
         for order_id in stale:
             del self.records[order_id]
         self.expired += len(stale)

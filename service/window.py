@@ -56,6 +56,8 @@ class Window:
 
     def merge(self, incoming: Iterable[WindowEntry]) -> Window:
         """The join of this window and some entries; returns ``self`` when nothing changes."""
+        if type(incoming) is tuple and len(incoming) == 1:
+            return self.merge_one(incoming[0])
         by_id = {entry.order_id: entry for entry in self.entries}
         changed = False
         for entry in incoming:
@@ -66,6 +68,31 @@ class Window:
                 changed = True
         if not changed:
             return self
+        ranked = sorted(by_id.values(), key=lambda e: e.rank, reverse=True)[: self.size]
+        merged = tuple(ranked)
+        return self if merged == self.entries else Window(self.size, merged)
+
+    def merge_one(self, entry: WindowEntry) -> Window:
+        """``merge((entry,))`` without building a dict: the per-completion hot path."""
+        entries = self.entries
+        for current in entries:
+            if current.order_id == entry.order_id:
+                joined = _combine(current, entry)
+                if joined is current:
+                    return self
+                return self._merged_slow(entry)
+        rank = entry.rank
+        if len(entries) >= self.size and rank <= entries[-1].rank:
+            return self  # older than everything in a full window
+        position = 0
+        while position < len(entries) and entries[position].rank > rank:
+            position += 1
+        merged = (*entries[:position], entry, *entries[position:])[: self.size]
+        return Window(self.size, merged)
+
+    def _merged_slow(self, entry: WindowEntry) -> Window:
+        by_id = {e.order_id: e for e in self.entries}
+        by_id[entry.order_id] = _combine(by_id[entry.order_id], entry)
         ranked = sorted(by_id.values(), key=lambda e: e.rank, reverse=True)[: self.size]
         merged = tuple(ranked)
         return self if merged == self.entries else Window(self.size, merged)

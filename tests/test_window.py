@@ -64,3 +64,11 @@ def test_merge_is_a_join(left: list[WindowEntry], right: list[WindowEntry], size
     assert a.join(a) == a  # idempotent
     assert a.join(b).join(b) == a.join(b)
     assert Window(size).merge(left + right) == a.join(b)  # merging in parts = merging at once
+
+
+@given(st.lists(entries, max_size=30), entries, st.integers(1, 6))
+def test_merge_one_is_the_general_merge(
+    existing: list[WindowEntry], entry: WindowEntry, size: int
+) -> None:
+    window = Window(size).merge(existing)
+    assert window.merge_one(entry) == window.merge([entry])

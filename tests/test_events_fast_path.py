@@ -1,0 +1,85 @@
+"""The pydantic-free fast path never accepts what the models refuse, and agrees when it accepts."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from service.errors import PoisonMessageError
+from service.events import _fast_path, _validated, role_of
+from tests.conftest import REFERENCE
+
+RECORDED = [
+    e
+    for path in sorted(REFERENCE.rglob("*.json"))
+    for e in (lambda d: d if isinstance(d, list) else [d])(json.loads(path.read_text()))
+    if role_of(e["detail-type"]) is not None
+]
+
+odd_values = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-3, 3),
+    st.text(max_size=5),
+    st.sampled_from(["", " x", "x ", "2022-10-14T12:52:21Z", "2022-10-14 12:52:21Z", "x" * 200]),
+    st.just({}),
+    st.just([]),
+)
+
+
+@st.composite
+def mutated(draw: st.DrawFn) -> dict[str, Any]:
+    envelope = json.loads(json.dumps(draw(st.sampled_from(RECORDED))))
+    for _ in range(draw(st.integers(0, 3))):
+        target = draw(st.sampled_from(["envelope", "detail", "drinkOrder"]))
+        holder = envelope
+        if target != "envelope" and isinstance(envelope.get("detail"), dict):
+            holder = envelope["detail"]
+            if target == "drinkOrder" and isinstance(holder.get("drinkOrder"), dict):
+                holder = holder["drinkOrder"]
+        key = draw(
+            st.sampled_from(
+                [
+                    "time",
+                    "source",
+                    "id",
+                    "account",
+                    "detail",
+                    "orderId",
+                    "drink",
+                    "drinkOrder",
+                    "eventId",
+                    "state",
+                ]
+            )
+        )
+        if draw(st.booleans()):
+            holder.pop(key, None)
+        else:
+            holder[key] = draw(odd_values)
+    return envelope
+
+
+@settings(max_examples=1500, deadline=None)
+@given(mutated())
+def test_fast_path_is_a_subset_of_the_models(envelope: dict[str, Any]) -> None:
+    role = role_of(envelope["detail-type"])
+    assert role is not None
+    fast = _fast_path(envelope, role)
+    if fast is None:
+        return
+    try:
+        slow = _validated(envelope, role)
+    except PoisonMessageError as exc:  # pragma: no cover - a failure is the finding
+        raise AssertionError(f"fast path accepted what the models refuse: {exc}") from None
+    assert fast == slow
+
+
+def test_every_recording_takes_the_fast_path() -> None:
+    for envelope in RECORDED:
+        role = role_of(envelope["detail-type"])
+        assert role is not None
+        assert _fast_path(envelope, role) == _validated(envelope, role)

@@ -12,12 +12,18 @@ from service.errors import PoisonMessageError
 from service.events import _fast_path, _validated, role_of
 from tests.conftest import REFERENCE
 
-RECORDED = [
-    e
-    for path in sorted(REFERENCE.rglob("*.json"))
-    for e in (lambda d: d if isinstance(d, list) else [d])(json.loads(path.read_text()))
-    if role_of(e["detail-type"]) is not None
-]
+
+def _consumed_recordings() -> list[dict[str, Any]]:
+    found = []
+    for path in sorted(REFERENCE.rglob("*.json")):
+        data = json.loads(path.read_text())
+        for envelope in data if isinstance(data, list) else [data]:
+            if role_of(envelope["detail-type"]) is not None:
+                found.append(envelope)
+    return found
+
+
+RECORDED = _consumed_recordings()
 
 odd_values = st.one_of(
     st.none(),

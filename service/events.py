@@ -8,10 +8,9 @@ published schema of what is consumed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, NamedTuple, cast
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
@@ -89,9 +88,12 @@ class OrderRefEnvelope(_Envelope):
     detail: OrderRefDetail
 
 
-@dataclass(frozen=True, slots=True)
-class OrderEvent:
-    """One half (or the cancellation) of an order, reduced to what the window needs."""
+class OrderEvent(NamedTuple):
+    """One half (or the cancellation) of an order, reduced to what the window needs.
+
+    A NamedTuple rather than a frozen dataclass: as immutable, and several times cheaper
+    to build on replay's hot path.
+    """
 
     role: Role
     order_id: str
@@ -173,14 +175,18 @@ def parse_envelope(
     ``not_after``: epoch seconds; a later ``time`` is refused as a poison message.
     Raises PoisonMessageError for anything that can never be processed.
     """
-    if not isinstance(envelope, dict):
+    if type(envelope) is not dict:
         raise PoisonMessageError(
             "not_an_envelope", f"JSON {type(envelope).__name__}, not an object"
         )
     detail_type = envelope.get("detail-type")
-    if not isinstance(detail_type, str):
+    if type(detail_type) is not str:
         raise PoisonMessageError("not_an_envelope", "no string 'detail-type'")
-    role = role_of(detail_type)
+    # Most traffic is of ignored types: one dict look-up decides, without a call.
+    role = _ROLE_CACHE.get(detail_type, _MISSING)
+    if role is _MISSING:
+        role = role_of(detail_type)
+    role = cast("Role | None", role)
     if role is None or (source is not None and envelope.get("source") != source):
         return None
     event = _fast_path(envelope, role)

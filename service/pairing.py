@@ -8,16 +8,15 @@ exactly this merge atomically (``if_not_exists``); ``OrderBook`` applies it in m
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import StrEnum
+from typing import NamedTuple
 
 from service.events import OrderEvent, Role
 from service.window import WindowEntry, WindowKey
 
 
-@dataclass(frozen=True, slots=True)
-class OrderRecord:
-    """What is known about one order so far."""
+class OrderRecord(NamedTuple):
+    """What is known about one order so far (immutable; a NamedTuple because it is cheap)."""
 
     order_id: str
     tenant: str | None = None
@@ -83,16 +82,14 @@ class Anomaly(StrEnum):
     WAIT_ABOVE_MAXIMUM = "wait_above_maximum"
 
 
-@dataclass(frozen=True, slots=True)
-class Paired:
+class Paired(NamedTuple):
     """A record with both halves: the entry for its window."""
 
     key: WindowKey
     entry: WindowEntry
 
 
-@dataclass(frozen=True, slots=True)
-class Anomalous:
+class Anomalous(NamedTuple):
     """A record with both halves whose wait is out of bounds."""
 
     key: WindowKey

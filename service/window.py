@@ -10,13 +10,17 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 WindowKey = tuple[str, str]  # (tenant, drink)
 
 
-@dataclass(frozen=True, slots=True)
-class WindowEntry:
+class WindowEntry(NamedTuple):
     """One paired order.
+
+    An order has a single completion time and wait (the store keeps the first completion
+    it sees), so two entries for one order differ at most in ``cancelled``; that is what
+    makes merging a join.
 
     ``cancelled`` is set when a cancellation exists for an order that also has a
     completion (the real app never emits both): the entry keeps its slot so the window

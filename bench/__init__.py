@@ -1,0 +1,1 @@
+"""Benchmarks of wait-times: numbers printed and saved, never asserted (see docs/performance.md)."""

@@ -1,0 +1,213 @@
+"""Dockerfile, .dockerignore and docker-compose.yml: the linters, and the compose wiring run
+for real against the embedded emulator (no Docker engine needed).
+
+The wiring test takes each service's command and environment from docker-compose.yml and
+the entry point from the Dockerfile, overrides only the endpoint and the ports, and runs
+provision, then the player, then the worker in burst mode.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from service.aws import open_clients
+from service.emulator import Emulator
+from service.provision import provision
+from service.settings import Settings
+from service.store import DynamoStore
+from tests.conftest import latest_by_key
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE_PATH = ROOT / "docker-compose.yml"
+DOCKERFILE = (ROOT / "Dockerfile").read_text()
+COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_PATH.read_text())
+SERVICES: dict[str, Any] = COMPOSE["services"]
+BIN = Path(sys.executable).parent
+PLAYER_SECONDS = "3"  # the compose player runs for a day; here, long enough to pair orders
+
+
+def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(BIN / name), *args], capture_output=True, text=True, timeout=120, check=False, cwd=ROOT
+    )
+
+
+def instruction(name: str) -> list[str]:
+    """Arguments of the last Dockerfile instruction ``name`` (exec form, JSON)."""
+    lines = [line for line in DOCKERFILE.splitlines() if line.startswith(f"{name} ")]
+    return list(json.loads(lines[-1][len(name) + 1 :]))
+
+
+def test_hadolint_reports_nothing() -> None:
+    result = tool("hadolint", "Dockerfile")
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+def test_dockerfile_shape() -> None:
+    stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", DOCKERFILE, re.MULTILINE)
+    assert len(stages) >= 3, "uv, builder and runtime stages"
+    base = re.search(r"^ARG PYTHON_IMAGE=(python:(\d+\.\d+\.\d+)-slim\S*)$", DOCKERFILE, re.M)
+    assert base is not None, "a pinned slim Python base"
+    assert base.group(2).startswith("3.11.")
+    assert stages[-1] == ("${PYTHON_IMAGE}", ""), "the runtime is the same slim Python"
+    assert re.search(r"^FROM ghcr\.io/astral-sh/uv:\d+\.\d+\.\d+ AS uv$", DOCKERFILE, re.M)
+    syncs = re.findall(r"uv sync ([^\n]+)", DOCKERFILE)
+    assert len(syncs) == 2
+    for flags in syncs:
+        assert {"--locked", "--no-dev", "--no-default-groups", "--no-editable"} <= set(
+            flags.split()
+        )
+        assert "--extra" not in flags
+        assert "--all-extras" not in flags
+    assert "--no-install-project" in syncs[0]
+    assert "UV_COMPILE_BYTECODE=1" in DOCKERFILE
+    runtime = DOCKERFILE.rsplit("\nFROM ", 1)[1]
+    assert "COPY --from=builder /app/.venv /app/.venv" in runtime
+    assert "uv" not in re.sub(r"#.*", "", runtime).replace(".venv", ""), "no uv in the runtime"
+    user = re.findall(r"^USER (\S+)$", runtime, re.M)
+    assert user == ["10001:10001"]
+    assert instruction("ENTRYPOINT") == ["wait-times"]
+    assert instruction("CMD") == ["run"]
+    healthcheck = re.search(r"^HEALTHCHECK .*\n\s+CMD (\[.*\])$", runtime, re.M)
+    assert healthcheck is not None
+    probe = json.loads(healthcheck.group(1))
+    assert probe[:2] == ["python", "-c"]
+    assert "/healthz" in probe[2]
+    assert "urllib" in probe[2]
+
+
+def test_dockerignore_keeps_the_context_small() -> None:
+    lines = [
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
+    assert lines[0] == "*"
+    allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
+    assert allowed == {"pyproject.toml", "uv.lock", "README.md", "service"}
+    for copied in re.findall(r"^COPY (?!--from)(.+) \S+$", DOCKERFILE, re.M):
+        assert set(copied.split()) <= allowed
+
+
+def test_compose_file_is_valid() -> None:
+    result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE_PATH))
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_compose_topology() -> None:
+    localstack = SERVICES["localstack"]
+    assert re.fullmatch(r"localstack/localstack:\d+\.\d+\.\d+", localstack["image"])
+    assert "healthcheck" in localstack
+    assert SERVICES["provision"]["command"] == ["provision"]
+    assert SERVICES["provision"]["depends_on"] == {"localstack": {"condition": "service_healthy"}}
+    for name in ("worker", "player"):
+        assert SERVICES[name]["depends_on"] == {
+            "provision": {"condition": "service_completed_successfully"}
+        }
+    assert SERVICES["worker"]["command"] == ["run"]
+    assert SERVICES["worker"]["deploy"]["replicas"] == 2
+    assert SERVICES["player"]["command"][0] == "play"
+    for name in ("provision", "worker", "player"):
+        assert SERVICES[name]["build"]["context"] == "."
+        for variable in SERVICES[name]["environment"]:
+            field = variable.removeprefix("WAIT_TIMES_").lower()
+            assert variable.startswith("AWS_") or field in Settings.model_fields, variable
+    prometheus = SERVICES["prometheus"]
+    assert re.fullmatch(r"prom/prometheus:v\d+\.\d+\.\d+", prometheus["image"])
+    assert "./deploy/prometheus:/etc/prometheus:ro" in prometheus["volumes"]
+    scrape = yaml.safe_load((ROOT / "deploy" / "prometheus" / "prometheus.yml").read_text())
+    (job,) = (j for j in scrape["scrape_configs"] if j["job_name"] == "wait-times")
+    (discovery,) = job["dns_sd_configs"]
+    assert discovery["names"] == ["worker"]
+    assert str(discovery["port"]) == SERVICES["worker"]["environment"]["WAIT_TIMES_METRICS_PORT"]
+    assert SERVICES["grafana"]["profiles"] == ["grafana"]
+    # Compose's stop grace period must cover the worker's drain, like ECS's stopTimeout.
+    grace = int(SERVICES["worker"]["stop_grace_period"].removesuffix("s"))
+    assert grace > float(SERVICES["worker"]["environment"]["WAIT_TIMES_DRAIN_SECONDS"])
+
+
+def compose_run(
+    service: str,
+    emulator: Emulator,
+    *,
+    replace: dict[str, str] | None = None,
+    extra: tuple[str, ...] = (),
+) -> subprocess.CompletedProcess[str]:
+    """Run a compose service's command with its environment, on the emulator."""
+    spec = SERVICES[service]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
+    env.update({k: str(v) for k, v in spec["environment"].items()})
+    assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
+    env["AWS_ENDPOINT_URL"] = emulator.url
+    if "WAIT_TIMES_METRICS_PORT" in env:
+        env["WAIT_TIMES_METRICS_PORT"] = "0"
+        env["WAIT_TIMES_METRICS_HOST"] = "127.0.0.1"
+    command = list(spec["command"])
+    for flag, value in (replace or {}).items():
+        command[command.index(flag) + 1] = value
+    entrypoint = instruction("ENTRYPOINT")
+    argv = [str(BIN / entrypoint[0]), *entrypoint[1:], *command, *extra]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
+
+
+async def test_compose_services_work_together_on_the_emulator(emulator: Emulator) -> None:
+    emulator.reset()
+    provisioned = compose_run("provision", emulator)
+    assert provisioned.returncode == 0, provisioned.stderr
+
+    env = SERVICES["worker"]["environment"]
+    settings = Settings(
+        endpoint_url=emulator.url,
+        region=env["AWS_REGION"],
+        event_bus=env["WAIT_TIMES_EVENT_BUS"],
+        queue_name=env["WAIT_TIMES_QUEUE_NAME"],
+        table_name=env["WAIT_TIMES_TABLE_NAME"],
+        rule_name=env["WAIT_TIMES_RULE_NAME"],
+    )
+    async with AsyncExitStack() as stack:
+        clients = await open_clients(settings, stack)
+        # Only adds a rule copying the published averages to a queue the test reads.
+        capture = (await provision(settings, clients, capture_queue="capture")).capture_queue_url
+        assert capture is not None
+
+        played = compose_run("player", emulator, replace={"--duration": PLAYER_SECONDS})
+        assert played.returncode == 0, played.stderr
+        worked = compose_run("worker", emulator, extra=("--burst",))
+        assert worked.returncode == 0, worked.stderr
+        logs = [json.loads(line) for line in worked.stdout.splitlines() if line.startswith("{")]
+        assert "worker_started" in [entry["event"] for entry in logs], "JSON logs, as compose sets"
+
+        windows = await DynamoStore(
+            clients.dynamodb,
+            settings.table_name,
+            window_size=settings.window_size,
+            ttl_seconds=settings.pending_ttl_seconds,
+        ).scan_windows()
+        stored = [
+            {"eventId": t, "drink": d, "duration": w.window.duration, "samples": w.window.samples}
+            for (t, d), w in sorted(windows.items())
+        ]
+        assert sum(row["samples"] for row in stored) > 0, "orders were paired and stored"
+
+        details: list[dict[str, Any]] = []
+        while True:
+            response = await clients.sqs.receive_message(
+                QueueUrl=capture, MaxNumberOfMessages=10, WaitTimeSeconds=0
+            )
+            if not response.get("Messages"):
+                break
+            for message in response["Messages"]:
+                details.append(json.loads(message["Body"])["detail"])
+                await clients.sqs.delete_message(
+                    QueueUrl=capture, ReceiptHandle=message["ReceiptHandle"]
+                )
+        assert latest_by_key(details) == stored, "the latest average of each key was published"

@@ -1,0 +1,172 @@
+"""The reference model: expected final windows from a set of events, written from DESIGN.md.
+
+Deliberately independent of ``service/``: no pairing, window or replay code is imported,
+and nothing here is clever. It works on the *set* of events (duplicates collapse), so it
+cannot depend on delivery order, redeliveries, crashes or the number of workers, which is
+exactly the invariant the fault tests hold the service to.
+
+The rules, from the contract:
+- roles by detail-type: ``OrderManager.WaitingCompletion`` submits;
+  ``OrderManager.Order<tenant>-COMPLETED`` and ``OrderManager.OrderCompleted`` complete;
+  ``OrderManager.Order<tenant>-CANCELLED``, ``OrderManager.OrderCancelled`` and
+  ``OrderProcessor.OrderTimeOut`` cancel; everything else is ignored, as is any other source;
+- tenant: ``detail.eventId`` if a string, else the part of ``detail.state`` before
+  ``-CREATED``, else ``""``; it comes from the submission;
+- wait = completion time - submission time (envelope times); outside [0, max] it is an
+  anomaly and never enters a window;
+- a window holds the N paired orders with the latest (completion time, orderId); an order
+  that is also cancelled keeps its slot but is not averaged;
+- duration = mean of the averaged waits rounded to milliseconds (None if none), samples =
+  their count.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+SOURCE = "awsserverlessda.serverlesspresso"
+MAX_ID = 128
+
+
+class Unprocessable(Exception):
+    """An event the contract says can never be processed (it belongs in the DLQ)."""
+
+
+@dataclass(frozen=True)
+class Half:
+    """What one event says about its order."""
+
+    role: str  # "submitted" | "completed" | "cancelled"
+    order_id: str
+    time: int
+    tenant: str = ""
+    drink: str = ""
+
+
+def role_of(detail_type: str) -> str | None:
+    """The role of a detail-type, None when the service ignores it."""
+    if detail_type == "OrderManager.WaitingCompletion":
+        return "submitted"
+    if detail_type == "OrderManager.OrderCompleted":
+        return "completed"
+    if detail_type in ("OrderManager.OrderCancelled", "OrderProcessor.OrderTimeOut"):
+        return "cancelled"
+    if detail_type.startswith("OrderManager.Order") and detail_type.endswith("-COMPLETED"):
+        return "completed"
+    if detail_type.startswith("OrderManager.Order") and detail_type.endswith("-CANCELLED"):
+        return "cancelled"
+    return None
+
+
+def read_half(envelope: Any, source: str = SOURCE) -> Half | None:
+    """The half an envelope carries; None if ignored; Unprocessable if it never can be."""
+    if not isinstance(envelope, dict) or not isinstance(envelope.get("detail-type"), str):
+        raise Unprocessable("not an envelope")
+    role = role_of(envelope["detail-type"])
+    if role is None or envelope.get("source") != source:
+        return None
+    detail = envelope.get("detail")
+    if not isinstance(detail, dict):
+        raise Unprocessable("detail is not an object")
+    order_id = detail.get("orderId")
+    if not isinstance(order_id, str) or not order_id.strip() or len(order_id.strip()) > MAX_ID:
+        raise Unprocessable("bad orderId")
+    try:
+        parsed = datetime.fromisoformat(str(envelope.get("time")))
+    except ValueError:
+        raise Unprocessable("bad time") from None
+    if parsed.tzinfo is None:
+        raise Unprocessable("time without a UTC offset")
+    when = int(parsed.timestamp())
+    if role != "submitted":
+        return Half(role, order_id.strip(), when)
+    drink_order = detail.get("drinkOrder")
+    drink = drink_order.get("drink") if isinstance(drink_order, dict) else None
+    if not isinstance(drink, str) or not drink.strip() or len(drink.strip()) > MAX_ID:
+        raise Unprocessable("bad drink")
+    tenant = detail.get("eventId")
+    if not isinstance(tenant, str):
+        state = detail.get("state")
+        tenant = (
+            state[: -len("-CREATED")]
+            if isinstance(state, str) and state.endswith("-CREATED")
+            else ""
+        )
+    return Half(role, order_id.strip(), when, tenant.strip()[:MAX_ID], drink.strip())
+
+
+@dataclass
+class _Order:
+    submitted: Half | None = None
+    completed: Half | None = None
+    cancelled: bool = False
+
+
+def expected_windows(
+    envelopes: list[Any],
+    *,
+    window_size: int = 10,
+    max_wait_seconds: int = 7200,
+    source: str = SOURCE,
+) -> list[dict[str, Any]]:
+    """Final windows as ``{eventId, drink, duration, samples}`` rows sorted by key."""
+    orders: dict[str, _Order] = defaultdict(_Order)
+    for envelope in envelopes:
+        try:
+            half = read_half(envelope, source)
+        except Unprocessable:
+            continue
+        if half is None:
+            continue
+        order = orders[half.order_id]
+        if half.role == "submitted":
+            if order.submitted is not None and order.submitted != half:
+                raise ValueError(f"order {half.order_id}: two different submissions")
+            order.submitted = half
+        elif half.role == "completed":
+            if order.completed is not None and order.completed != half:
+                raise ValueError(f"order {half.order_id}: two different completions")
+            order.completed = half
+        else:
+            order.cancelled = True
+
+    # key → [(completed time, order id, wait, averaged)]
+    entries: dict[tuple[str, str], list[tuple[int, str, int, bool]]] = defaultdict(list)
+    for order_id, order in orders.items():
+        if order.submitted is None or order.completed is None:
+            continue
+        wait = order.completed.time - order.submitted.time
+        if wait < 0 or wait > max_wait_seconds:
+            continue
+        key = (order.submitted.tenant, order.submitted.drink)
+        entries[key].append((order.completed.time, order_id, wait, not order.cancelled))
+
+    rows = []
+    for key in sorted(entries):
+        window = sorted(entries[key], reverse=True)[:window_size]
+        waits = [wait for _, _, wait, averaged in window if averaged]
+        rows.append(
+            {
+                "eventId": key[0],
+                "drink": key[1],
+                "duration": round(sum(waits) / len(waits), 3) if waits else None,
+                "samples": len(waits),
+            }
+        )
+    return rows
+
+
+def paired_orders(envelopes: list[Any], source: str = SOURCE) -> int:
+    """How many distinct orders have both halves (what a check covers)."""
+    halves: dict[str, set[str]] = defaultdict(set)
+    for envelope in envelopes:
+        try:
+            half = read_half(envelope, source)
+        except Unprocessable:
+            continue
+        if half is not None:
+            halves[half.order_id].add(half.role)
+    return sum(1 for roles in halves.values() if {"submitted", "completed"} <= roles)

@@ -47,7 +47,7 @@ async def provision(
     dlq_url, dlq_arn = await ensure_queue(
         clients.sqs,
         settings.dlq_name,
-        {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS)},
+        {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"},
     )
     queue_url, queue_arn = await ensure_queue(
         clients.sqs,
@@ -56,6 +56,7 @@ async def provision(
             "VisibilityTimeout": str(settings.visibility_timeout_seconds),
             "ReceiveMessageWaitTimeSeconds": str(settings.receive_wait_seconds),
             "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
+            "SqsManagedSseEnabled": "true",
             "RedrivePolicy": json.dumps(
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
             ),

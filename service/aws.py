@@ -15,7 +15,9 @@ from service.settings import Settings
 # botocore's own retries are kept short: the adapters retry with their own backoff so
 # that readiness and metrics see every failure.
 CLIENT_CONFIG = AioConfig(
-    retries={"max_attempts": 2, "mode": "standard"},
+    # total_max_attempts counts the first try; botocore's "max_attempts" counts retries only
+    # (2 would mean three tries, and most failures would never reach our metrics).
+    retries={"total_max_attempts": 2, "mode": "standard"},
     connect_timeout=5,
     read_timeout=30,
     max_pool_connections=50,

@@ -8,13 +8,15 @@ import time
 import anyio
 import pytest
 
-from tests.conftest import Aws
+from tests.conftest import Aws, wait_until
 from tests.reliability.harness import (
     WorkerProcess,
     burst_worker,
     check_against_reference,
+    metric_value,
     send_bodies,
     set_max_receive_count,
+    wait_for_empty_queue,
     worker_env,
 )
 from tests.reliability.proxy import FaultProxy
@@ -95,3 +97,46 @@ async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws, emulator) -> Non
     assert len(kills) == 26
     for where, _ in KILL_POINTS[1:]:
         assert sum(where in k for k in kills) >= 2, where
+
+
+def _processed(worker: WorkerProcess) -> float:
+    port = worker.metrics_port()
+    if port is None:
+        return 0.0
+    try:
+        status, text = worker.get("/metrics")
+    except OSError:
+        return 0.0
+    return metric_value(text, "wait_times_messages_processed_total") if status == 200 else 0.0
+
+
+async def test_three_workers_one_killed_and_restarted_twice(aws: Aws) -> None:
+    traffic = messy_traffic(150, seed=2)
+    await send_bodies(aws, traffic.bodies)
+    started = time.monotonic()
+    env = worker_env(aws.emulator.url, aws.settings)
+    workers = [WorkerProcess(env) for _ in range(3)]
+    victims: list[WorkerProcess] = []
+    try:
+        for round_ in range(2):
+            victim = workers[0]
+            await wait_until(
+                lambda v=victim: _processed(v) >= 15, 60, f"victim {round_} to be mid-stream"
+            )
+            victim.kill()
+            victims.append(victim)
+            workers[0] = WorkerProcess(env)
+        await wait_for_empty_queue(aws, 90)
+        for worker in workers:
+            worker.terminate()
+        for worker in workers:
+            await wait_until(lambda w=worker: not w.alive(), 30, "a worker to stop")
+            assert worker.process.returncode == 0, worker.raw_log()[-2000:]
+        checked = await check_against_reference(aws, traffic.envelopes, aws.settings)
+    finally:
+        for worker in workers + victims:
+            worker.close()
+    print(
+        f"deliveries={len(traffic.deliveries)} duplicates={traffic.duplicates} "
+        f"{checked} {time.monotonic() - started:.1f}s"
+    )

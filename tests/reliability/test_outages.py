@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 
+import anyio
 import pytest
 
-from service.metrics import Metrics
-from tests.conftest import Aws
+from service.app import run_worker
+from service.metrics import Health, Metrics
+from tests.conftest import Aws, wait_until
 from tests.reliability.harness import (
     burst_worker,
     check_against_reference,
     send_bodies,
+    wait_for_empty_queue,
 )
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.traffic import messy_traffic
@@ -20,7 +23,7 @@ pytestmark = pytest.mark.slow
 
 
 async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultProxy) -> None:
-    traffic = messy_traffic(160, seed=4)
+    traffic = messy_traffic(110, seed=4)
     await send_bodies(aws, traffic.bodies)
     settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
     proxy.configure(throttle_rate=0.10, error_rate=0.10)
@@ -37,3 +40,94 @@ async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultP
     print(f"throttled={throttled} 5xx={failed} retries={retries} {checked} {elapsed:.1f}s")
     assert throttled > 20 and failed > 20
     assert retries > 0
+
+
+async def _readyz(port: int) -> int:
+    async with await anyio.connect_tcp("127.0.0.1", port) as stream:
+        await stream.send(b"GET /readyz HTTP/1.1\r\nHost: x\r\n\r\n")
+        answer = b""
+        with anyio.move_on_after(5):
+            while True:
+                try:
+                    answer += await stream.receive()
+                except anyio.EndOfStream:
+                    break
+    return int(answer.split(b" ", 2)[1])
+
+
+async def test_emulator_unreachable_for_10_s_mid_stream(aws: Aws, proxy: FaultProxy) -> None:
+    traffic = messy_traffic(100, seed=3)
+    bodies = traffic.bodies
+    await send_bodies(aws, bodies[: len(bodies) // 2])
+    settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+    metrics = Metrics()
+    health = Health(metrics)
+    seen: list[int] = []
+    started = time.monotonic()
+
+    async def watch_readiness() -> None:
+        while True:
+            if health.port is not None:
+                status = await _readyz(health.port)
+                if not seen or seen[-1] != status:
+                    seen.append(status)
+            await anyio.sleep(0.1)
+
+    async with anyio.create_task_group() as group:
+        worker = await group.start(
+            lambda task_status: run_worker(
+                settings,
+                install_signals=False,
+                metrics=metrics,
+                health=health,
+                task_status=task_status,
+            )
+        )
+        group.start_soon(watch_readiness)
+        await wait_until(lambda: metrics.messages_processed._value.get() >= 40, 60, "40 processed")
+        await send_bodies(aws, bodies[len(bodies) // 2 :])  # traffic keeps arriving
+        proxy.blackhole()  # no answers at all
+        await anyio.sleep(5)
+        proxy.refuse()  # then connection refused
+        await anyio.sleep(5)
+        proxy.restore()
+        await wait_until(lambda: health.ready, 60, "readiness to come back")
+        await wait_for_empty_queue(aws, 90)
+        worker.stop()
+        group.cancel_scope.cancel()
+    outage = {k: proxy.injected_total(k) for k in ("blackholed",)}
+    checked = await check_against_reference(aws, traffic.envelopes, settings)
+    print(f"readyz={seen} {outage} {checked} {time.monotonic() - started:.1f}s")
+    assert seen[0] == 200 and 503 in seen and seen[-1] == 200, seen
+
+
+async def test_batches_slower_than_the_visibility_timeout(aws: Aws, proxy: FaultProxy) -> None:
+    traffic = messy_traffic(40, seed=5)
+    await send_bodies(aws, traffic.bodies)
+    settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+    assert settings.visibility_timeout_seconds == 5
+    # 6 s on a quarter of the window writes and heartbeats: batches outlive the 5 s
+    # visibility timeout; a late heartbeat lets a batch's messages reappear meanwhile.
+    proxy.configure(
+        latency=6.0,
+        latency_rate=0.25,
+        latency_operations=frozenset({"PutItem", "ChangeMessageVisibilityBatch"}),
+    )
+    first, second = Metrics(), Metrics()
+    started = time.monotonic()
+    async with anyio.create_task_group() as group:
+        group.start_soon(burst_worker, settings, first)
+        group.start_soon(burst_worker, settings, second)
+    proxy.configure()
+    checked = await check_against_reference(aws, traffic.envelopes, settings)
+    extensions = (
+        first.visibility_extensions._value.get() + second.visibility_extensions._value.get()
+    )
+    redelivered = first.messages_redelivered._value.get() + second.messages_redelivered._value.get()
+    delayed = proxy.injected_total("delayed")
+    print(
+        f"delayed={delayed} extensions={extensions} redelivered={redelivered} {checked} "
+        f"{time.monotonic() - started:.1f}s"
+    )
+    assert delayed > 5
+    assert extensions > 0

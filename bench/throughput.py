@@ -1,0 +1,272 @@
+"""5. Throughput of 1, 2 and 4 worker processes on one queue against the emulator.
+
+Entry point: ``run(report)`` is a plain (synchronous) function; it starts its own event loop
+with ``anyio.run``, prints as it goes and fills ``report["throughput"]``. Run alone:
+``python -m bench.throughput [EVENTS]``.
+
+For each worker count N, on a reset and freshly provisioned emulator: seeded realistic
+traffic is put on the bus until EVENTS (default 1,000) order events sit on the queue (only
+the detail-types the rule routes are put; the rule would drop the others anyway), then N
+``wait-times run --burst`` processes start together and the clock runs until all have
+exited (``--burst``: each exits once the queue is drained and nothing is in flight).
+
+Where the time goes: CPU seconds of the emulator process (utime + stime from
+/proc/<pid>/stat, before and after) and of each worker (rusage from wait4), wall time,
+the emulator's share of the CPU used, and how busy the machine's cores were. A worker's
+start-up (imports, clients, the resource check) is measured on its own on an empty queue
+and reported beside the figures, since ``--burst`` wall time includes it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from bench.latency import (
+    bench_settings,
+    cpu_seconds,
+    dummy_credentials,
+    load_average,
+    machine_cpu_seconds,
+    peak_rss_mb,
+    peak_wrapped,
+    print_machine,
+    quiet_logs,
+    spawn,
+    wait_times_command,
+    worker_env,
+)
+from service.aws import AwsClients, open_clients
+from service.emulator import Emulator
+from service.events import role_of
+from service.player import TrafficGenerator, put_entries, to_entry
+from service.provision import provision
+from service.settings import Settings
+
+WORKER_COUNTS = (1, 2, 4)
+QUEUE = "bench-throughput"
+
+
+def order_entries(bus: str, count: int) -> list[dict[str, Any]]:
+    """The first ``count`` consumed events of seeded traffic (several tenants, all fates)."""
+    generator = TrafficGenerator(seed=5, rate=2.0, start=time.time() - 7200)
+    entries = []
+    for event in generator.events(None):
+        if role_of(event.detail_type) is None:
+            continue
+        entries.append(to_entry(event, bus))
+        if len(entries) >= count:
+            return entries
+    return entries
+
+
+async def queue_counts(clients: AwsClients, url: str) -> tuple[int, int]:
+    attributes = (
+        await clients.sqs.get_queue_attributes(
+            QueueUrl=url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        )
+    )["Attributes"]
+    return (
+        int(attributes["ApproximateNumberOfMessages"]),
+        int(attributes["ApproximateNumberOfMessagesNotVisible"]),
+    )
+
+
+def _log_times(path: Path, event: str) -> list[float]:
+    """Epoch times of a structlog event in a worker's JSON log."""
+    times = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if record.get("event") == event:
+            times.append(datetime.fromisoformat(record["timestamp"]).timestamp())
+    return times
+
+
+async def run_workers(
+    settings: Settings, count: int, emulator_pid: int, logs: Path
+) -> dict[str, Any]:
+    """Start ``count`` burst workers together; wall and CPU until all have exited."""
+    # debug: the store logs each lost conditional window write (window_conflict).
+    env = worker_env(settings, WAIT_TIMES_LOG_LEVEL="debug")
+    emulator_before = cpu_seconds(emulator_pid)
+    machine_before = machine_cpu_seconds()
+    bench_before = time.process_time()
+    spawned = time.time()
+    started = time.perf_counter()
+    processes = []
+    for index in range(count):
+        log_path = logs / f"worker-{count}-{index}.jsonl"
+        with log_path.open("wb") as log:
+            processes.append(
+                (
+                    spawn(
+                        peak_wrapped(wait_times_command("run", "--burst")),
+                        env,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                    ),
+                    log_path,
+                )
+            )
+    workers_cpu = 0.0
+    peak_mb = 0.0
+    codes = []
+    for process, log_path in processes:
+        # The wrapper's rusage includes the worker it waited for (CPU of both; the
+        # wrapper's own is ~0.03 s); the worker's peak RSS is on the wrapper's stderr.
+        _, status, usage = await anyio.to_thread.run_sync(os.wait4, process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        codes.append(process.returncode)
+        workers_cpu += usage.ru_utime + usage.ru_stime
+        peak_mb = max(peak_mb, peak_rss_mb(log_path.read_text()))
+    wall = time.perf_counter() - started
+    emulator_cpu = cpu_seconds(emulator_pid) - emulator_before
+    machine_cpu = machine_cpu_seconds() - machine_before
+    bench_cpu = time.process_time() - bench_before
+    first_ready = min(t for _, path in processes for t in _log_times(path, "worker_started"))
+    last_stop = max(t for _, path in processes for t in _log_times(path, "worker_stopped"))
+    conflicts = sum(len(_log_times(path, "window_conflict")) for _, path in processes)
+    if any(codes):
+        raise RuntimeError(f"burst workers exited with {codes}; logs in {logs}")
+    return {
+        "machine_cpu_s": machine_cpu,
+        "others_cpu_s": max(0.0, machine_cpu - emulator_cpu - workers_cpu - bench_cpu),
+        "window_conflicts": conflicts,
+        "wall_s": wall,
+        "startup_s": first_ready - spawned,
+        "processing_s": last_stop - first_ready,
+        "emulator_cpu_s": emulator_cpu,
+        "workers_cpu_s": workers_cpu,
+        "worker_peak_rss_mb": peak_mb,
+    }
+
+
+async def measure(report: dict[str, Any], events: int) -> None:
+    dummy_credentials()
+    nproc = os.cpu_count() or 1
+    print(
+        f"throughput: {events:,} order events pre-loaded, then N `wait-times run --burst` "
+        f"processes on one queue ({nproc} CPUs on this machine)"
+    )
+    emulator = Emulator()
+    emulator.start()
+    pid = emulator._process.pid  # type: ignore[union-attr]
+    rows: list[dict[str, Any]] = []
+    startup: dict[str, Any] = {}
+    try:
+        settings = bench_settings(emulator.url, QUEUE, receive_wait_seconds=20)
+        entries = order_entries(settings.event_bus, events)
+        with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
+            logs = Path(tmp)
+            for count in (0, *WORKER_COUNTS):
+                emulator.reset()
+                async with AsyncExitStack() as stack:
+                    clients = await open_clients(settings, stack)
+                    provisioned = await provision(settings, clients)
+                    load_started = time.perf_counter()
+                    await put_entries(clients.events, entries if count else [])
+                    load_s = time.perf_counter() - load_started
+                    queued, _ = await queue_counts(clients, provisioned.queue_url)
+                    if queued != (len(entries) if count else 0):
+                        raise RuntimeError(f"{queued} messages queued, expected {len(entries)}")
+                    figures = await run_workers(settings, max(count, 1), pid, logs)
+                    left = await queue_counts(clients, provisioned.queue_url)
+                    dead, _ = await queue_counts(clients, provisioned.dlq_url)
+                if count == 0:
+                    startup = {
+                        "wall_s": round(figures["wall_s"], 2),
+                        "load_average": round(load_average(), 2),
+                        "to_ready_s": round(figures["startup_s"], 2),
+                        "worker_cpu_s": round(figures["workers_cpu_s"], 2),
+                    }
+                    print(
+                        f"  start-up of one burst worker on an empty queue: ready after "
+                        f"{startup['to_ready_s']}s, exited after {startup['wall_s']}s, "
+                        f"{startup['worker_cpu_s']} CPU s"
+                    )
+                    continue
+                if left != (0, 0) or dead:
+                    raise RuntimeError(f"queue not drained: {left}, {dead} in the DLQ")
+                cpu = figures["emulator_cpu_s"] + figures["workers_cpu_s"]
+                steady_workers_cpu = figures["workers_cpu_s"] - count * startup["worker_cpu_s"]
+                row = {
+                    "workers": count,
+                    "events": queued,
+                    "load_s": round(load_s, 2),
+                    "wall_s": round(figures["wall_s"], 2),
+                    "events_per_s": round(queued / figures["wall_s"], 1),
+                    "processing_s": round(figures["processing_s"], 2),
+                    "events_per_s_after_startup": round(queued / figures["processing_s"], 1),
+                    "emulator_cpu_s": round(figures["emulator_cpu_s"], 2),
+                    "workers_cpu_s": round(figures["workers_cpu_s"], 2),
+                    "emulator_share": round(figures["emulator_cpu_s"] / cpu, 3),
+                    "emulator_cpu_ms_per_event": round(figures["emulator_cpu_s"] / queued * 1e3, 2),
+                    "workers_cpu_ms_per_event": round(figures["workers_cpu_s"] / queued * 1e3, 2),
+                    "workers_cpu_ms_per_event_excl_startup": round(
+                        steady_workers_cpu / queued * 1e3, 2
+                    ),
+                    "emulator_bound_ceiling_events_per_s": round(
+                        queued / figures["emulator_cpu_s"], 1
+                    ),
+                    "window_conflicts": figures["window_conflicts"],
+                    "cores_busy": round(cpu / figures["wall_s"], 2),
+                    "machine_cores_busy": round(figures["machine_cpu_s"] / figures["wall_s"], 2),
+                    "other_processes_cores": round(figures["others_cpu_s"] / figures["wall_s"], 2),
+                    "load_average_after": round(load_average(), 2),
+                    "worker_peak_rss_mb": round(figures["worker_peak_rss_mb"], 1),
+                }
+                rows.append(row)
+                print(
+                    f"  {count} worker(s): {queued} events in {row['wall_s']}s wall = "
+                    f"{row['events_per_s']} events/s ({row['events_per_s_after_startup']}/s "
+                    f"between the first worker ready and the last exit); CPU: emulator "
+                    f"{row['emulator_cpu_s']}s, workers {row['workers_cpu_s']}s -> emulator "
+                    f"share {row['emulator_share']:.0%}; per event: emulator "
+                    f"{row['emulator_cpu_ms_per_event']} ms, workers "
+                    f"{row['workers_cpu_ms_per_event_excl_startup']} ms (start-up excluded); "
+                    f"{row['window_conflicts']} window conflicts; cores busy: ours "
+                    f"{row['cores_busy']}, other processes on the machine "
+                    f"{row['other_processes_cores']} of {nproc}"
+                )
+    finally:
+        emulator.stop()
+    report["throughput"] = {
+        "events": events,
+        "nproc": nproc,
+        "worker_startup": startup,
+        "runs": rows,
+        "note": (
+            "moto serves every request in one Python process (GIL-bound; DynamoDB requests "
+            "serialized by service/emulator.py), so it saturates about one core"
+        ),
+    }
+
+
+def run(report: dict[str, Any], events: int = 1000) -> None:
+    """Measure and fill ``report["throughput"]`` (synchronous; starts its own event loop)."""
+    quiet_logs()
+    report.setdefault("machine", print_machine())
+    anyio.run(measure, report, events)
+
+
+if __name__ == "__main__":
+    results: dict[str, Any] = {}
+    run(results, int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    print(json.dumps(results, indent=2))

@@ -14,6 +14,7 @@ from tests.reliability.harness import (
     burst_worker,
     check_against_reference,
     send_bodies,
+    set_max_receive_count,
     worker_env,
 )
 from tests.reliability.traffic import messy_traffic
@@ -24,6 +25,10 @@ ROUNDS = 10
 
 
 async def test_sigterm_during_a_burst_ten_times(aws: Aws) -> None:
+    # A long poll cancelled by SIGTERM may already have taken messages (receive count +1,
+    # invisible until the timeout); over ten stops one message can reach maxReceiveCount 3
+    # and be redriven by design. Suspected cause of one unreproduced failure in a full run.
+    await set_max_receive_count(aws, 20)
     traffic = messy_traffic(150, seed=8)
     bodies = traffic.bodies
     rng = random.Random(8)

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from service.player import TrafficGenerator
+from service.player import PlannedEvent, TrafficGenerator
 from service.replay import read_events, replay
 from service.settings import DEFAULT_SOURCE
 
@@ -26,24 +26,28 @@ TENANTS = ("NYC", "LDN", "SYD", "BER", "TYO", "SFO")
 TARGET_RATIO = 3.0
 
 
+def envelope(event: PlannedEvent, event_id: str) -> dict[str, Any]:
+    """The full EventBridge envelope a planned event arrives in."""
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": event.detail_type,
+        "source": DEFAULT_SOURCE,
+        "account": "123456789012",
+        "time": datetime.fromtimestamp(int(event.at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "region": "us-east-1",
+        "resources": [],
+        "detail": event.detail,
+    }
+
+
 def generate(path: Path, events: int) -> None:
     """Seeded realistic traffic as JSON Lines of full EventBridge envelopes."""
     generator = TrafficGenerator(seed=42, rate=3.0, tenants=TENANTS, start=1_790_000_000)
     written = 0
     with path.open("wb") as out:
         for event in generator.events(None):
-            envelope = {
-                "version": "0",
-                "id": f"{written:08d}-bench",
-                "detail-type": event.detail_type,
-                "source": DEFAULT_SOURCE,
-                "account": "123456789012",
-                "time": datetime.fromtimestamp(int(event.at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "region": "us-east-1",
-                "resources": [],
-                "detail": event.detail,
-            }
-            out.write(orjson.dumps(envelope) + b"\n")
+            out.write(orjson.dumps(envelope(event, f"{written:08d}-bench")) + b"\n")
             written += 1
             if written >= events:
                 return

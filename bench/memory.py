@@ -45,6 +45,7 @@ from typing import Any
 import anyio
 import orjson
 
+from bench.core import envelope
 from bench.latency import (
     ROOT,
     bench_settings,
@@ -246,18 +247,7 @@ def open_orders_file(count: int = OPEN_ORDERS) -> Path:
         for event in generator.events(None):
             if event.detail_type != "OrderManager.WaitingCompletion":
                 continue
-            envelope = {
-                "version": "0",
-                "id": f"{written:08d}-open",
-                "detail-type": event.detail_type,
-                "source": DEFAULT_SOURCE,
-                "account": "123456789012",
-                "time": datetime.fromtimestamp(int(event.at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "region": "us-east-1",
-                "resources": [],
-                "detail": event.detail,
-            }
-            out.write(orjson.dumps(envelope) + b"\n")
+            out.write(orjson.dumps(envelope(event, f"{written:08d}-open")) + b"\n")
             written += 1
             if written >= count:
                 break

@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
     demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
-    demo.add_argument("--rate", type=float, default=0.5, help="orders per simulated second")
+    demo.add_argument("--rate", type=float, default=0.25, help="orders per simulated second")
     demo.add_argument("--speed", type=float, default=20.0, help="simulated seconds per real second")
     demo.add_argument("--seed", type=int, default=1)
     return parser

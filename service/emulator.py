@@ -49,6 +49,10 @@ class Emulator:
             stdout=subprocess.PIPE,
             text=True,
             env=env,
+            # Its own session: Ctrl-C in a terminal signals the whole foreground process
+            # group, and the emulator must outlive the worker's drain. It stops when its
+            # stdin closes (see stop()), so it never outlives this process either.
+            start_new_session=True,
         )
         line = self._process.stdout.readline() if self._process.stdout else ""
         if not line.startswith(READY_PREFIX):

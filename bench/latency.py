@@ -401,15 +401,25 @@ class Capture:
                     self.unexpected += 1
 
 
-async def time_bare(clients: AwsClients, capture: Capture, bus: str, index: int) -> float:
-    """PutEvents of an event the capture rule matches -> its arrival on the capture queue."""
-    key = ("BARE", f"probe-{index}")
+async def _time_probe(
+    clients: AwsClients, capture: Capture, bus: str, index: int, tenant: str, detail_type: str
+) -> tuple[float, float]:
+    """PutEvents of a probe average -> its arrival on the capture queue, and the PutEvents
+    call alone, in seconds."""
+    key = (tenant, f"probe-{index}")
     capture.expect(key)
     detail = {"eventId": key[0], "drink": key[1], "duration": 1.0, "samples": 1, "version": index}
     started = time.perf_counter()
-    await put_entries(clients.events, [_entry(bus, AVERAGE_DETAIL_TYPE, detail, int(time.time()))])
-    capture.put_calls.append(time.perf_counter() - started)
-    return await capture.arrival() - started
+    await put_entries(clients.events, [_entry(bus, detail_type, detail, int(time.time()))])
+    put_call = time.perf_counter() - started
+    return await capture.arrival() - started, put_call
+
+
+async def time_bare(clients: AwsClients, capture: Capture, bus: str, index: int) -> float:
+    """An event the capture rule matches -> its arrival on the capture queue."""
+    arrival, put_call = await _time_probe(clients, capture, bus, index, "BARE", AVERAGE_DETAIL_TYPE)
+    capture.put_calls.append(put_call)
+    return arrival
 
 
 async def time_completion(
@@ -465,13 +475,9 @@ class Forwarder:
 
 
 async def time_forward(clients: AwsClients, capture: Capture, bus: str, index: int) -> float:
-    """PutEvents of a probe the forwarder's rule matches -> the forwarded copy on capture."""
-    key = ("FWD", f"probe-{index}")
-    capture.expect(key)
-    detail = {"eventId": key[0], "drink": key[1], "duration": 1.0, "samples": 1, "version": index}
-    started = time.perf_counter()
-    await put_entries(clients.events, [_entry(bus, FORWARD_DETAIL_TYPE, detail, int(time.time()))])
-    return await capture.arrival() - started
+    """A probe the forwarder's rule matches -> the forwarded copy on capture."""
+    arrival, _ = await _time_probe(clients, capture, bus, index, "FWD", FORWARD_DETAIL_TYPE)
+    return arrival
 
 
 async def _prepare(

@@ -61,6 +61,12 @@ class Metrics:
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.flush_messages = Histogram(
+            "wait_times_flush_messages",
+            "Messages processed together in one flush (one or several receives)",
+            buckets=(1, 2, 5, 10, 20, 40, 80, 160, 320),
+            registry=r,
+        )
         self.events_published = Counter(
             "wait_times_events_published",
             "DrinkAverageTime events accepted by EventBridge",

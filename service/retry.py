@@ -40,6 +40,7 @@ RETRIABLE_CODES = frozenset(
         "ServiceUnavailable",
         "ServiceUnavailableException",
         "TransactionInProgressException",
+        "TransactionConflictException",
         "KMSThrottlingException",
         "RequestTimeout",
         "RequestTimeoutException",

@@ -1,11 +1,15 @@
-"""The worker loop: receive a batch, make its effects durable, publish, then delete.
+"""The worker loop: receive, make effects durable, publish, then delete; one flush at a time.
 
-Order of a batch, which the delivery guarantees rest on:
+Receive loops (``settings.batches_in_flight`` of them) hand what they receive to one
+committer, which takes everything handed over so far as one flush: under load a flush
+spans several receives and its DynamoDB and EventBridge calls are shared by all of them;
+when traffic is light a flush is one message and nothing waits (group commit, see
+docs/decisions.md). Order of a flush, which the delivery guarantees rest on:
 1. parse every message (poison and ignored ones are set aside, never fatal);
-2. merge each order event into its DynamoDB record (idempotent, commutative);
+2. join each order's events into its DynamoDB record (idempotent, commutative);
 3. join the resulting entries into the stored windows (conditional, versioned);
 4. publish one DrinkAverageTime per changed window;
-5. only then delete the batch's messages from SQS.
+5. only then delete the flush's messages from SQS.
 A crash anywhere before 5 means redelivery, and every step above is idempotent, so a
 redelivered message changes nothing twice. The one thing a crash between 3 and 4 could
 lose is the publish; a redelivered message whose order sits in a window republishes that
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -70,14 +74,45 @@ class OrderStore(Protocol):
 
     @property
     def cached_windows(self) -> int: ...
-    async def apply(self, event: OrderEvent, now: int) -> OrderRecord: ...
-    async def merge(self, key: WindowKey, entries: Sequence[WindowEntry]) -> WindowChange: ...
+    async def apply_all(
+        self, records: Sequence[OrderRecord], now: int
+    ) -> dict[str, OrderRecord]: ...
+    async def merge_all(
+        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+    ) -> list[WindowChange]: ...
 
 
 class AveragePublisher(Protocol):
     """Where averages go (EventBridge in production)."""
 
     async def publish(self, details: Sequence[DrinkAverageTime]) -> None: ...
+
+
+@dataclass
+class _Held:
+    """One receive's messages, handed from its receive loop to the committer."""
+
+    messages: list[Message]
+    done: anyio.Event = field(default_factory=anyio.Event)
+
+
+class _Inbox:
+    """Receives handed to the committer and not yet taken."""
+
+    def __init__(self) -> None:
+        self._held: list[_Held] = []
+        self._ready = anyio.Event()
+
+    def put(self, held: _Held) -> None:
+        self._held.append(held)
+        self._ready.set()
+
+    async def take_all(self) -> list[_Held]:
+        """Wait for at least one receive, then take every one handed over so far."""
+        await self._ready.wait()
+        self._ready = anyio.Event()
+        held, self._held = self._held, []
+        return held
 
 
 @dataclass
@@ -92,7 +127,7 @@ class BatchOutcome:
 
 
 class Worker:
-    """Consumes the queue with ``settings.batches_in_flight`` concurrent batches."""
+    """Consumes the queue with ``settings.batches_in_flight`` receive loops and one committer."""
 
     def __init__(
         self,
@@ -118,7 +153,7 @@ class Worker:
         self._receive_scopes: set[anyio.CancelScope] = set()
         self._in_flight = 0
         self._pending: OrderedDict[str, None] = OrderedDict()
-        self._slots_scope: anyio.CancelScope | None = None
+        self._scope: anyio.CancelScope | None = None
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -126,26 +161,32 @@ class Worker:
         self, *, burst: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until ``stop()`` (or, with ``burst``, until the queue is drained)."""
-        async with anyio.create_task_group() as slots:
-            self._slots_scope = slots.cancel_scope
-            for slot in range(self.settings.batches_in_flight):
-                slots.start_soon(self._slot, slot, burst)
-            task_status.started()
+        inbox = _Inbox()
+        async with anyio.create_task_group() as worker:
+            self._scope = worker.cancel_scope
+            worker.start_soon(self._commit_loop, inbox)
+            async with anyio.create_task_group() as slots:
+                for slot in range(self.settings.batches_in_flight):
+                    slots.start_soon(self._slot, slot, burst, inbox)
+                task_status.started()
+            # Every receive loop has returned, and each waits for its messages to be
+            # processed before it does: nothing is left for the committer.
+            worker.cancel_scope.cancel()
         log.info("worker_stopped")
 
     def stop(self) -> None:
-        """Stop receiving now; in-flight batches get ``drain_seconds`` to finish."""
+        """Stop receiving now; messages already received get ``drain_seconds`` to finish."""
         if self._stopping:
             return
         self._stopping = True
         log.info("worker_stopping", in_flight=self._in_flight, drain_s=self.settings.drain_seconds)
         for scope in list(self._receive_scopes):
             scope.cancel()
-        if self._slots_scope is not None:
+        if self._scope is not None:
             # Past the drain budget whatever is left is cancelled; its messages were not
             # deleted, so they come back after the visibility timeout.
-            self._slots_scope.deadline = min(
-                self._slots_scope.deadline, anyio.current_time() + self.settings.drain_seconds
+            self._scope.deadline = min(
+                self._scope.deadline, anyio.current_time() + self.settings.drain_seconds
             )
 
     @property
@@ -153,7 +194,7 @@ class Worker:
         """Whether a stop was requested."""
         return self._stopping
 
-    async def _slot(self, slot: int, burst: bool) -> None:
+    async def _slot(self, slot: int, burst: bool, inbox: _Inbox) -> None:
         structlog.contextvars.bind_contextvars(slot=slot)
         while not self._stopping:
             messages: list[Message] = []
@@ -171,41 +212,66 @@ class Worker:
                 if burst and self._in_flight == 0 and await self.queue.is_drained():
                     return
                 continue
+            held = _Held(messages)
             self._in_flight += 1
             try:
-                await self._process_held(messages)
+                inbox.put(held)
+                await held.done.wait()
             finally:
                 self._in_flight -= 1
 
-    async def _process_held(self, messages: list[Message]) -> None:
-        """Process a batch, retrying dependency failures while keeping it invisible."""
+    async def _commit_loop(self, inbox: _Inbox) -> None:
+        """Process everything the receive loops have handed over, one flush at a time."""
+        while True:
+            held = await inbox.take_all()
+            try:
+                await self._process_held(held)
+            finally:
+                for batch in held:
+                    batch.done.set()
+
+    async def _process_held(self, held: list[_Held]) -> None:
+        """Process a flush, keeping its messages invisible until it is done.
+
+        If an unexpected error (a bug, not a dependency) fails a flush of several receives,
+        each receive is processed on its own, so one bad batch cannot hold back the others.
+        """
+        messages = [message for batch in held for message in batch.messages]
+        async with anyio.create_task_group() as flush:
+            flush.start_soon(self._heartbeat, messages)
+            self.metrics.flush_messages.observe(len(messages))
+            if not await self._process_with_retries(messages) and len(held) > 1:
+                for batch in held:
+                    await self._process_with_retries(batch.messages)
+            flush.cancel_scope.cancel()
+
+    async def _process_with_retries(self, messages: list[Message]) -> bool:
+        """Process messages, retrying dependency failures; False after an unexpected error."""
         backoff = Backoff(base=0.5, cap=10.0)
-        async with anyio.create_task_group() as batch:
-            batch.start_soon(self._heartbeat, messages)
-            attempt = 0
-            while True:
-                try:
-                    await self.process_batch(messages)
-                    break
-                except (DependencyError, ConfigurationError) as exc:
-                    failure: BaseException = exc
-                except Exception as exc:
-                    if not is_retriable(exc):
-                        # A bug or an unexpected answer: leave the messages to the
-                        # visibility timeout, so the redrive policy ends a message that
-                        # keeps failing in the DLQ instead of blocking the queue.
-                        log.exception("batch_failed", messages=len(messages))
-                        break
-                    failure = exc
-                self.health.set_ready(False, f"batch failing: {type(failure).__name__}")
-                if self._stopping:
-                    log.warning("batch_abandoned_at_shutdown", messages=len(messages))
-                    break
-                delay = backoff.delay(attempt)
-                attempt += 1
-                log.warning("batch_retry", error=str(failure)[:300], attempt=attempt, delay_s=delay)
-                await anyio.sleep(delay)
-            batch.cancel_scope.cancel()
+        attempt = 0
+        while True:
+            try:
+                await self.process_batch(messages)
+            except (DependencyError, ConfigurationError) as exc:
+                failure: BaseException = exc
+            except Exception as exc:
+                if not is_retriable(exc):
+                    # A bug or an unexpected answer: leave the messages to the visibility
+                    # timeout, so the redrive policy ends a message that keeps failing in
+                    # the DLQ instead of blocking the queue.
+                    log.exception("batch_failed", messages=len(messages))
+                    return False
+                failure = exc
+            else:
+                return True
+            self.health.set_ready(False, f"batch failing: {type(failure).__name__}")
+            if self._stopping:
+                log.warning("batch_abandoned_at_shutdown", messages=len(messages))
+                return True
+            delay = backoff.delay(attempt)
+            attempt += 1
+            log.warning("batch_retry", error=str(failure)[:300], attempt=attempt, delay_s=delay)
+            await anyio.sleep(delay)
 
     async def _heartbeat(self, messages: list[Message]) -> None:
         timeout = self.queue.visibility_timeout
@@ -232,7 +298,7 @@ class Worker:
         orders: list[tuple[Message, OrderEvent]] = []
         poison: list[tuple[Message, PoisonMessageError]] = []
         for message in messages:
-            if message.message_id in unique:  # the same message twice in one receive
+            if message.message_id in unique:  # the same message twice in one flush
                 to_delete.append(message)
                 continue
             unique[message.message_id] = message
@@ -251,16 +317,24 @@ class Worker:
 
         records = await self._apply_all([event for _, event in orders], now)
 
+        # One outcome per order, however many of its events (and redeliveries) the flush holds.
+        by_order: dict[str, list[tuple[Message, OrderEvent]]] = defaultdict(list)
+        for message, event in orders:
+            by_order[event.order_id].append((message, event))
+            to_delete.append(message)
         entries: dict[WindowKey, list[WindowEntry]] = defaultdict(list)
         redelivered: dict[WindowKey, set[str]] = defaultdict(set)
-        for (message, event), record in zip(orders, records, strict=True):
+        for order_id, its_events in by_order.items():
+            record = records[order_id]
             self._track_pending(record)
             found = outcome(record, self.settings.max_wait_seconds)
             if isinstance(found, Paired):
                 entries[found.key].append(found.entry)
-                if message.receive_count > 1:
-                    redelivered[found.key].add(record.order_id)
-            elif isinstance(found, Anomalous) and event.role is not Role.CANCELLED:
+                if any(message.receive_count > 1 for message, _ in its_events):
+                    redelivered[found.key].add(order_id)
+            elif isinstance(found, Anomalous) and any(
+                event.role is not Role.CANCELLED for _, event in its_events
+            ):
                 self.metrics.anomalies.labels(found.anomaly.value).inc()
                 log.warning(
                     "wait_anomaly",
@@ -270,10 +344,9 @@ class Worker:
                     wait_s=found.wait,
                     kind=found.anomaly.value,
                 )
-            to_delete.append(message)
         result.processed = len(orders)
 
-        changes = await self._merge_all(entries)
+        changes = await self.store.merge_all(entries) if entries else []
         to_publish = [
             change
             for change in changes
@@ -304,31 +377,13 @@ class Worker:
         self.health.set_ready(True)
         return result
 
-    async def _apply_all(self, events: list[OrderEvent], now: int) -> list[OrderRecord]:
-        records: list[OrderRecord | None] = [None] * len(events)
-        limiter = anyio.CapacityLimiter(APPLY_CONCURRENCY)
-
-        async def apply(index: int) -> None:
-            async with limiter:
-                records[index] = await self.store.apply(events[index], now)
-
-        with _first_error():
-            async with anyio.create_task_group() as group:
-                for index in range(len(events)):
-                    group.start_soon(apply, index)
-        return [r for r in records if r is not None]
-
-    async def _merge_all(self, entries: dict[WindowKey, list[WindowEntry]]) -> list[WindowChange]:
-        changes: list[WindowChange] = []
-
-        async def merge(key: WindowKey, batch: list[WindowEntry]) -> None:
-            changes.append(await self.store.merge(key, batch))
-
-        with _first_error():
-            async with anyio.create_task_group() as group:
-                for key, batch in entries.items():
-                    group.start_soon(merge, key, batch)
-        return changes
+    async def _apply_all(self, events: list[OrderEvent], now: int) -> dict[str, OrderRecord]:
+        """Join a flush's events per order in memory, then each order once into DynamoDB."""
+        local: dict[str, OrderRecord] = {}
+        for event in events:
+            current = local.get(event.order_id) or OrderRecord(event.order_id)
+            local[event.order_id] = current.merge(event)
+        return await self.store.apply_all(list(local.values()), now)
 
     async def _release_poison(self, poison: list[tuple[Message, PoisonMessageError]]) -> None:
         for message, error in poison:

@@ -49,12 +49,20 @@ WORKER_ACTIONS = {
         "sqs:GetQueueAttributes",
     },
     "Table": {
-        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
         "dynamodb:PutItem",
         "dynamodb:UpdateItem",
         "dynamodb:DescribeTable",
     },
     "Bus": {"events:PutEvents"},
+}
+
+# The IAM actions that authorize an API operation, where they are not "service:Operation".
+# A transaction is authorized action by action (the worker's hold Puts and Updates).
+IAM_ACTIONS_OF = {
+    ("sqs", "DeleteMessageBatch"): {"sqs:DeleteMessage"},
+    ("sqs", "ChangeMessageVisibilityBatch"): {"sqs:ChangeMessageVisibility"},
+    ("dynamodb", "TransactWriteItems"): {"dynamodb:PutItem", "dynamodb:UpdateItem"},
 }
 
 # Statements whose Resource may be "*" because AWS offers no resource-level permission for
@@ -356,6 +364,18 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
         published = metrics.registry.get_sample_value("wait_times_events_published_total")
         assert published is not None
         assert published >= len(windows)
+
+        # Every call the worker made is one the task role grants (the batched paths ran).
+        made = {
+            (s.labels["service"], s.labels["operation"])
+            for s in metrics.aws_calls.collect()[0].samples
+            if s.name.endswith("_total") and s.value > 0
+        }
+        assert {("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem")} <= made
+        granted = set().union(*WORKER_ACTIONS.values())
+        for service, operation in made:
+            needed = IAM_ACTIONS_OF.get((service, operation), {f"{service}:{operation}"})
+            assert needed <= granted, f"{service}.{operation} needs {needed - granted}"
 
 
 async def describe(clients: Any, settings: Settings) -> dict[str, Any]:

@@ -28,8 +28,10 @@ pytestmark = pytest.mark.slow
 # the proxy and kill the process while it is held, so the crash is exactly there.
 KILL_POINTS = (
     ("random", None),  # after a random short delay: anywhere at all
-    ("inside a batch: some order records written", "UpdateItem"),
-    ("inside a batch: records written, window write in flight", "PutItem"),
+    ("inside a small flush: order records written one by one", "UpdateItem"),
+    ("inside a flush: order records (or windows) written in one transaction", "TransactWriteItems"),
+    ("records written, being read back (or cold windows read)", "BatchGetItem"),
+    ("records written, one window write in flight", "PutItem"),
     ("window written, publish in flight", "PutEvents"),
     ("published, SQS delete in flight", "DeleteMessageBatch"),
 )

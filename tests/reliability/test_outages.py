@@ -38,7 +38,8 @@ async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultP
         s.value for s in metrics.aws_retries.collect()[0].samples if s.name.endswith("_total")
     )
     print(f"throttled={throttled} 5xx={failed} retries={retries} {checked} {elapsed:.1f}s")
-    assert throttled > 20 and failed > 20
+    # Flushes share calls across receives, so the whole run is only ~150 requests.
+    assert throttled >= 10 and failed >= 10
     assert retries > 0
 
 
@@ -111,7 +112,9 @@ async def test_batches_slower_than_the_visibility_timeout(aws: Aws, proxy: Fault
     proxy.configure(
         latency=6.0,
         latency_rate=0.25,
-        latency_operations=frozenset({"PutItem", "ChangeMessageVisibilityBatch"}),
+        latency_operations=frozenset(
+            {"PutItem", "TransactWriteItems", "ChangeMessageVisibilityBatch"}
+        ),
     )
     first, second = Metrics(), Metrics()
     started = time.monotonic()

@@ -1,0 +1,188 @@
+"""Flushes: several receives share one set of DynamoDB and EventBridge calls (real HTTP).
+
+What the batched paths must keep: halves written by two workers at once still pair; a
+window write that loses a race inside a transaction is re-read and joined; a backlog is
+processed in flushes larger than one receive with fewer calls than orders; and a receive
+that fails for an unexpected reason does not hold back the others of its flush.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+
+import anyio
+
+from service.app import build_worker
+from service.events import OrderEvent, Role, role_of
+from service.metrics import Health, Metrics
+from service.pairing import OrderRecord
+from service.queue import resolve_queue
+from service.store import DynamoStore, WindowChange
+from service.window import WindowEntry, WindowKey
+from service.worker import _Held
+from tests.conftest import Aws
+from tests.test_end_to_end import as_envelopes, burst, expected_rows, generated, put_planned
+
+
+def submitted(order_id: str, at: int, drink: str = "Latte") -> OrderRecord:
+    event = OrderEvent(Role.SUBMITTED, order_id, at, "NYC", drink)
+    return OrderRecord(order_id).merge(event)
+
+
+def completed(order_id: str, at: int) -> OrderRecord:
+    return OrderRecord(order_id).merge(OrderEvent(Role.COMPLETED, order_id, at))
+
+
+def calls(metrics: Metrics) -> dict[str, float]:
+    return {
+        f"{s.labels['service']}.{s.labels['operation']}": s.value
+        for s in metrics.aws_calls.collect()[0].samples
+        if s.name.endswith("_total")
+    }
+
+
+async def test_halves_written_by_two_stores_at_once_always_pair(aws: Aws) -> None:
+    first, second = aws.store(), aws.store()
+    for orders in (2, 40):  # the UpdateItem path and the transaction + BatchGetItem path
+        ids = [f"{orders}-{i}" for i in range(orders)]
+        seen: dict[str, list[OrderRecord]] = {}
+
+        async def write(
+            store: DynamoStore, records: list[OrderRecord], seen: dict[str, list[OrderRecord]]
+        ) -> None:
+            for order_id, record in (await store.apply_all(records, now=1_000)).items():
+                seen.setdefault(order_id, []).append(record)
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(write, first, [submitted(o, 100) for o in ids], seen)
+            group.start_soon(write, second, [completed(o, 160) for o in ids], seen)
+        for order_id in ids:
+            records = seen[order_id]
+            assert len(records) == 2
+            # Whichever write landed second read both halves back.
+            assert any(r.submitted_at == 100 and r.completed_at == 160 for r in records), records
+            assert all(r.tenant in (None, "NYC") and r.expires_at is not None for r in records)
+
+
+async def test_a_repeated_flush_changes_no_stored_record(aws: Aws) -> None:
+    store = aws.store()
+    records = [submitted(f"o{i}", 100) for i in range(5)]
+    once = await store.apply_all(records, now=1_000)
+    twice = await store.apply_all(records, now=9_000)  # later clock: the expiry stays put
+    assert once == twice
+    assert {r.expires_at for r in once.values()} == {1_000 + aws.settings.pending_ttl_seconds}
+
+
+async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws) -> None:
+    keys: list[WindowKey] = [("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Tea")]
+    conflicts: list[int] = []
+    stale = aws.store()
+    stale._on_conflict = lambda: conflicts.append(1)
+    fresh = aws.store()
+
+    def entries(prefix: str, at: int) -> dict[WindowKey, list[WindowEntry]]:
+        return {key: [WindowEntry(at, f"{prefix}-{key[1]}", 60)] for key in keys}
+
+    # Both stores cache every key at version 1; then the fresh one moves them all to 2.
+    await stale.merge_all(entries("a", 100))
+    await fresh.merge_all(entries("b", 200))
+    changes = await stale.merge_all(entries("c", 300))  # stale versions: the transaction fails
+
+    assert conflicts  # the condition failed, was counted, and the keys were re-read
+    stored = await aws.store().scan_windows()
+    for change in changes:
+        assert change.changed
+        assert change.state == stored[change.key]
+        assert change.state.version == 3
+        assert [e.order_id for e in change.state.window.entries] == [
+            f"{p}-{change.key[1]}" for p in ("c", "b", "a")
+        ]
+
+
+async def test_a_backlog_is_processed_in_flushes_of_several_receives(aws: Aws) -> None:
+    events = generated(orders=60, seed=11)
+    await put_planned(aws, events)
+    metrics = Metrics()
+    await burst(aws.settings, metrics)
+
+    expected = expected_rows(as_envelopes(events, aws.settings.source), aws.settings)
+    assert await aws.stored_rows() == expected
+    flushes = metrics.registry.get_sample_value("wait_times_flush_messages_count")
+    received = metrics.registry.get_sample_value("wait_times_messages_received_total")
+    receives_with_messages = calls(metrics)["sqs.ReceiveMessage"]
+    assert flushes is not None and received is not None
+    assert received / flushes > 10  # on average more than one full receive per flush
+    made = calls(metrics)
+    dynamodb = sum(v for k, v in made.items() if k.startswith("dynamodb.") and "Describe" not in k)
+    assert made.get("dynamodb.TransactWriteItems", 0) > 0
+    assert dynamodb < 60 / 2, made  # far fewer DynamoDB calls than orders
+    assert receives_with_messages >= received / 10
+
+
+class FailsOnOneOrder:
+    """The real store, except that any flush holding one order id fails like a bug would."""
+
+    def __init__(self, store: DynamoStore, bad_order: str) -> None:
+        self.store = store
+        self.bad_order = bad_order
+        self.failures = 0
+
+    @property
+    def cached_windows(self) -> int:
+        return self.store.cached_windows
+
+    async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
+        if any(r.order_id == self.bad_order for r in records):
+            self.failures += 1
+            raise RuntimeError(f"unexpected: {self.bad_order}")
+        return await self.store.apply_all(records, now)
+
+    async def merge_all(
+        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+    ) -> list[WindowChange]:
+        return await self.store.merge_all(entries)
+
+
+async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush(
+    aws: Aws,
+) -> None:
+    events = generated(orders=12, seed=2, tenants=("NYC",))
+    envelopes = [e for e in as_envelopes(events, aws.settings.source) if role_of(e["detail-type"])]
+    bad = envelopes[0]["detail"]["orderId"]
+    bodies = [json.dumps(e) for e in envelopes if e["detail"].get("orderId") == bad]
+    bodies += [json.dumps(e) for e in envelopes if e["detail"].get("orderId") != bad]
+    sqs = aws.clients.sqs
+    url, max_receive = await resolve_queue(sqs, aws.settings.queue_name)
+    for start in range(0, len(bodies), 10):
+        await sqs.send_message_batch(
+            QueueUrl=url,
+            Entries=[
+                {"Id": str(i), "MessageBody": b} for i, b in enumerate(bodies[start : start + 10])
+            ],
+        )
+    metrics = Metrics()
+    worker = build_worker(aws.settings, aws.clients, url, max_receive, metrics, Health(metrics))
+    failing = FailsOnOneOrder(aws.store(), bad)
+    worker.store = failing
+
+    # Every receive handed to the committer at once, as on a busy queue.
+    held = []
+    while sum(len(h.messages) for h in held) < len(bodies):
+        held.append(_Held(await worker.queue.receive(0)))
+    assert len(held) >= 3
+    await worker._process_held(held)
+
+    assert failing.failures == 2  # the whole flush, then the one receive holding that order
+    bad_receive = [h.messages for h in held if any(bad in m.body for m in h.messages)]
+    spared = [json.loads(m.body) for h in held for m in h.messages if h.messages not in bad_receive]
+    assert len(bad_receive) == 1 and spared
+    # The spared receives are processed as if the bad one had never been received ...
+    assert await aws.stored_rows() == expected_rows(spared, aws.settings)
+    # ... and the bad receive is not deleted: back after the visibility timeout, then the DLQ.
+    attributes = await sqs.get_queue_attributes(
+        QueueUrl=url, AttributeNames=["ApproximateNumberOfMessagesNotVisible"]
+    )
+    assert int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"]) == len(
+        bad_receive[0]
+    )

@@ -172,7 +172,7 @@ async def run_worker(
                 queue=settings.queue_name,
                 table=settings.table_name,
                 bus=settings.event_bus,
-                batches_in_flight=settings.batches_in_flight,
+                max_receives_per_flush=settings.max_receives_per_flush,
             )
             task_status.started(worker)
             await worker.run(burst=burst)

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
     max_clock_skew_seconds: int = Field(86400, ge=0)
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the container must be scrapable from outside
     metrics_port: int = Field(9102, ge=0, le=65535)
-    batches_in_flight: int = Field(4, ge=1, le=64)
+    max_receives_per_flush: int = Field(10, ge=1, le=100)
     receive_wait_seconds: int = Field(20, ge=0, le=20)
     visibility_timeout_seconds: int = Field(30, ge=5, le=43200)
     max_receive_count: int = Field(5, ge=1, le=1000)

@@ -1,10 +1,10 @@
 """The worker loop: receive, make effects durable, publish, then delete; one flush at a time.
 
-Receive loops (``settings.batches_in_flight`` of them) hand what they receive to one
-committer, which takes everything handed over so far as one flush: under load a flush
-spans several receives and its DynamoDB and EventBridge calls are shared by all of them;
-when traffic is light a flush is one message and nothing waits (group commit, see
-docs/decisions.md). Order of a flush, which the delivery guarantees rest on:
+One loop: long-poll a receive; while receives come back full (a backlog), take more
+(short polls, up to ``settings.max_receives_per_flush``); process all of it as one flush,
+whose DynamoDB and EventBridge calls are shared by every message in it. Light traffic
+makes a flush of one message, processed as soon as it arrives; a backlog makes flushes of
+up to 100 messages, so calls per order fall as load rises (docs/decisions.md). Order of a flush, which the delivery guarantees rest on:
 1. parse every message (poison and ignored ones are set aside, never fatal);
 2. join each order's events into its DynamoDB record (idempotent, commutative);
 3. join the resulting entries into the stored windows (conditional, versioned);
@@ -34,7 +34,7 @@ from service.events import DrinkAverageTime, OrderEvent, Role, parse_body
 from service.metrics import Health, Metrics
 from service.pairing import Anomalous, OrderRecord, Paired, outcome
 from service.publisher import average_event
-from service.queue import Message
+from service.queue import SQS_BATCH_LIMIT, Message
 from service.retry import Backoff, is_retriable
 from service.settings import Settings
 from service.store import WindowChange
@@ -89,33 +89,6 @@ class AveragePublisher(Protocol):
 
 
 @dataclass
-class _Held:
-    """One receive's messages, handed from its receive loop to the committer."""
-
-    messages: list[Message]
-    done: anyio.Event = field(default_factory=anyio.Event)
-
-
-class _Inbox:
-    """Receives handed to the committer and not yet taken."""
-
-    def __init__(self) -> None:
-        self._held: list[_Held] = []
-        self._ready = anyio.Event()
-
-    def put(self, held: _Held) -> None:
-        self._held.append(held)
-        self._ready.set()
-
-    async def take_all(self) -> list[_Held]:
-        """Wait for at least one receive, then take every one handed over so far."""
-        await self._ready.wait()
-        self._ready = anyio.Event()
-        held, self._held = self._held, []
-        return held
-
-
-@dataclass
 class BatchOutcome:
     """What one batch did, for tests and logs."""
 
@@ -127,7 +100,7 @@ class BatchOutcome:
 
 
 class Worker:
-    """Consumes the queue with ``settings.batches_in_flight`` receive loops and one committer."""
+    """Consumes the queue in flushes: one or several receives processed together."""
 
     def __init__(
         self,
@@ -150,8 +123,8 @@ class Worker:
         self.max_receive_count = max_receive_count
         self.clock = clock
         self._stopping = False
-        self._receive_scopes: set[anyio.CancelScope] = set()
-        self._in_flight = 0
+        self._receive_scope: anyio.CancelScope | None = None
+        self._held = 0  # messages of the flush being processed
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._scope: anyio.CancelScope | None = None
 
@@ -161,17 +134,15 @@ class Worker:
         self, *, burst: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until ``stop()`` (or, with ``burst``, until the queue is drained)."""
-        inbox = _Inbox()
-        async with anyio.create_task_group() as worker:
-            self._scope = worker.cancel_scope
-            worker.start_soon(self._commit_loop, inbox)
-            async with anyio.create_task_group() as slots:
-                for slot in range(self.settings.batches_in_flight):
-                    slots.start_soon(self._slot, slot, burst, inbox)
-                task_status.started()
-            # Every receive loop has returned, and each waits for its messages to be
-            # processed before it does: nothing is left for the committer.
-            worker.cancel_scope.cancel()
+        with anyio.CancelScope() as scope:
+            self._scope = scope
+            task_status.started()
+            while not self._stopping:
+                receives = await self._receive_flush(burst)
+                if receives:
+                    await self._process_held(receives)
+                elif burst and await self.queue.is_drained():
+                    break
         log.info("worker_stopped")
 
     def stop(self) -> None:
@@ -179,9 +150,9 @@ class Worker:
         if self._stopping:
             return
         self._stopping = True
-        log.info("worker_stopping", in_flight=self._in_flight, drain_s=self.settings.drain_seconds)
-        for scope in list(self._receive_scopes):
-            scope.cancel()
+        log.info("worker_stopping", messages_held=self._held, drain_s=self.settings.drain_seconds)
+        if self._receive_scope is not None:
+            self._receive_scope.cancel()
         if self._scope is not None:
             # Past the drain budget whatever is left is cancelled; its messages were not
             # deleted, so they come back after the visibility timeout.
@@ -194,56 +165,51 @@ class Worker:
         """Whether a stop was requested."""
         return self._stopping
 
-    async def _slot(self, slot: int, burst: bool, inbox: _Inbox) -> None:
-        structlog.contextvars.bind_contextvars(slot=slot)
-        while not self._stopping:
-            messages: list[Message] = []
-            with anyio.CancelScope() as scope:
-                self._receive_scopes.add(scope)
-                try:
-                    messages = await self.queue.receive(1 if burst else None)
-                except ConfigurationError as exc:
-                    self.health.set_ready(False, str(exc))
-                    log.error("receive_failed", error=str(exc))  # noqa: TRY400 - one line, no traceback
-                    await anyio.sleep(5)
-                finally:
-                    self._receive_scopes.discard(scope)
-            if not messages:
-                if burst and self._in_flight == 0 and await self.queue.is_drained():
-                    return
-                continue
-            held = _Held(messages)
-            self._in_flight += 1
+    async def _receive_flush(self, burst: bool) -> list[list[Message]]:
+        """Long-poll until messages arrive; while receives come back full (a backlog), take
+        more at once, up to ``max_receives_per_flush``. Empty when stopped or idle."""
+        receives: list[list[Message]] = []
+        with anyio.CancelScope() as scope:
+            self._receive_scope = scope
             try:
-                inbox.put(held)
-                await held.done.wait()
+                first = await self.queue.receive(1 if burst else None)
+                if first:
+                    receives.append(first)
+                while (
+                    receives
+                    and len(receives[-1]) == SQS_BATCH_LIMIT
+                    and len(receives) < self.settings.max_receives_per_flush
+                ):
+                    more = await self.queue.receive(0)  # a short poll: only what is waiting
+                    if not more:
+                        break
+                    receives.append(more)
+            except ConfigurationError as exc:
+                self.health.set_ready(False, str(exc))
+                log.error("receive_failed", error=str(exc))  # noqa: TRY400 - one line, no traceback
+                await anyio.sleep(5)
             finally:
-                self._in_flight -= 1
+                self._receive_scope = None
+        return receives
 
-    async def _commit_loop(self, inbox: _Inbox) -> None:
-        """Process everything the receive loops have handed over, one flush at a time."""
-        while True:
-            held = await inbox.take_all()
-            try:
-                await self._process_held(held)
-            finally:
-                for batch in held:
-                    batch.done.set()
-
-    async def _process_held(self, held: list[_Held]) -> None:
+    async def _process_held(self, receives: list[list[Message]]) -> None:
         """Process a flush, keeping its messages invisible until it is done.
 
         If an unexpected error (a bug, not a dependency) fails a flush of several receives,
-        each receive is processed on its own, so one bad batch cannot hold back the others.
+        each receive is processed on its own, so one bad receive cannot hold back the others.
         """
-        messages = [message for batch in held for message in batch.messages]
-        async with anyio.create_task_group() as flush:
-            flush.start_soon(self._heartbeat, messages)
-            self.metrics.flush_messages.observe(len(messages))
-            if not await self._process_with_retries(messages) and len(held) > 1:
-                for batch in held:
-                    await self._process_with_retries(batch.messages)
-            flush.cancel_scope.cancel()
+        messages = [message for received in receives for message in received]
+        self._held = len(messages)
+        self.metrics.flush_messages.observe(len(messages))
+        try:
+            async with anyio.create_task_group() as flush:
+                flush.start_soon(self._heartbeat, messages)
+                if not await self._process_with_retries(messages) and len(receives) > 1:
+                    for received in receives:
+                        await self._process_with_retries(received)
+                flush.cancel_scope.cancel()
+        finally:
+            self._held = 0
 
     async def _process_with_retries(self, messages: list[Message]) -> bool:
         """Process messages, retrying dependency failures; False after an unexpected error."""

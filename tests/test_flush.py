@@ -17,10 +17,9 @@ from service.app import build_worker
 from service.events import OrderEvent, Role, role_of
 from service.metrics import Health, Metrics
 from service.pairing import OrderRecord
-from service.queue import resolve_queue
+from service.queue import Message, resolve_queue
 from service.store import DynamoStore, WindowChange
 from service.window import WindowEntry, WindowKey
-from service.worker import _Held
 from tests.conftest import Aws
 from tests.test_end_to_end import as_envelopes, burst, expected_rows, generated, put_planned
 
@@ -167,15 +166,15 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
     worker.store = failing
 
     # Every receive handed to the committer at once, as on a busy queue.
-    held = []
-    while sum(len(h.messages) for h in held) < len(bodies):
-        held.append(_Held(await worker.queue.receive(0)))
+    held: list[list[Message]] = []
+    while sum(len(h) for h in held) < len(bodies):
+        held.append(await worker.queue.receive(0))
     assert len(held) >= 3
     await worker._process_held(held)
 
     assert failing.failures == 2  # the whole flush, then the one receive holding that order
-    bad_receive = [h.messages for h in held if any(bad in m.body for m in h.messages)]
-    spared = [json.loads(m.body) for h in held for m in h.messages if h.messages not in bad_receive]
+    bad_receive = [h for h in held if any(bad in m.body for m in h)]
+    spared = [json.loads(m.body) for h in held for m in h if h not in bad_receive]
     assert len(bad_receive) == 1 and spared
     # The spared receives are processed as if the bad one had never been received ...
     assert await aws.stored_rows() == expected_rows(spared, aws.settings)

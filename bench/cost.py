@@ -154,11 +154,30 @@ def history_pairs(history: list[PlannedEvent]) -> list[tuple[str, str, int, int]
     return pairs
 
 
+def items_of(metrics: Metrics) -> Counter[str]:
+    """Items the store wrote or read, by DynamoDB operation."""
+    return Counter(
+        {
+            s.labels["operation"]: int(s.value)
+            for s in next(iter(metrics.dynamodb_items.collect())).samples
+            if s.name.endswith("_total")
+        }
+    )
+
+
+def capacity_units(items: Counter[str]) -> tuple[float, float]:
+    """(write units, read units) of the store's items: every item is well under 1 KB, a
+    transactional write costs 2 units, a strongly consistent read of an item 1."""
+    writes = items["UpdateItem"] + items["PutItem"] + 2 * items["TransactWriteItems"]
+    reads = items["BatchGetItem"] + items["GetItem"]
+    return float(writes), float(reads)
+
+
 def calls_of(metrics: Metrics) -> Counter[tuple[str, str]]:
     return Counter(
         {
             (s.labels["service"], s.labels["operation"]): int(s.value)
-            for s in metrics.aws_calls.collect()[0].samples
+            for s in next(iter(metrics.aws_calls.collect())).samples
             if s.name.endswith("_total")
         }
     )
@@ -208,8 +227,10 @@ async def measure(history_orders: int) -> dict[str, Any]:
                 )
                 target = 0
                 phases: list[Counter[tuple[str, str]]] = []
+                items_before: Counter[str] = Counter()
                 for phase in (warm_up, measured):
                     phases.append(calls_of(metrics))
+                    items_before = items_of(metrics)
                     await put_entries(
                         clients.events, [to_entry(e, settings.event_bus) for e in phase]
                     )
@@ -222,6 +243,7 @@ async def measure(history_orders: int) -> dict[str, Any]:
                         # traffic (moto's Query is slow enough at 20,000 orders to matter).
                         await clients.sqs.purge_queue(QueueUrl=base_url)
                 service_calls = calls_of(metrics) - phases[1]
+                write_units, read_units = capacity_units(items_of(metrics) - items_before)
                 clock = time.perf_counter()
                 published = int(metrics.events_published._value.get())
                 calls_of_total = calls_of(metrics)
@@ -254,9 +276,10 @@ async def measure(history_orders: int) -> dict[str, Any]:
         "baseline_read_units_per_completed_order": round(
             consumer.read_units / max(1, consumer.completed), 2
         ),
-        "service_read_units_per_completed_order": round(
-            ours.get("dynamodb.GetItem", 0) / completions, 3
-        ),
+        "service_write_units": write_units,
+        "service_read_units": read_units,
+        "service_write_units_per_completed_order": round(write_units / completions, 3),
+        "service_read_units_per_completed_order": round(read_units / completions, 3),
     }
 
 
@@ -267,8 +290,8 @@ def dollars(result: dict[str, Any], measured_consumed: float) -> dict[str, float
     sqs_ours = (
         sum(v for k, v in ours.items() if k.startswith("sqs.")) + measured_consumed
     )  # + rule's sends
-    ddb_writes = sum(v for k, v in ours.items() if k in ("dynamodb.UpdateItem", "dynamodb.PutItem"))
-    ddb_reads = ours.get("dynamodb.GetItem", 0)
+    ddb_writes = result["service_write_units"]
+    ddb_reads = result["service_read_units"]
     # EventBridge bills entries, not calls; the worker's counter covers warm-up too, so
     # scale it to the measured share of completions.
     put_entries_ours = ours.get("events.PutEvents", 0) * (
@@ -326,7 +349,9 @@ async def run(report: dict[str, Any], histories: tuple[int, ...] = (1_000, 20_00
         results.append(result)
         print(
             f"cost at {history:,} orders of history ({result['measured_completions']} completed orders measured):\n"
-            f"  wait-times: {result['service_calls_per_completed_order']} calls/order {result['service_calls']}\n"
+            f"  wait-times: {result['service_calls_per_completed_order']} calls/order {result['service_calls']},"
+            f" {result['service_write_units_per_completed_order']} write units and"
+            f" {result['service_read_units_per_completed_order']} read units/order\n"
             f"  original:   {result['baseline_calls_per_completed_order']} calls/order {result['baseline_calls']},"
             f" {result['baseline_read_units_per_completed_order']} read units/order"
         )

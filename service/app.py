@@ -67,6 +67,7 @@ def build_worker(
         on_retry=on_retry,
         on_success=on_success,
         on_conflict=metrics.window_conflicts.inc,
+        on_items=lambda operation, count: metrics.dynamodb_items.labels(operation).inc(count),
     )
     publisher = EventBridgePublisher(
         clients.events,

@@ -95,6 +95,12 @@ class Metrics:
             ["service", "operation"],
             registry=r,
         )
+        self.dynamodb_items = Counter(
+            "wait_times_dynamodb_items",
+            "Items the store wrote or read, by DynamoDB operation (items per call shows batching)",
+            ["operation"],
+            registry=r,
+        )
         self.window_conflicts = Counter(
             "wait_times_window_conflicts",
             "Conditional window writes that lost to another writer and were merged again",

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 import anyio
@@ -143,3 +144,15 @@ async def call_with_retry(
             if on_success is not None:
                 on_success()
             return result
+
+
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Re-raise the first failure of a task group as itself, so retry decisions see its type."""
+    try:
+        yield
+    except ExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group

@@ -32,7 +32,7 @@ from botocore.exceptions import ClientError
 
 from service.errors import DependencyError
 from service.pairing import OrderRecord
-from service.retry import Backoff, call_with_retry, error_code
+from service.retry import Backoff, call_with_retry, error_code, first_error
 from service.window import Window, WindowEntry, WindowKey
 
 log = structlog.get_logger(__name__)
@@ -148,6 +148,7 @@ class DynamoStore:
         on_retry: Callable[[str, BaseException], None] | None = None,
         on_success: Callable[[], None] | None = None,
         on_conflict: Callable[[], None] | None = None,
+        on_items: Callable[[str, int], None] | None = None,
     ) -> None:
         self.client = client
         self.table_name = table_name
@@ -161,20 +162,25 @@ class DynamoStore:
         self._on_retry = on_retry
         self._on_success = on_success
         self._on_conflict = on_conflict
+        self._on_items = on_items
 
     @property
     def cached_windows(self) -> int:
         """How many windows this process holds in memory."""
         return len(self._cache)
 
-    async def _call(self, operation: str, **kwargs: Any) -> Any:
+    async def _call(self, operation: str, items: int = 1, **kwargs: Any) -> Any:
+        """One DynamoDB call (retried); ``items`` it writes or reads are counted on success."""
         method = getattr(self.client, operation)
-        return await call_with_retry(
+        response = await call_with_retry(
             f"dynamodb.{operation}",
             lambda: method(**kwargs),
             on_retry=self._on_retry,
             on_success=self._on_success,
         )
+        if self._on_items is not None:
+            self._on_items("".join(part.title() for part in operation.split("_")), items)
+        return response
 
     # -- order records -------------------------------------------------------------
 
@@ -192,9 +198,10 @@ class DynamoStore:
             async def update(record: OrderRecord) -> None:
                 merged[record.order_id] = await self._update_one(record, expires_at)
 
-            async with anyio.create_task_group() as group:
-                for record in records:
-                    group.start_soon(update, record)
+            with first_error():
+                async with anyio.create_task_group() as group:
+                    for record in records:
+                        group.start_soon(update, record)
             return merged
         for start in range(0, len(records), TRANSACT_LIMIT):
             chunk = records[start : start + TRANSACT_LIMIT]
@@ -229,7 +236,7 @@ class DynamoStore:
         backoff = Backoff(base=0.05, cap=2.0)
         for attempt in range(MAX_CONFLICT_RETRIES):
             try:
-                await self._call("transact_write_items", TransactItems=actions)
+                await self._call("transact_write_items", items=len(actions), TransactItems=actions)
             except ClientError as exc:
                 reasons = cancellation_reasons(exc)
                 if error_code(exc) != "TransactionCanceledException" or not set(reasons) <= (
@@ -254,6 +261,7 @@ class DynamoStore:
             chunk, pending = pending[:BATCH_GET_LIMIT], pending[BATCH_GET_LIMIT:]
             response = await self._call(
                 "batch_get_item",
+                items=len(chunk),
                 RequestItems={
                     self.table_name: {
                         "Keys": [{"pk": {"S": pk}} for pk in chunk],
@@ -348,7 +356,7 @@ class DynamoStore:
                 for key in chunk
             ]
             try:
-                await self._call("transact_write_items", TransactItems=actions)
+                await self._call("transact_write_items", items=len(actions), TransactItems=actions)
             except ClientError as exc:
                 if error_code(exc) != "TransactionCanceledException":
                     raise

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -43,19 +42,6 @@ from service.window import WindowEntry, WindowKey
 log = structlog.get_logger(__name__)
 
 MAX_TRACKED_PENDING = 200_000
-APPLY_CONCURRENCY = 16
-
-
-@contextmanager
-def _first_error() -> Iterator[None]:
-    """Re-raise the first failure of a task group as itself, so retry decisions see its type."""
-    try:
-        yield
-    except ExceptionGroup as group:
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
-        raise first from group
 
 
 class OrderQueue(Protocol):

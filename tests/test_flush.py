@@ -10,17 +10,23 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
+from contextlib import AsyncExitStack
 
 import anyio
+import pytest
+from botocore.exceptions import ClientError
 
 from service.app import build_worker
+from service.aws import open_clients
 from service.events import OrderEvent, Role, role_of
 from service.metrics import Health, Metrics
 from service.pairing import OrderRecord
 from service.queue import Message, resolve_queue
+from service.retry import is_retriable
 from service.store import DynamoStore, WindowChange
 from service.window import WindowEntry, WindowKey
 from tests.conftest import Aws
+from tests.reliability.proxy import FaultProxy
 from tests.test_end_to_end import as_envelopes, burst, expected_rows, generated, put_planned
 
 
@@ -185,3 +191,56 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
     assert int(attributes["Attributes"]["ApproximateNumberOfMessagesNotVisible"]) == len(
         bad_receive[0]
     )
+
+
+async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> None:
+    """The one-or-two-orders path writes concurrently; its failure must reach the worker as
+    the AWS error (retried, batch held), not as an ExceptionGroup (taken for a bug)."""
+    with FaultProxy(aws.emulator.url, seed=5) as proxy:
+        proxy.configure(throttle_rate=1.0, operations=frozenset({"UpdateItem"}))
+        settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+        async with AsyncExitStack() as stack:
+            clients = await open_clients(settings, stack)
+            store = DynamoStore(
+                clients.dynamodb, settings.table_name, window_size=10, ttl_seconds=86_400
+            )
+            with pytest.raises(ClientError) as caught:
+                await store.apply_all([submitted("x", 1), completed("y", 2)], now=10)
+    assert is_retriable(caught.value)
+
+
+async def test_a_cancelled_transaction_on_the_emulator_changes_nothing(aws: Aws) -> None:
+    """The emulator's cheap rollback (service/emulator.py) keeps transactions all-or-nothing."""
+    ddb, table = aws.clients.dynamodb, aws.settings.table_name
+    await ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
+    await ddb.put_item(TableName=table, Item={"pk": {"S": "c"}, "v": {"N": "5"}})
+    with pytest.raises(ClientError) as caught:
+        await ddb.transact_write_items(
+            TransactItems=[
+                {
+                    "Update": {
+                        "TableName": table,
+                        "Key": {"pk": {"S": "a"}},
+                        "UpdateExpression": "SET n = :two, m = :two",
+                        "ExpressionAttributeValues": {":two": {"N": "2"}},
+                    }
+                },
+                {"Put": {"TableName": table, "Item": {"pk": {"S": "b"}}}},
+                {
+                    "Put": {
+                        "TableName": table,
+                        "Item": {"pk": {"S": "c"}, "v": {"N": "6"}},
+                        "ConditionExpression": "v = :four",
+                        "ExpressionAttributeValues": {":four": {"N": "4"}},
+                    }
+                },
+            ]
+        )
+    assert caught.value.response["CancellationReasons"][2]["Code"] == "ConditionalCheckFailed"
+    items = {
+        item["pk"]["S"]: item
+        for item in (await ddb.scan(TableName=table, ConsistentRead=True))["Items"]
+    }
+    assert items["a"] == {"pk": {"S": "a"}, "n": {"N": "1"}}
+    assert "b" not in items
+    assert items["c"] == {"pk": {"S": "c"}, "v": {"N": "5"}}

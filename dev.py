@@ -1,5 +1,15 @@
 #!/usr/bin/env python3
-"""Developer entry point: ``python3 dev.py demo|test|lint|format|typecheck|bench``.
+"""Developer entry point: ``python3 dev.py COMMAND [ARGS...]``.
+
+Commands:
+  demo [--duration S]   the whole service on an embedded AWS emulator, live averages
+  test [PYTEST ARGS]    the test suite (``-m unit``: the pure tier, seconds)
+  lint                  ruff check and ruff format --check
+  format                ruff format, then ruff check --fix
+  typecheck             mypy: service/ strictly, tests/ and bench/ in default mode
+  bench [PART]          the benchmark (prints figures, writes bench/out/results.json)
+  run COMMAND [ARGS]    any ``wait-times`` sub-command from .venv (run, provision, play, ...)
+  help, -h, --help      this text
 
 Needs only Python 3.11+. The first call builds ``.venv`` from ``uv.lock`` (uv itself is
 installed from PyPI into ``.tools``), so a fresh machine needs nothing else.
@@ -46,8 +56,11 @@ def main() -> int:
     """Dispatch the sub-command."""
     command, *rest = sys.argv[1:] or ["help"]
     if command not in {"demo", "test", "lint", "format", "typecheck", "bench", "run"}:
-        print(__doc__)
-        return 0 if command == "help" else 2
+        asked = command in {"help", "-h", "--help"}
+        print(__doc__, file=sys.stdout if asked else sys.stderr)
+        if not asked:
+            print(f"dev.py: unknown command {command!r}", file=sys.stderr)
+        return 0 if asked else 2
     ensure_environment()
     python = _bin(VENV, "python")
     if command == "demo":

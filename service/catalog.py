@@ -13,6 +13,7 @@ import json
 import math
 import re
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
@@ -80,231 +81,28 @@ class _CatalogJsonSchema(GenerateJsonSchema):
 
 @dataclass(frozen=True)
 class Example:
-    """A named example event; ``reference`` names the recording it was copied from."""
+    """A named example event; ``recording`` names the recorded event it is a copy of."""
 
     name: str
     summary: str
-    reference: str | None  # path inside shared/reference/serverlesspresso-events
+    recording: str | None  # path under tests/data/serverlesspresso-events in the repository
     envelope: dict[str, Any]
 
 
-_ORDER_MANAGER_MESSAGE: Final = (
-    "A Lambda function is invoked which stores the Step Functions Task Token in an Amazon "
-    "DynamoDB table. The Task Token is later used to resume the workflow when the barista "
-    "completes or cancels the order."
-)
-_BARISTA_MESSAGE: Final = "Barrista has cancelled or completed the order"
+def _recorded_examples() -> dict[Role, tuple[Example, ...]]:
+    """The recorded examples shipped in ``service/examples/`` (index.json lists them)."""
+    folder = resources.files("service") / "examples"
+    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    examples: dict[Role, list[Example]] = {role: [] for role in Role}
+    for entry in index:
+        envelope = json.loads((folder / entry["file"]).read_text(encoding="utf-8"))
+        examples[Role(entry["role"])].append(
+            Example(entry["name"], entry["summary"], entry["recording"], envelope)
+        )
+    return {role: tuple(found) for role, found in examples.items()}
 
-RECORDED_EXAMPLES: Final[dict[Role, tuple[Example, ...]]] = {
-    Role.SUBMITTED: (
-        Example(
-            "flatWhiteNYC",
-            "Current shape: tenant in detail.eventId (order 7ea64372, Flat White, NYC)",
-            "event-player/order-7ea64372-lifecycle/"
-            "01_OrderManager.WaitingCompletion__events-json-index59.json",
-            {
-                "version": "0",
-                "id": "486989e7-7a1c-6703-ae2e-3af8d42d84d7",
-                "detail-type": "OrderManager.WaitingCompletion",
-                "source": "awsserverlessda.serverlesspresso",
-                "account": "1234",
-                "time": "2022-10-14T12:56:26Z",
-                "region": "us-west-2",
-                "resources": [],
-                "detail": {
-                    "orderId": "7ea64372-c480-4cc4-a12f-f8c438b25b9b",
-                    "orderNumber": "29",
-                    "state": "NYC-CREATED",
-                    "drinkOrder": {
-                        "modifiers": [],
-                        "icon": "barista-icons_cappuccino-alternative",
-                        "userId": "robot",
-                        "drink": "Flat White",
-                    },
-                    "userId": "robot",
-                    "robot": False,
-                    "eventId": "NYC",
-                    "TS": 1665752186268,
-                    "Message": _ORDER_MANAGER_MESSAGE,
-                },
-            },
-        ),
-        Example(
-            "americanoStateTenant",
-            "2022 shape: no detail.eventId, tenant ABC123 from state 'ABC123-CREATED'",
-            "samples/OrderManager.WaitingCompletion__6-publisher-service.json",
-            {
-                "version": "0",
-                "id": "ae258779-142f-2fef-7082-13e0c7aa6533",
-                "detail-type": "OrderManager.WaitingCompletion",
-                "source": "awsserverlessda.serverlesspresso",
-                "account": "468083054740",
-                "time": "2022-05-18T16:07:15Z",
-                "region": "us-east-1",
-                "resources": [],
-                "detail": {
-                    "orderId": "wtU8IRSLMyUFTnbLs84Hm",
-                    "orderNumber": "40",
-                    "state": "ABC123-CREATED",
-                    "drinkOrder": {
-                        "userId": "750a9af3-e48a-420d-9da1-6bb03fe25d65",
-                        "drink": "Americano",
-                        "modifiers": [],
-                        "icon": "barista-icons_americano",
-                    },
-                    "userId": "750a9af3-e48a-420d-9da1-6bb03fe25d65",
-                    "robot": False,
-                    "TS": 1652890034744,
-                    "Message": _ORDER_MANAGER_MESSAGE,
-                },
-            },
-        ),
-        Example(
-            "cafeMochaNoTenant",
-            "2021 shape: state 'CREATED', no account, tenant is the empty string",
-            "samples/OrderManager.WaitingCompletion__7-metrics-service.json",
-            {
-                "version": "0",
-                "id": "6a6aa7b8-f986-5fc3-64b2-15ed38ddb5cf",
-                "detail-type": "OrderManager.WaitingCompletion",
-                "source": "awsserverlessda.serverlesspresso",
-                "time": "2021-10-19T18:48:44Z",
-                "region": "us-west-2",
-                "resources": [],
-                "detail": {
-                    "orderId": "Ooxv-dVDf2BFsc_11DYUT",
-                    "orderNumber": 83,
-                    "state": "CREATED",
-                    "drinkOrder": {
-                        "icon": "barista-icons_espresso-macchiato-alternative",
-                        "modifiers": ["Coconut", "Vanilla"],
-                        "drink": "Cafe Mocha",
-                    },
-                    "userId": "6e95c051-ee28-4d9a-8a97-96f1f8efde0e",
-                    "robot": False,
-                    "TS": 1634669323785,
-                    "Message": _ORDER_MANAGER_MESSAGE,
-                },
-            },
-        ),
-    ),
-    Role.COMPLETED: (
-        Example(
-            "flatWhiteNYC",
-            "Completion of order 7ea64372, 21 s after its submission",
-            "event-player/order-7ea64372-lifecycle/"
-            "02_OrderManager.OrderNYC-COMPLETED__events-json-index67.json",
-            {
-                "version": "0",
-                "id": "a3aace27-b9a6-6888-3cbe-df471085f82c",
-                "detail-type": "OrderManager.OrderNYC-COMPLETED",
-                "source": "awsserverlessda.serverlesspresso",
-                "account": "1234",
-                "time": "2022-10-14T12:56:47Z",
-                "region": "us-west-2",
-                "resources": [
-                    "arn:aws:states:us-west-2:1234:stateMachine:"
-                    "OrderManagerStateMachine-oQcfeSMBIKUt",
-                    "arn:aws:states:us-west-2:1234:execution:"
-                    "OrderManagerStateMachine-oQcfeSMBIKUt:"
-                    "bc0e881b-df37-541f-bd2a-9fdf55b790a2_3504eac1-f75f-81c4-ad7a-bd434b6c8679",
-                ],
-                "detail": {
-                    "Message": _BARISTA_MESSAGE,
-                    "eventId": "NYC",
-                    "orderId": "7ea64372-c480-4cc4-a12f-f8c438b25b9b",
-                    "ORDERSTATE": "NYC-COMPLETED",
-                    "userId": "robot",
-                },
-            },
-        ),
-    ),
-    Role.CANCELLED: (
-        Example(
-            "baristaCancelledNYC",
-            "The barista cancelled an order (current tenant detail-type)",
-            "event-player/OrderManager.OrderNYC-CANCELLED__events-json-index32.json",
-            {
-                "version": "0",
-                "id": "33d4419c-d2d8-5a54-1364-a4dfe710591b",
-                "detail-type": "OrderManager.OrderNYC-CANCELLED",
-                "source": "awsserverlessda.serverlesspresso",
-                "account": "1234",
-                "time": "2022-10-14T12:55:13Z",
-                "region": "us-west-2",
-                "resources": [
-                    "arn:aws:states:us-west-2:1234:stateMachine:"
-                    "OrderManagerStateMachine-oQcfeSMBIKUt",
-                    "arn:aws:states:us-west-2:1234:execution:"
-                    "OrderManagerStateMachine-oQcfeSMBIKUt:"
-                    "e8d0c1b0-37d4-8a3d-1abe-b02a4f168ade_7e3208c8-3889-285f-1466-31a0cfadcfb0",
-                ],
-                "detail": {
-                    "Message": _BARISTA_MESSAGE,
-                    "eventId": "NYC",
-                    "orderId": "0dc8a054-2b9f-4690-8338-3605dccb0dd5",
-                    "ORDERSTATE": "NYC-CANCELLED",
-                    "userId": "robot",
-                },
-            },
-        ),
-        Example(
-            "timedOut",
-            "The order workflow timed out waiting for the barista",
-            "samples/OrderProcessor.OrderTimeOut__7-metrics-service.json",
-            {
-                "version": "0",
-                "id": "77671ea7-2494-69b6-d4d4-0a8818f0fec5",
-                "detail-type": "OrderProcessor.OrderTimeOut",
-                "source": "awsserverlessda.serverlesspresso",
-                "time": "2021-10-20T13:23:16Z",
-                "region": "us-west-2",
-                "resources": [
-                    "arn:aws:states:us-west-2:468083054740:stateMachine:"
-                    "OrderProcessorStateMachine-sPNgKo43tHYa",
-                    "arn:aws:states:us-west-2:468083054740:execution:"
-                    "OrderProcessorStateMachine-sPNgKo43tHYa:"
-                    "eb16ed8c-f2a4-0030-cbd5-67b6351ee256_04507803-e424-b11d-2d3c-07495f4cacbd",
-                ],
-                "detail": {
-                    "Message": "Order timeout",
-                    "orderId": "HObVz_69sbnVjiKUl1hlp",
-                    "cause": "Barista timedout",
-                    "userId": "robot",
-                },
-            },
-        ),
-        Example(
-            "legacyCancelled",
-            "Legacy (2021) cancellation detail-type, no tenant",
-            "samples/OrderManager.OrderCancelled__legacy__7-metrics-service.json",
-            {
-                "version": "0",
-                "id": "2f4b85a9-2006-0c07-cb18-98cce136a05c",
-                "detail-type": "OrderManager.OrderCancelled",
-                "source": "awsserverlessda.serverlesspresso",
-                "time": "2021-10-20T11:29:59Z",
-                "region": "us-west-2",
-                "resources": [],
-                "detail": {
-                    "actionUserId": "6e95c051-ee28-4d9a-8a97-96f1f8efde0e",
-                    "orderId": "HlFIDTdD1kp5OkJb_aj91",
-                    "order": {
-                        "orderNumber": 3,
-                        "userId": "robot",
-                        "drinkOrder": {
-                            "icon": "barista-icons_espresso-alternative",
-                            "modifiers": ["Single"],
-                            "drink": "Espresso",
-                        },
-                        "orderState": "CANCELLED",
-                    },
-                    "userId": "robot",
-                },
-            },
-        ),
-    ),
-}
+
+RECORDED_EXAMPLES: Final[dict[Role, tuple[Example, ...]]] = _recorded_examples()
 
 _ROLE_TEXT: Final = {
     Role.SUBMITTED: {
@@ -494,7 +292,7 @@ def consumed_examples(role: Role, settings: Settings) -> list[Example]:
         Example(
             example.name,
             example.summary,
-            example.reference,
+            example.recording,
             {**copy.deepcopy(example.envelope), "source": settings.source},
         )
         for example in RECORDED_EXAMPLES[role]

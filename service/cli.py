@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Sequence
 from contextlib import AsyncExitStack
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,14 @@ EXIT_USAGE = 2
 EXIT_MISSING_RESOURCE = 3
 
 
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml's), or "unknown" from a bare tree."""
+    try:
+        return metadata.version("wait-times")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (settings come from the environment, not from flags)."""
     parser = argparse.ArgumentParser(
@@ -30,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Average wait per tenant and drink for Serverlesspresso. "
         "Settings: WAIT_TIMES_* and the standard AWS environment variables (see README).",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser("run", help="the worker: consume the queue until SIGTERM")

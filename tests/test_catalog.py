@@ -48,13 +48,13 @@ from service.events import (
 from service.player import play_generated
 from service.replay import replay
 from service.settings import DEFAULT_SOURCE, Settings
-from tests.conftest import RECORDING, REFERENCE, ROOT, Aws
+from tests.helpers import DATA, RECORDING, ROOT, Aws
 
 CATALOG_DIR = ROOT / "docs" / "events"
 EVENTS_MD = ROOT / "docs" / "events.md"
 ASYNCAPI_CLI = ROOT / ".tools" / "npm" / "node_modules" / ".bin" / "asyncapi"
 REGENERATE = "regenerate with `.venv/bin/wait-times schema` (no WAIT_TIMES_* variables set)"
-SUBMITTED = REFERENCE / "event-player/order-7ea64372-lifecycle"
+SUBMITTED = DATA / "event-player/order-7ea64372-lifecycle"
 SUBMISSION = SUBMITTED / "01_OrderManager.WaitingCompletion__events-json-index59.json"
 COMPLETION = SUBMITTED / "02_OrderManager.OrderNYC-COMPLETED__events-json-index67.json"
 
@@ -82,8 +82,8 @@ def errors(schema: dict[str, Any], instance: Any) -> list[str]:
 
 def recorded_envelopes() -> Iterator[tuple[str, dict[str, Any]]]:
     """Every recorded event in the reference folder, named by file (and index in arrays)."""
-    for path in sorted(REFERENCE.rglob("*.json")):
-        name = str(path.relative_to(REFERENCE))
+    for path in sorted(DATA.rglob("*.json")):
+        name = str(path.relative_to(DATA))
         loaded = json.loads(path.read_text())
         if isinstance(loaded, list):
             yield from ((f"{name}[{i}]", event) for i, event in enumerate(loaded))
@@ -91,12 +91,13 @@ def recorded_envelopes() -> Iterator[tuple[str, dict[str, Any]]]:
             yield name, loaded
 
 
-RECORDED = list(recorded_envelopes()) if REFERENCE.is_dir() else []
+RECORDED = list(recorded_envelopes())
 
 
 # --- generated, deterministic, committed ---------------------------------------------------
 
 
+@pytest.mark.unit
 def test_committed_catalog_matches_the_models(default_settings: Settings) -> None:
     generated = build_catalog(default_settings)
     on_disk = {p.name: p.read_text() for p in CATALOG_DIR.iterdir()} if CATALOG_DIR.is_dir() else {}
@@ -106,6 +107,7 @@ def test_committed_catalog_matches_the_models(default_settings: Settings) -> Non
     assert not extra, f"docs/events/ holds files the catalog no longer makes: {extra}"
 
 
+@pytest.mark.integration
 def test_build_is_deterministic_and_the_cli_writes_it(
     default_settings: Settings, tmp_path: Path
 ) -> None:
@@ -137,6 +139,7 @@ def test_build_is_deterministic_and_the_cli_writes_it(
         assert (tmp_path / "cli" / path.name).read_bytes() == path.read_bytes()
 
 
+@pytest.mark.integration
 def test_catalog_imports_no_io_library() -> None:
     code = (
         "import sys, service.catalog\n"
@@ -151,12 +154,14 @@ def test_catalog_imports_no_io_library() -> None:
 # --- consumed schemas: the recordings, hostile inputs, and the rule ------------------------
 
 
+@pytest.mark.unit
 def test_reference_recordings_are_present() -> None:
-    assert len(RECORDED) > 183, f"no recordings under {REFERENCE}"
+    assert len(RECORDED) > 183, f"no recordings under {DATA}"
     consumed = [name for name, event in RECORDED if role_of(event["detail-type"]) is not None]
     assert len(consumed) >= 50
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("name", "envelope"), RECORDED, ids=[name for name, _ in RECORDED])
 def test_each_recording_validates_against_its_role_schema_only(
     name: str, envelope: dict[str, Any], default_settings: Settings
@@ -230,6 +235,7 @@ HOSTILE = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(HOSTILE))
 def test_poison_events_fail_the_schema_as_they_fail_the_model(
     case: str, default_settings: Settings
@@ -254,6 +260,7 @@ ACCEPTED = {
 }
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("case", sorted(ACCEPTED))
 def test_what_the_model_accepts_the_schema_accepts(case: str, default_settings: Settings) -> None:
     envelope = ACCEPTED[case]()
@@ -263,6 +270,7 @@ def test_what_the_model_accepts_the_schema_accepts(case: str, default_settings: 
     assert errors(consumed_schema(role, default_settings), envelope) == []
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "detail_type",
     [
@@ -293,6 +301,7 @@ def test_detail_type_constraints_agree_with_the_worker(
         assert matches == (role_of(detail_type) is role), (detail_type, role)
 
 
+@pytest.mark.unit
 def test_schemas_follow_the_configured_source() -> None:
     settings = Settings(source="example.other")
     envelope = {**_submission(), "source": "example.other"}
@@ -304,16 +313,18 @@ def test_schemas_follow_the_configured_source() -> None:
 # --- examples -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_consumed_examples_are_verbatim_recordings(default_settings: Settings) -> None:
     for role in Role:
         assert RECORDED_EXAMPLES[role], f"no example for {role}"
         for example in consumed_examples(role, default_settings):
-            assert example.reference is not None
-            recorded = json.loads((REFERENCE / example.reference).read_text())
-            assert example.envelope == recorded, example.reference
+            assert example.recording is not None
+            recorded = json.loads((DATA / example.recording).read_text())
+            assert example.envelope == recorded, example.recording
             assert errors(consumed_schema(role, default_settings), example.envelope) == []
 
 
+@pytest.mark.unit
 def test_published_examples_are_valid_and_the_first_is_what_replay_gives(
     default_settings: Settings,
 ) -> None:
@@ -329,6 +340,7 @@ def test_published_examples_are_valid_and_the_first_is_what_replay_gives(
     assert any(e.envelope["detail"]["duration"] is None for e in examples)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("field", "value"),
     [
@@ -353,6 +365,7 @@ def test_bad_averages_fail_the_published_schema(
 # --- end to end: what the worker really publishes -------------------------------------------
 
 
+@pytest.mark.integration
 async def test_every_published_average_validates_against_the_produced_schema(aws: Aws) -> None:
     await play_generated(
         aws.clients.events,
@@ -377,6 +390,7 @@ async def test_every_published_average_validates_against_the_produced_schema(aws
 # --- AsyncAPI -------------------------------------------------------------------------------
 
 
+@pytest.mark.unit
 def test_asyncapi_document_references_every_schema(default_settings: Settings) -> None:
     document = asyncapi_document(default_settings)
     payloads = {m["payload"]["$ref"] for m in document["components"]["messages"].values()}
@@ -393,6 +407,7 @@ def test_asyncapi_document_references_every_schema(default_settings: Settings) -
     assert yaml.safe_load(text) == document
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "value",
     [
@@ -439,6 +454,7 @@ def asyncapi_cli_or_skip() -> Path:
     pytest.skip(reason)
 
 
+@pytest.mark.integration
 def test_asyncapi_document_passes_the_asyncapi_validator(
     default_settings: Settings, tmp_path: Path
 ) -> None:
@@ -467,6 +483,7 @@ def _markdown_json_blocks(text: str) -> list[Any]:
     return [json.loads(block) for block in re.findall(r"```json\n(.*?)```", text, re.DOTALL)]
 
 
+@pytest.mark.unit
 def test_events_md_names_every_field_and_detail_type() -> None:
     text = EVENTS_MD.read_text()
     fields = {
@@ -484,6 +501,7 @@ def test_events_md_names_every_field_and_detail_type() -> None:
         assert f"events/{file_name}" in text, f"docs/events.md does not link {file_name}"
 
 
+@pytest.mark.unit
 def test_events_md_pattern_and_examples_match_the_code(default_settings: Settings) -> None:
     blocks = _markdown_json_blocks(EVENTS_MD.read_text())
     assert consumed_event_pattern(default_settings.source) in blocks, "rule pattern differs"

@@ -6,11 +6,16 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
+
+import pytest
 
 from service.emulator import Emulator
 from service.replay import read_events, replay
-from tests.conftest import RECORDING, REFERENCE
+from tests.helpers import DATA, RECORDING, ROOT
+
+pytestmark = pytest.mark.integration
 
 WAIT_TIMES = str(Path(sys.executable).with_name("wait-times"))
 
@@ -52,7 +57,7 @@ def test_replay_reads_json_lines_and_several_files(tmp_path: Path) -> None:
 
 
 def test_replay_of_every_reference_sample_succeeds() -> None:
-    files = [str(p) for p in sorted(REFERENCE.rglob("*.json"))]
+    files = [str(p) for p in sorted(DATA.rglob("*.json"))]
     result = run_cli("replay", *files)
     assert result.returncode == 0, result.stderr
     assert "0 unprocessable" in result.stderr
@@ -140,3 +145,31 @@ def test_play_needs_an_amount() -> None:
     result = run_cli("play")
     assert result.returncode == 2
     assert "--orders" in result.stderr
+
+
+def test_version_prints_the_package_version() -> None:
+    result = run_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"wait-times {metadata.version('wait-times')}"
+
+
+def test_dev_py_help_lists_every_command_and_exits_0() -> None:
+    for flag in ("--help", "-h", "help"):
+        result = subprocess.run(
+            [sys.executable, str(ROOT / "dev.py"), flag],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=30,
+        )
+        assert result.returncode == 0, result.stderr
+        for command in ("demo", "test", "lint", "format", "typecheck", "bench", "run"):
+            assert f"  {command} " in result.stdout, command
+    unknown = subprocess.run(
+        [sys.executable, str(ROOT / "dev.py"), "nonsense"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=30,
+    )
+    assert unknown.returncode == 2 and "nonsense" in unknown.stderr

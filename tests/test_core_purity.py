@@ -5,6 +5,10 @@ from __future__ import annotations
 import subprocess
 import sys
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 CORE = ("service.events", "service.window", "service.pairing", "service.replay")
 IO_LIBRARIES = ("aiobotocore", "botocore", "anyio", "aiohttp", "prometheus_client", "moto")
 

@@ -10,6 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.integration
+
 WAIT_TIMES = str(Path(sys.executable).with_name("wait-times"))
 ROW = re.compile(r"^(NYC|LDN|SYD)\s+.+?\s+\d+m \d\d\.\ds\s+(\d+)\s+(\d+)$", re.MULTILINE)
 

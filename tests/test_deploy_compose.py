@@ -17,6 +17,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from service.aws import open_clients
@@ -24,7 +25,7 @@ from service.emulator import Emulator
 from service.provision import provision
 from service.settings import Settings
 from service.store import DynamoStore
-from tests.conftest import latest_by_key
+from tests.helpers import latest_by_key
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -47,11 +48,13 @@ def instruction(name: str) -> list[str]:
     return list(json.loads(lines[-1][len(name) + 1 :]))
 
 
+@pytest.mark.integration
 def test_hadolint_reports_nothing() -> None:
     result = tool("hadolint", "Dockerfile")
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+@pytest.mark.unit
 def test_dockerfile_shape() -> None:
     stages = re.findall(r"^FROM (\S+)(?: AS (\S+))?$", DOCKERFILE, re.MULTILINE)
     assert len(stages) >= 3, "uv, builder and runtime stages"
@@ -85,6 +88,7 @@ def test_dockerfile_shape() -> None:
     assert "urllib" in probe[2]
 
 
+@pytest.mark.unit
 def test_dockerignore_keeps_the_context_small() -> None:
     lines = [
         line.strip()
@@ -98,11 +102,13 @@ def test_dockerignore_keeps_the_context_small() -> None:
         assert set(copied.split()) <= allowed
 
 
+@pytest.mark.integration
 def test_compose_file_is_valid() -> None:
     result = tool("check-jsonschema", "--builtin-schema", "vendor.compose-spec", str(COMPOSE_PATH))
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.unit
 def test_compose_topology() -> None:
     localstack = SERVICES["localstack"]
     assert re.fullmatch(r"localstack/localstack:\d+\.\d+\.\d+", localstack["image"])
@@ -159,6 +165,7 @@ def compose_run(
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+@pytest.mark.integration
 async def test_compose_services_work_together_on_the_emulator(emulator: Emulator) -> None:
     emulator.reset()
     provisioned = compose_run("provision", emulator)
@@ -192,7 +199,7 @@ async def test_compose_services_work_together_on_the_emulator(emulator: Emulator
             window_size=settings.window_size,
             ttl_seconds=settings.pending_ttl_seconds,
         ).scan_windows()
-        stored = [
+        stored: list[dict[str, Any]] = [
             {"eventId": t, "drink": d, "duration": w.window.duration, "samples": w.window.samples}
             for (t, d), w in sorted(windows.items())
         ]

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 import yaml
 from aiobotocore.session import get_session
 
@@ -33,7 +34,7 @@ from service.player import play_generated
 from service.provision import DLQ_RETENTION_SECONDS, QUEUE_RETENTION_SECONDS, provision
 from service.settings import DEFAULT_SOURCE, Settings
 from service.store import DynamoStore
-from tests.conftest import make_settings
+from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "ecs" / "wait-times.yaml"
@@ -136,6 +137,7 @@ def as_list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else [value]
 
 
+@pytest.mark.integration
 def test_cfn_lint_reports_nothing() -> None:
     result = subprocess.run(
         [str(Path(sys.executable).with_name("cfn-lint")), str(TEMPLATE_PATH)],
@@ -147,6 +149,7 @@ def test_cfn_lint_reports_nothing() -> None:
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 
 
+@pytest.mark.unit
 def test_no_wildcard_action_and_star_resources_only_where_aws_requires_them() -> None:
     statements = policy_statements()
     assert len(statements) >= 8
@@ -173,6 +176,7 @@ def test_no_wildcard_action_and_star_resources_only_where_aws_requires_them() ->
             assert "AWS requires" in before, f"{where}: say why '*' in a comment above it"
 
 
+@pytest.mark.unit
 def test_task_role_grants_exactly_the_worker_calls_on_exact_resources() -> None:
     granted: dict[str, set[str]] = {}
     for owner, statement in policy_statements():
@@ -194,6 +198,7 @@ def test_task_role_grants_exactly_the_worker_calls_on_exact_resources() -> None:
     assert granted == WORKER_ACTIONS
 
 
+@pytest.mark.unit
 def test_template_agrees_with_the_code() -> None:
     parameters = TEMPLATE["Parameters"]
     defaults = Settings()
@@ -235,6 +240,7 @@ def test_template_agrees_with_the_code() -> None:
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
 
 
+@pytest.mark.unit
 def test_task_definition_and_service_are_production_shaped() -> None:
     task = RESOURCES["TaskDefinition"]["Properties"]
     assert task["RequiresCompatibilities"] == ["FARGATE"]
@@ -287,6 +293,7 @@ def test_task_definition_and_service_are_production_shaped() -> None:
     assert age_alarm["MetricName"] == "ApproximateAgeOfOldestMessage"
 
 
+@pytest.mark.integration
 async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> None:
     """Create the non-ECS half through CloudFormation, then run the worker on it."""
     emulator.reset()
@@ -368,7 +375,7 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
         # Every call the worker made is one the task role grants (the batched paths ran).
         made = {
             (s.labels["service"], s.labels["operation"])
-            for s in metrics.aws_calls.collect()[0].samples
+            for s in next(iter(metrics.aws_calls.collect())).samples
             if s.name.endswith("_total") and s.value > 0
         }
         assert {("dynamodb", "TransactWriteItems"), ("dynamodb", "BatchGetItem")} <= made

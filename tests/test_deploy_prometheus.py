@@ -29,6 +29,8 @@ import yaml
 from service.emulator import Emulator
 from service.metrics import Metrics
 
+pytestmark = pytest.mark.integration
+
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "wait-times.json"

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import pytest
@@ -12,45 +11,22 @@ from structlog.testing import capture_logs
 
 from service.app import run_worker
 from service.metrics import Metrics
-from service.player import TrafficGenerator, play_recording, put_entries, to_entry
+from service.player import play_recording
 from service.queue import Message, SqsQueue
-from service.replay import read_events, replay
-from service.settings import Settings
-from tests.conftest import RECORDING, Aws, latest_by_key, wait_until
+from service.replay import read_events
+from tests.helpers import (
+    RECORDING,
+    Aws,
+    as_envelopes,
+    burst,
+    expected_rows,
+    generated,
+    latest_by_key,
+    put_planned,
+    wait_until,
+)
 
-
-def generated(orders: int, seed: int, tenants: tuple[str, ...] = ("NYC", "LDN")) -> list[Any]:
-    """Planned events (sim-time order) for ``orders`` orders."""
-    generator = TrafficGenerator(seed=seed, rate=2.0, tenants=tenants, start=1_790_000_000)
-    return list(generator.events(orders))
-
-
-def as_envelopes(events: list[Any], source: str) -> list[dict[str, Any]]:
-    """What replay needs for the same planned events."""
-    return [
-        {
-            "detail-type": e.detail_type,
-            "source": source,
-            "time": datetime.fromtimestamp(int(e.at), UTC).isoformat(),
-            "detail": e.detail,
-        }
-        for e in events
-    ]
-
-
-async def put_planned(aws: Aws, events: list[Any]) -> None:
-    await put_entries(aws.clients.events, [to_entry(e, aws.settings.event_bus) for e in events])
-
-
-async def burst(settings: Settings, metrics: Metrics | None = None) -> None:
-    with anyio.fail_after(120):
-        await run_worker(settings, burst=True, install_signals=False, metrics=metrics)
-
-
-def expected_rows(envelopes: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
-    return replay(
-        envelopes, window_size=settings.window_size, max_wait_seconds=settings.max_wait_seconds
-    ).as_rows()
+pytestmark = pytest.mark.integration
 
 
 async def test_averages_come_back_on_the_bus_with_rising_versions(aws: Aws) -> None:
@@ -198,7 +174,7 @@ async def test_poison_messages_reach_the_dlq_and_good_ones_are_processed(aws: Aw
     assert all(entry["log_level"] == "error" and entry["reason"] for entry in poison_logs)
     failed = {
         sample.labels["reason"]: sample.value
-        for sample in metrics.messages_failed.collect()[0].samples
+        for sample in next(iter(metrics.messages_failed.collect())).samples
         if sample.name.endswith("_total")
     }
     assert failed == {"not_json": 2, "not_an_envelope": 1, "missing_order_id": 1}

@@ -9,9 +9,11 @@ import pytest
 
 from service.errors import PoisonMessageError
 from service.events import Role, consumed_event_pattern, parse_body, parse_envelope, role_of
-from tests.conftest import REFERENCE
+from tests.helpers import DATA
 
-RECORDINGS = sorted(REFERENCE.rglob("*.json"))
+pytestmark = pytest.mark.unit
+
+RECORDINGS = sorted(DATA.rglob("*.json"))
 
 
 def _envelopes(path: Path) -> list[dict[str, object]]:
@@ -48,11 +50,9 @@ def test_roles_of_detail_types() -> None:
 
 
 def test_tenant_rules_for_the_three_shapes() -> None:
-    samples = REFERENCE / "samples"
+    samples = DATA / "samples"
     current = parse_envelope(
-        _envelopes(
-            REFERENCE / "event-player/OrderManager.WaitingCompletion__events-json-index6.json"
-        )[0]
+        _envelopes(DATA / "event-player/OrderManager.WaitingCompletion__events-json-index6.json")[0]
     )
     shape_2022 = parse_envelope(
         _envelopes(samples / "OrderManager.WaitingCompletion__6-publisher-service.json")[0]
@@ -69,7 +69,7 @@ def test_tenant_rules_for_the_three_shapes() -> None:
 
 
 def test_envelope_time_is_used_and_account_is_optional() -> None:
-    pair = sorted((REFERENCE / "event-player/order-7ea64372-lifecycle").glob("*.json"))
+    pair = sorted((DATA / "event-player/order-7ea64372-lifecycle").glob("*.json"))
     submitted, completed = (parse_envelope(_envelopes(p)[0]) for p in pair[:2])
     assert submitted is not None and completed is not None
     assert completed.time - submitted.time == 21
@@ -149,6 +149,6 @@ def test_rule_pattern_lists_exactly_the_consumed_types() -> None:
     assert all(role_of(p) is not None for p in plain)
 
 
-def test_the_reference_recordings_are_present() -> None:
-    # CI lays shared/ beside the clone; without it most tests here would prove nothing.
-    assert len(RECORDINGS) >= 20, f"expected the recordings under {REFERENCE}"
+def test_the_recordings_are_present() -> None:
+    # conftest refuses to start without them; without them most tests here would prove nothing.
+    assert len(RECORDINGS) >= 20, f"expected the recordings under {DATA}"

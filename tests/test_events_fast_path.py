@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.errors import PoisonMessageError
 from service.events import _fast_path, _validated, role_of
-from tests.conftest import REFERENCE
+from tests.helpers import DATA
 
 
 def _consumed_recordings() -> list[dict[str, Any]]:
     found = []
-    for path in sorted(REFERENCE.rglob("*.json")):
+    for path in sorted(DATA.rglob("*.json")):
         data = json.loads(path.read_text())
         for envelope in data if isinstance(data, list) else [data]:
             if role_of(envelope["detail-type"]) is not None:
@@ -34,6 +35,8 @@ odd_values = st.one_of(
     st.just({}),
     st.just([]),
 )
+
+pytestmark = pytest.mark.unit
 
 
 @st.composite

@@ -25,9 +25,10 @@ from service.queue import Message, resolve_queue
 from service.retry import is_retriable
 from service.store import DynamoStore, WindowChange
 from service.window import WindowEntry, WindowKey
-from tests.conftest import Aws
+from tests.helpers import Aws, as_envelopes, burst, expected_rows, generated, put_planned
 from tests.reliability.proxy import FaultProxy
-from tests.test_end_to_end import as_envelopes, burst, expected_rows, generated, put_planned
+
+pytestmark = pytest.mark.integration
 
 
 def submitted(order_id: str, at: int, drink: str = "Latte") -> OrderRecord:
@@ -42,7 +43,7 @@ def completed(order_id: str, at: int) -> OrderRecord:
 def calls(metrics: Metrics) -> dict[str, float]:
     return {
         f"{s.labels['service']}.{s.labels['operation']}": s.value
-        for s in metrics.aws_calls.collect()[0].samples
+        for s in next(iter(metrics.aws_calls.collect())).samples
         if s.name.endswith("_total")
     }
 

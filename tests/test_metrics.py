@@ -7,12 +7,12 @@ import urllib.error
 import urllib.request
 
 import anyio
+import pytest
 
 from service.app import run_worker
 from service.metrics import Health, Metrics
 from service.worker import Worker
-from tests.conftest import Aws, make_settings, wait_until
-from tests.test_end_to_end import generated, put_planned
+from tests.helpers import Aws, generated, make_settings, put_planned, wait_until
 
 
 def fetch(port: int, path: str) -> tuple[int, str]:
@@ -29,6 +29,7 @@ def closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
+@pytest.mark.integration
 async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
     await put_planned(aws, generated(orders=40, seed=2))
     async with anyio.create_task_group() as group:
@@ -40,7 +41,9 @@ async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
         port = worker.health.port
         assert port
         await wait_until(
-            lambda: bool(worker.metrics.average_wait.collect()[0].samples), 60, "an average"
+            lambda: bool(next(iter(worker.metrics.average_wait.collect())).samples),
+            60,
+            "an average",
         )
         status, body = await anyio.to_thread.run_sync(fetch, port, "/metrics")
         assert status == 200
@@ -66,6 +69,7 @@ async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
         worker.stop()
 
 
+@pytest.mark.integration
 async def test_not_ready_while_the_endpoint_is_unreachable(aws: Aws) -> None:
     settings = make_settings(aws.emulator, endpoint_url=f"http://127.0.0.1:{closed_port()}")
     health = Health(Metrics())
@@ -83,12 +87,13 @@ async def test_not_ready_while_the_endpoint_is_unreachable(aws: Aws) -> None:
         group.cancel_scope.cancel()
 
 
+@pytest.mark.unit
 def test_average_series_are_capped() -> None:
     metrics = Metrics(max_average_series=3)
     for index in range(50):
         metrics.observe_average((f"tenant-{index}", "Latte"), 60.0, 1)
     metrics.observe_average(("tenant-0", "Latte"), 30.0, 2)  # known series still update
-    samples = metrics.average_wait.collect()[0].samples
+    samples = next(iter(metrics.average_wait.collect())).samples
     assert len(samples) == 3
     assert {s.labels["tenant"]: s.value for s in samples}["tenant-0"] == 30.0
     assert metrics.series_dropped._value.get() == 47

@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -12,6 +13,8 @@ from service.events import OrderEvent, Role
 from service.pairing import Anomalous, Anomaly, OrderBook, OrderRecord, Paired, outcome
 from service.replay import replay
 from service.window import WindowEntry
+
+pytestmark = pytest.mark.unit
 
 
 def submitted(order: str, at: int, drink: str = "Latte", tenant: str = "NYC") -> OrderEvent:

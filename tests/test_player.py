@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from service.player import TrafficGenerator
+
+pytestmark = pytest.mark.unit
 
 
 def test_generated_traffic_is_reproducible_with_a_seed() -> None:

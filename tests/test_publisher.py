@@ -12,7 +12,7 @@ from service.events import DrinkAverageTime
 from service.publisher import EventBridgePublisher, average_event
 from service.store import WindowState
 from service.window import Window, WindowEntry
-from tests.conftest import Aws
+from tests.helpers import Aws
 
 
 class RefusingEvents:
@@ -42,6 +42,7 @@ def details(count: int) -> list[DrinkAverageTime]:
     return [average_event((f"T{i}", "Latte"), WindowState(window, 1), 10) for i in range(count)]
 
 
+@pytest.mark.unit
 async def test_entries_go_in_tens_and_refused_ones_are_retried() -> None:
     events = RefusingEvents(refusals=2)
     published: list[int] = []
@@ -54,12 +55,14 @@ async def test_entries_go_in_tens_and_refused_ones_are_retried() -> None:
     assert sorted(set(tenants)) == sorted(f"T{i}" for i in range(23))
 
 
+@pytest.mark.unit
 async def test_an_entry_refused_every_time_is_an_error_not_a_silent_drop() -> None:
     publisher = EventBridgePublisher(RefusingEvents(refusals=100), "bus", "src")
     with pytest.raises(DependencyError):
         await publisher.publish(details(1))
 
 
+@pytest.mark.integration
 async def test_published_event_shape_on_the_real_bus(aws: Aws) -> None:
     publisher = EventBridgePublisher(
         aws.clients.events, aws.settings.event_bus, aws.settings.source

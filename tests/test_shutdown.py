@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import anyio
+import pytest
 
 from service.app import run_worker
-from tests.conftest import Aws, wait_until
-from tests.test_end_to_end import as_envelopes, expected_rows, generated, put_planned
+from tests.helpers import Aws, as_envelopes, expected_rows, generated, put_planned, wait_until
+
+pytestmark = pytest.mark.integration
 
 WAIT_TIMES = str(Path(sys.executable).with_name("wait-times"))
 

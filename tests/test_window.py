@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from service.window import Window, WindowEntry
+
+pytestmark = pytest.mark.unit
 
 
 def entry(order: str, completed: int, wait: int = 60, cancelled: bool = False) -> WindowEntry:

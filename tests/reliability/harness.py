@@ -19,7 +19,7 @@ import anyio
 from service.app import run_worker
 from service.metrics import Metrics
 from service.settings import Settings
-from tests.conftest import Aws, latest_by_key
+from tests.helpers import Aws, latest_by_key
 from tests.reliability import reference
 
 WAIT_TIMES = str(Path(sys.executable).with_name("wait-times"))

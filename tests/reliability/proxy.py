@@ -16,6 +16,7 @@ are plain methods, safe to call from the test thread.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 import random
@@ -69,6 +70,14 @@ class Faults:
     latency_rate: float = 1.0
     operations: frozenset[str] | None = None  # None: every operation
     latency_operations: frozenset[str] | None = None
+    # Deterministic schedules, for assertions that must not depend on the dice: every
+    # ``fault_every``-th request of ``operations`` is faulted, throttled and 5xx in turn;
+    # the first ``latency_first`` requests of ``latency_first_operations`` are delayed, then
+    # every ``latency_every``-th other request of ``latency_operations`` (instead of the rate).
+    fault_every: int = 0
+    latency_first: int = 0
+    latency_first_operations: frozenset[str] = frozenset()
+    latency_every: int = 0
 
 
 @dataclass
@@ -99,6 +108,7 @@ class FaultProxy:
         self.port = 0
         self.rng = random.Random(seed)
         self.faults = Faults()
+        self._fault_counts: Counter[str] = Counter()
         self.injected: Counter[tuple[str, str]] = Counter()  # (kind, operation) → count
         self.forwarded: Counter[str] = Counter()  # operation → count
         self.held: Counter[str] = Counter()  # operation → requests being held now
@@ -161,7 +171,10 @@ class FaultProxy:
 
     def _call(self, coro_fn: object) -> None:
         assert self._loop is not None
-        future = asyncio.run_coroutine_threadsafe(coro_fn, self._loop)  # type: ignore[arg-type]
+        future: concurrent.futures.Future[object] = asyncio.run_coroutine_threadsafe(
+            coro_fn,  # type: ignore[arg-type]
+            self._loop,
+        )
         future.result(10)
 
     # -- control (test thread) ----------------------------------------------------------
@@ -169,6 +182,11 @@ class FaultProxy:
     def configure(self, **faults: object) -> None:
         """Replace the fault rates (see ``Faults``); ``configure()`` clears them."""
         self.faults = Faults(**faults)  # type: ignore[arg-type]
+        self._fault_counts = Counter()
+
+    def scheduled(self, schedule: str) -> int:
+        """Requests a schedule ("faulted", "delayed", "first") has counted since configure."""
+        return self._fault_counts[schedule]
 
     def blackhole(self) -> None:
         """From now on requests get no answer, and answers in flight are dropped."""
@@ -330,14 +348,21 @@ class FaultProxy:
                 self._reset(connection)
                 return False
         faults = self.faults
-        if (
-            faults.latency
-            and self._applies(faults.latency_operations, operation)
-            and self.rng.random() < faults.latency_rate
-        ):
+        if faults.latency and self._is_delayed(operation):
             self.injected["delayed", operation] += 1
             await asyncio.sleep(faults.latency)
-        if self._applies(faults.operations, operation):
+        if faults.fault_every and self._applies(faults.operations, operation):
+            self._fault_counts["faulted"] += 1
+            turn, rest = divmod(self._fault_counts["faulted"], faults.fault_every)
+            if rest == 0 and turn % 2:
+                self.injected["throttled", operation] += 1
+                await self._answer_throttle(request, connection.writer)
+                return True
+            if rest == 0:
+                self.injected["5xx", operation] += 1
+                await self._answer_server_error(request, connection.writer)
+                return True
+        elif self._applies(faults.operations, operation):
             roll = self.rng.random()
             if roll < faults.throttle_rate:
                 self.injected["throttled", operation] += 1
@@ -365,6 +390,19 @@ class FaultProxy:
         connection.upstream.write(request.head + request.body)
         await connection.upstream.drain()
         return True
+
+    def _is_delayed(self, operation: str) -> bool:
+        faults = self.faults
+        counts = self._fault_counts
+        if operation in faults.latency_first_operations and counts["first"] < faults.latency_first:
+            counts["first"] += 1
+            return True
+        if not self._applies(faults.latency_operations, operation):
+            return False
+        counts["delayed"] += 1
+        if faults.latency_every:
+            return counts["delayed"] % faults.latency_every == 0
+        return self.rng.random() < faults.latency_rate
 
     def _should_hold(self, operation: str) -> bool:
         with self._lock:

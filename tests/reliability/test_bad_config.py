@@ -8,9 +8,11 @@ import time
 
 import pytest
 
-from tests.conftest import Aws, wait_until
+from tests.helpers import Aws, wait_until
 from tests.reliability.harness import WAIT_TIMES, WorkerProcess, worker_env
 from tests.reliability.proxy import FaultProxy
+
+pytestmark = pytest.mark.reliability
 
 
 def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from tests.conftest import Aws, wait_until
+from tests.helpers import Aws, wait_until
 from tests.reliability.harness import (
     WorkerProcess,
     burst_worker,
@@ -22,7 +22,7 @@ from tests.reliability.harness import (
 from tests.reliability.proxy import FaultProxy
 from tests.reliability.traffic import messy_traffic
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.reliability
 
 # Where a kill lands. "hold" points stop the worker's first request of that operation in
 # the proxy and kill the process while it is held, so the crash is exactly there.
@@ -129,7 +129,9 @@ async def test_three_workers_one_killed_and_restarted_twice(aws: Aws) -> None:
             for round_ in range(2):
                 victim = workers[0]
                 await wait_until(
-                    lambda v=victim: _processed(v) >= 15, 60, f"victim {round_} to be mid-stream"
+                    lambda: _processed(victim) >= 15,  # noqa: B023 - awaited at once
+                    60,
+                    f"victim {round_} to be mid-stream",
                 )
                 victim.kill()
                 victims.append(victim)
@@ -139,14 +141,14 @@ async def test_three_workers_one_killed_and_restarted_twice(aws: Aws) -> None:
         # lands before Python has installed its handler is the default kill, not a drain.
         for worker in workers:
             await wait_until(
-                lambda w=worker: any(e.get("event") == "worker_started" for e in w.logs()),
+                lambda: any(e.get("event") == "worker_started" for e in worker.logs()),  # noqa: B023 - awaited at once
                 30,
                 "a worker to start",
             )
         for worker in workers:
             worker.terminate()
         for worker in workers:
-            await wait_until(lambda w=worker: not w.alive(), 30, "a worker to stop")
+            await wait_until(lambda: not worker.alive(), 30, "a worker to stop")  # noqa: B023 - awaited at once
             assert worker.process.returncode == 0, worker.raw_log()[-2000:]
         checked = await check_against_reference(aws, traffic.envelopes, aws.settings)
     finally:

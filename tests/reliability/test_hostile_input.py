@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Aws, wait_until
+from tests.helpers import Aws, wait_until
 from tests.reliability import reference
 from tests.reliability.harness import (
     WorkerProcess,
@@ -22,7 +22,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.traffic import SOURCE, envelope, iso, messy_traffic
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.reliability
 
 
 def _submitted(detail: dict[str, Any], at: str = "2026-11-20T10:00:00Z") -> dict[str, Any]:

@@ -8,7 +8,7 @@ import time
 import anyio
 import pytest
 
-from tests.conftest import Aws, wait_until
+from tests.helpers import Aws, wait_until
 from tests.reliability.harness import (
     WorkerProcess,
     burst_worker,
@@ -19,7 +19,7 @@ from tests.reliability.harness import (
 )
 from tests.reliability.traffic import messy_traffic
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.reliability
 
 ROUNDS = 10
 
@@ -40,11 +40,11 @@ async def test_sigterm_during_a_burst_ten_times(aws: Aws) -> None:
         await send_bodies(aws, bodies[round_ * size : (round_ + 1) * size])  # the burst
         worker = WorkerProcess(env)
         try:
-            await wait_until(lambda w=worker: w.logged("worker_started"), 30, "the worker")
+            await wait_until(lambda: worker.logged("worker_started"), 30, "the worker")  # noqa: B023 - awaited at once
             await anyio.sleep(rng.uniform(0.2, 1.5))  # mid-batch, most of the time
             signalled = time.monotonic()
             worker.terminate()
-            await wait_until(lambda w=worker: not w.alive(), 30, "exit within 30 s")
+            await wait_until(lambda: not worker.alive(), 30, "exit within 30 s")  # noqa: B023 - awaited at once
             exits.append(time.monotonic() - signalled)
             assert worker.process.returncode == 0, worker.raw_log()[-2000:]
             logs = worker.logs()

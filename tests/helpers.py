@@ -1,0 +1,190 @@
+"""Test helpers shared by the test modules (fixtures live in conftest.py)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from service.app import run_worker
+from service.aws import AwsClients
+from service.emulator import Emulator
+from service.metrics import Metrics
+from service.player import TrafficGenerator, put_entries, to_entry
+from service.provision import Provisioned
+from service.replay import replay
+from service.settings import Settings
+from service.store import DynamoStore
+
+ROOT = Path(__file__).resolve().parent.parent
+DATA = ROOT / "tests" / "data" / "serverlesspresso-events"
+RECORDING = DATA / "event-player" / "events.json"
+CAPTURE_QUEUE = "capture"
+# Every recorded event the tests read; conftest refuses to start a run without one of them.
+DATA_FILES = (
+    "event-player/OrderManager.OrderNYC-CANCELLED__events-json-index32.json",
+    "event-player/OrderManager.OrderNYC-COMPLETED__events-json-index23.json",
+    "event-player/OrderManager.WaitingCompletion__events-json-index6.json",
+    "event-player/OrderProcessor.WaitingCompletion__events-json-index4.json",
+    "event-player/OrderProcessor.WorkflowStarted__events-json-index1.json",
+    "event-player/OrderProcessor.orderFinished__events-json-index21.json",
+    "event-player/OrderRobot.FulfillOrder__events-json-index25.json",
+    "event-player/ProducerRobot.FulfillOrder__events-json-index2.json",
+    "event-player/Validator.NewOrder__events-json-index0.json",
+    "event-player/events.json",
+    "event-player/order-7ea64372-lifecycle/01_OrderManager.WaitingCompletion__events-json-index59.json",
+    "event-player/order-7ea64372-lifecycle/02_OrderManager.OrderNYC-COMPLETED__events-json-index67.json",
+    "event-player/order-7ea64372-lifecycle/03_OrderProcessor.orderFinished__events-json-index68.json",
+    "samples/OrderManager.OrderCancelled__legacy__7-metrics-service.json",
+    "samples/OrderManager.OrderStarted__legacy__resumeWF-testEvent.json",
+    "samples/OrderManager.WaitingCompletion__6-publisher-service.json",
+    "samples/OrderManager.WaitingCompletion__7-metrics-service.json",
+    "samples/OrderProcessor.OrderStarted__legacy__6-publisher-service.json",
+    "samples/OrderProcessor.OrderTimeOut__7-metrics-service.json",
+    "samples/OrderProcessor.WaitingCompletion__4-order-processing.json",
+    "samples/OrderProcessor.WorkflowStarted__4-order-processing.json",
+    "samples/OrderProcessor.orderFinished__8-order-journey-testEvents-final.json",
+    "samples/Validator.NewOrder__7-metrics-service.json",
+    "samples/Validator.NewOrder__9-validator.json",
+)
+
+
+def make_settings(emulator: Emulator, **overrides: Any) -> Settings:
+    """Settings pointing at the emulator, tuned so tests never wait for long polls."""
+    values: dict[str, Any] = {
+        "endpoint_url": emulator.url,
+        "region": "us-east-1",
+        "metrics_port": 0,
+        "metrics_host": "127.0.0.1",
+        "receive_wait_seconds": 1,
+        "visibility_timeout_seconds": 5,
+        "max_receive_count": 3,
+        "drain_seconds": 10,
+    }
+    values.update(overrides)
+    return Settings(**values)
+
+
+@dataclass
+class Aws:
+    """A freshly provisioned emulator, its settings and clients."""
+
+    settings: Settings
+    clients: AwsClients
+    resources: Provisioned
+    emulator: Emulator
+
+    def store(self) -> DynamoStore:
+        """A store over the test table (for reading windows back)."""
+        return DynamoStore(
+            self.clients.dynamodb,
+            self.settings.table_name,
+            window_size=self.settings.window_size,
+            ttl_seconds=self.settings.pending_ttl_seconds,
+        )
+
+    async def stored_rows(self) -> list[dict[str, Any]]:
+        """Final windows as stored in DynamoDB, in replay's output shape."""
+        windows = await self.store().scan_windows()
+        return [
+            {
+                "eventId": t,
+                "drink": d,
+                "duration": s.window.duration,
+                "samples": s.window.samples,
+            }
+            for (t, d), s in sorted(windows.items())
+        ]
+
+    async def drain_queue(self, url: str) -> list[dict[str, Any]]:
+        """Every message body currently in a queue (deleted as read)."""
+        bodies: list[dict[str, Any]] = []
+        sqs = self.clients.sqs
+        while True:
+            response = await sqs.receive_message(
+                QueueUrl=url,
+                MaxNumberOfMessages=10,
+                WaitTimeSeconds=0,
+                MessageSystemAttributeNames=["All"],
+            )
+            messages = response.get("Messages", [])
+            if not messages:
+                return bodies
+            for message in messages:
+                try:
+                    bodies.append(json.loads(message["Body"]))
+                except ValueError:
+                    bodies.append({"raw": message["Body"]})
+            await sqs.delete_message_batch(
+                QueueUrl=url,
+                Entries=[
+                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                    for i, m in enumerate(messages)
+                ],
+            )
+
+    async def published(self) -> list[dict[str, Any]]:
+        """DrinkAverageTime details that reached the capture queue through the bus."""
+        assert self.resources.capture_queue_url is not None
+        return [b["detail"] for b in await self.drain_queue(self.resources.capture_queue_url)]
+
+
+def latest_by_key(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Highest-version average per key, in replay's output shape."""
+    best: dict[tuple[str, str], dict[str, Any]] = {}
+    for detail in details:
+        key = (detail["eventId"], detail["drink"])
+        if key not in best or detail["version"] > best[key]["version"]:
+            best[key] = detail
+    return [
+        {k: best[key][k] for k in ("eventId", "drink", "duration", "samples")}
+        for key in sorted(best)
+    ]
+
+
+async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
+    """Poll a condition (no fixed sleeps in tests); fail with ``what`` after ``seconds``."""
+    with anyio.move_on_after(seconds):
+        while not condition():  # noqa: ASYNC110 - the condition is a plain predicate
+            await anyio.sleep(0.05)
+        return
+    raise AssertionError(f"timed out after {seconds}s waiting for {what}")
+
+
+def generated(orders: int, seed: int, tenants: tuple[str, ...] = ("NYC", "LDN")) -> list[Any]:
+    """Planned events (sim-time order) for ``orders`` orders."""
+    generator = TrafficGenerator(seed=seed, rate=2.0, tenants=tenants, start=1_790_000_000)
+    return list(generator.events(orders))
+
+
+def as_envelopes(events: list[Any], source: str) -> list[dict[str, Any]]:
+    """What replay needs for the same planned events."""
+    return [
+        {
+            "detail-type": e.detail_type,
+            "source": source,
+            "time": datetime.fromtimestamp(int(e.at), UTC).isoformat(),
+            "detail": e.detail,
+        }
+        for e in events
+    ]
+
+
+async def put_planned(aws: Aws, events: list[Any]) -> None:
+    await put_entries(aws.clients.events, [to_entry(e, aws.settings.event_bus) for e in events])
+
+
+async def burst(settings: Settings, metrics: Metrics | None = None) -> None:
+    with anyio.fail_after(120):
+        await run_worker(settings, burst=True, install_signals=False, metrics=metrics)
+
+
+def expected_rows(envelopes: list[dict[str, Any]], settings: Settings) -> list[dict[str, Any]]:
+    return replay(
+        envelopes, window_size=settings.window_size, max_wait_seconds=settings.max_wait_seconds
+    ).as_rows()

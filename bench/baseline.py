@@ -14,8 +14,8 @@ import json
 from collections import Counter
 from typing import Any
 
+from service.core.events import Role, parse_body
 from service.errors import PoisonMessageError
-from service.events import Role, parse_body
 
 TABLE = "baseline-orders"
 QUEUE = "baseline-orders"

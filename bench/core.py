@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from service.player import PlannedEvent, TrafficGenerator
-from service.replay import read_events, replay
 from service.settings import DEFAULT_SOURCE
+from service.tools.player import PlannedEvent, TrafficGenerator
+from service.tools.replay import read_events, replay
 
 OUT = Path(__file__).resolve().parent / "out"
 TENANTS = ("NYC", "LDN", "SYD", "BER", "TYO", "SFO")

@@ -21,17 +21,17 @@ import anyio
 
 from bench import baseline
 from service.app import run_worker
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.events import Role, consumed_event_pattern, role_of
+from service.aws.clients import open_clients
+from service.aws.provision import ensure_queue, ensure_rule, provision
+from service.aws.store import encode_entries, order_pk, window_pk
+from service.core.events import Role, consumed_event_pattern, role_of
+from service.core.pairing import OrderBook, Paired, outcome
+from service.core.window import Window, WindowKey
 from service.logs import configure_logging
 from service.metrics import Metrics
-from service.pairing import OrderBook, Paired, outcome
-from service.player import PlannedEvent, TrafficGenerator, put_entries, to_entry
-from service.provision import ensure_queue, ensure_rule, provision
 from service.settings import Settings
-from service.store import encode_entries, order_pk, window_pk
-from service.window import Window, WindowKey
+from service.tools.emulator import Emulator
+from service.tools.player import PlannedEvent, TrafficGenerator, put_entries, to_entry
 
 START = 1_790_000_000
 WARM_UP_ORDERS = 100
@@ -83,7 +83,7 @@ async def write_items(clients: Any, table: str, items: list[dict[str, Any]]) -> 
 
 async def seed_service(clients: Any, settings: Settings, history: list[PlannedEvent]) -> None:
     """The records and windows the service would hold after this history (the pure core)."""
-    from service.events import parse_envelope  # noqa: PLC0415
+    from service.core.events import parse_envelope  # noqa: PLC0415
 
     book = OrderBook(settings.pending_ttl_seconds)
     windows: dict[WindowKey, Window] = {}

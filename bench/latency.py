@@ -48,12 +48,12 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 
-from service.aws import AwsClients, open_clients
-from service.emulator import Emulator
-from service.events import AVERAGE_DETAIL_TYPE, SUBMITTED_DETAIL_TYPE
-from service.player import MENU, put_entries
-from service.provision import ensure_queue, ensure_rule, provision
+from service.aws.clients import AwsClients, open_clients
+from service.aws.provision import ensure_queue, ensure_rule, provision
+from service.core.events import AVERAGE_DETAIL_TYPE, SUBMITTED_DETAIL_TYPE
 from service.settings import DEFAULT_SOURCE, Settings
+from service.tools.emulator import Emulator
+from service.tools.player import MENU, put_entries
 
 ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5

@@ -58,11 +58,11 @@ from bench.latency import (
     wait_times_command,
     worker_env,
 )
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.player import MENU, TrafficGenerator, put_entries
-from service.provision import provision
+from service.aws.clients import open_clients
+from service.aws.provision import provision
 from service.settings import DEFAULT_SOURCE
+from service.tools.emulator import Emulator
+from service.tools.player import MENU, TrafficGenerator, put_entries
 
 OUT = Path(__file__).resolve().parent / "out"
 OPEN_ORDERS = 100_000
@@ -96,9 +96,9 @@ def _order_id(rng: random.Random) -> str:
 
 def fill(worker: Any, rng: random.Random) -> None:
     """The state of 10,000 windows and 100,000 open orders, through the worker's own code."""
-    from service.pairing import OrderRecord  # noqa: PLC0415
-    from service.store import WindowState  # noqa: PLC0415
-    from service.window import Window, WindowEntry  # noqa: PLC0415
+    from service.aws.store import WindowState  # noqa: PLC0415
+    from service.core.pairing import OrderRecord  # noqa: PLC0415
+    from service.core.window import Window, WindowEntry  # noqa: PLC0415
 
     size = worker.settings.window_size
     all_keys = keys()

@@ -46,12 +46,12 @@ from bench.latency import (
     wait_times_command,
     worker_env,
 )
-from service.aws import AwsClients, open_clients
-from service.emulator import Emulator
-from service.events import role_of
-from service.player import TrafficGenerator, put_entries, to_entry
-from service.provision import provision
+from service.aws.clients import AwsClients, open_clients
+from service.aws.provision import provision
+from service.core.events import role_of
 from service.settings import Settings
+from service.tools.emulator import Emulator
+from service.tools.player import TrafficGenerator, put_entries, to_entry
 
 WORKER_COUNTS = (1, 2, 4)
 QUEUE = "bench-throughput"

@@ -10,14 +10,14 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from service.aws import AwsClients, open_clients
+from service.aws.clients import AwsClients, open_clients
+from service.aws.publisher import EventBridgePublisher
+from service.aws.queue import SqsQueue, resolve_queue
+from service.aws.retry import Backoff, call_with_retry, is_retriable
+from service.aws.store import DynamoStore
 from service.errors import ConfigurationError
 from service.metrics import Health, Metrics, serve_http
-from service.publisher import EventBridgePublisher
-from service.queue import SqsQueue, resolve_queue
-from service.retry import Backoff, call_with_retry, is_retriable
 from service.settings import Settings
-from service.store import DynamoStore
 from service.worker import Worker
 
 log = structlog.get_logger(__name__)

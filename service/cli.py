@@ -126,23 +126,23 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "replay":
         return _replay(args.files, settings)
     if args.command == "schema":
-        from service.catalog import write_catalog  # noqa: PLC0415
+        from service.tools.catalog.generator import write_catalog  # noqa: PLC0415
 
         for path in write_catalog(args.out, settings):
             print(path)
         return 0
     if args.command == "demo":
-        from service.demo import run_demo  # noqa: PLC0415
+        from service.tools.demo import run_demo  # noqa: PLC0415
 
         return await run_demo(
             settings, duration=args.duration, rate=args.rate, speed=args.speed, seed=args.seed
         )
-    from service.aws import open_clients  # noqa: PLC0415
+    from service.aws.clients import open_clients  # noqa: PLC0415
 
     async with AsyncExitStack() as stack:
         clients = await open_clients(settings, stack)
         if args.command == "provision":
-            from service.provision import provision  # noqa: PLC0415
+            from service.aws.provision import provision  # noqa: PLC0415
 
             await provision(settings, clients, capture_queue=args.capture_queue)
             return 0
@@ -150,8 +150,8 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
 
 async def _play(args: argparse.Namespace, settings: Settings, events: Any) -> int:
-    from service.player import play_generated, play_recording  # noqa: PLC0415
-    from service.replay import read_events  # noqa: PLC0415
+    from service.tools.player import play_generated, play_recording  # noqa: PLC0415
+    from service.tools.replay import read_events  # noqa: PLC0415
 
     if args.file is not None:
         envelopes = [e for e in read_events(args.file) if isinstance(e, dict)]
@@ -177,7 +177,7 @@ async def _play(args: argparse.Namespace, settings: Settings, events: Any) -> in
 def _replay(files: Sequence[Path], settings: Settings) -> int:
     from itertools import chain  # noqa: PLC0415
 
-    from service.replay import read_events, replay  # noqa: PLC0415
+    from service.tools.replay import read_events, replay  # noqa: PLC0415
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:

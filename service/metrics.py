@@ -16,7 +16,7 @@ from prometheus_client import (
     generate_latest,
 )
 
-from service.window import WindowKey
+from service.core.window import WindowKey
 
 log = structlog.get_logger(__name__)
 
@@ -156,7 +156,7 @@ class Metrics:
         """A callback for ``call_with_retry`` that counts retries by operation and error kind."""
 
         def observe(operation: str, exc: BaseException) -> None:
-            from service.retry import error_code  # noqa: PLC0415 - avoid a cycle at import
+            from service.aws.retry import error_code  # noqa: PLC0415 - avoid a cycle at import
 
             code = error_code(exc)
             kind = "throttling" if "thrott" in code.lower() or "limit" in code.lower() else code

@@ -28,16 +28,16 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
+from service.aws.publisher import average_event
+from service.aws.queue import SQS_BATCH_LIMIT, Message
+from service.aws.retry import Backoff, is_retriable
+from service.aws.store import WindowChange
+from service.core.events import DrinkAverageTime, OrderEvent, Role, parse_body
+from service.core.pairing import Anomalous, OrderRecord, Paired, outcome
+from service.core.window import WindowEntry, WindowKey
 from service.errors import ConfigurationError, DependencyError, PoisonMessageError
-from service.events import DrinkAverageTime, OrderEvent, Role, parse_body
 from service.metrics import Health, Metrics
-from service.pairing import Anomalous, OrderRecord, Paired, outcome
-from service.publisher import average_event
-from service.queue import SQS_BATCH_LIMIT, Message
-from service.retry import Backoff, is_retriable
 from service.settings import Settings
-from service.store import WindowChange
-from service.window import WindowEntry, WindowKey
 
 log = structlog.get_logger(__name__)
 

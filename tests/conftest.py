@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 import pytest_timeout
 
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.provision import provision
+from service.aws.clients import open_clients
+from service.aws.provision import provision
+from service.tools.emulator import Emulator
 from tests.helpers import CAPTURE_QUEUE, DATA, DATA_FILES, Aws, make_settings
 
 os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")

@@ -12,14 +12,14 @@ from typing import Any
 import anyio
 
 from service.app import run_worker
-from service.aws import AwsClients
-from service.emulator import Emulator
+from service.aws.clients import AwsClients
+from service.aws.provision import Provisioned
+from service.aws.store import DynamoStore
 from service.metrics import Metrics
-from service.player import TrafficGenerator, put_entries, to_entry
-from service.provision import Provisioned
-from service.replay import replay
 from service.settings import Settings
-from service.store import DynamoStore
+from service.tools.emulator import Emulator
+from service.tools.player import TrafficGenerator, put_entries, to_entry
+from service.tools.replay import replay
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "serverlesspresso-events"

@@ -19,7 +19,20 @@ import pytest
 import yaml
 
 from service.app import run_worker
-from service.catalog import (
+from service.core.events import (
+    DrinkAverageTime,
+    DrinkOrder,
+    OrderRefDetail,
+    Role,
+    SubmittedDetail,
+    consumed_event_pattern,
+    parse_envelope,
+    published_event_pattern,
+    role_of,
+)
+from service.errors import PoisonMessageError
+from service.settings import DEFAULT_SOURCE, Settings
+from service.tools.catalog.generator import (
     ASYNCAPI_FILE,
     CONSUMED_SCHEMA_FILES,
     PUBLISHED_SCHEMA_FILE,
@@ -33,21 +46,8 @@ from service.catalog import (
     to_yaml,
     write_catalog,
 )
-from service.errors import PoisonMessageError
-from service.events import (
-    DrinkAverageTime,
-    DrinkOrder,
-    OrderRefDetail,
-    Role,
-    SubmittedDetail,
-    consumed_event_pattern,
-    parse_envelope,
-    published_event_pattern,
-    role_of,
-)
-from service.player import play_generated
-from service.replay import replay
-from service.settings import DEFAULT_SOURCE, Settings
+from service.tools.player import play_generated
+from service.tools.replay import replay
 from tests.helpers import DATA, RECORDING, ROOT, Aws
 
 CATALOG_DIR = ROOT / "docs" / "events"
@@ -142,7 +142,7 @@ def test_build_is_deterministic_and_the_cli_writes_it(
 @pytest.mark.integration
 def test_catalog_imports_no_io_library() -> None:
     code = (
-        "import sys, service.catalog\n"
+        "import sys, service.tools.catalog.generator\n"
         "print(sorted(m for m in ('aiobotocore', 'botocore', 'anyio', 'yaml') if m in sys.modules))"
     )
     result = subprocess.run(

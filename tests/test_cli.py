@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from service.emulator import Emulator
-from service.replay import read_events, replay
+from service.tools.emulator import Emulator
+from service.tools.replay import read_events, replay
 from tests.helpers import DATA, RECORDING, ROOT
 
 pytestmark = pytest.mark.integration

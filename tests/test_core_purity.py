@@ -9,7 +9,12 @@ import pytest
 
 pytestmark = pytest.mark.integration
 
-CORE = ("service.events", "service.window", "service.pairing", "service.replay")
+CORE = (
+    "service.core.events",
+    "service.core.window",
+    "service.core.pairing",
+    "service.tools.replay",
+)
 IO_LIBRARIES = ("aiobotocore", "botocore", "anyio", "aiohttp", "prometheus_client", "moto")
 
 

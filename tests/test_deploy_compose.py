@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 import yaml
 
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.provision import provision
+from service.aws.clients import open_clients
+from service.aws.provision import provision
+from service.aws.store import DynamoStore
 from service.settings import Settings
-from service.store import DynamoStore
+from service.tools.emulator import Emulator
 from tests.helpers import latest_by_key
 
 ROOT = Path(__file__).resolve().parent.parent

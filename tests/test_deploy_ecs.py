@@ -26,14 +26,14 @@ import yaml
 from aiobotocore.session import get_session
 
 from service.app import run_worker
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.events import consumed_event_pattern
+from service.aws.clients import open_clients
+from service.aws.provision import DLQ_RETENTION_SECONDS, QUEUE_RETENTION_SECONDS, provision
+from service.aws.store import DynamoStore
+from service.core.events import consumed_event_pattern
 from service.metrics import Metrics
-from service.player import play_generated
-from service.provision import DLQ_RETENTION_SECONDS, QUEUE_RETENTION_SECONDS, provision
 from service.settings import DEFAULT_SOURCE, Settings
-from service.store import DynamoStore
+from service.tools.emulator import Emulator
+from service.tools.player import play_generated
 from tests.helpers import make_settings
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 import yaml
 
-from service.emulator import Emulator
 from service.metrics import Metrics
+from service.tools.emulator import Emulator
 
 pytestmark = pytest.mark.integration
 

@@ -10,10 +10,10 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
+from service.aws.queue import Message, SqsQueue
 from service.metrics import Metrics
-from service.player import play_recording
-from service.queue import Message, SqsQueue
-from service.replay import read_events
+from service.tools.player import play_recording
+from service.tools.replay import read_events
 from tests.helpers import (
     RECORDING,
     Aws,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from service.core.events import Role, consumed_event_pattern, parse_body, parse_envelope, role_of
 from service.errors import PoisonMessageError
-from service.events import Role, consumed_event_pattern, parse_body, parse_envelope, role_of
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.unit

@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.core.events import _fast_path, _validated, role_of
 from service.errors import PoisonMessageError
-from service.events import _fast_path, _validated, role_of
 from tests.helpers import DATA
 
 

@@ -17,14 +17,14 @@ import pytest
 from botocore.exceptions import ClientError
 
 from service.app import build_worker
-from service.aws import open_clients
-from service.events import OrderEvent, Role, role_of
+from service.aws.clients import open_clients
+from service.aws.queue import Message, resolve_queue
+from service.aws.retry import is_retriable
+from service.aws.store import DynamoStore, WindowChange
+from service.core.events import OrderEvent, Role, role_of
+from service.core.pairing import OrderRecord
+from service.core.window import WindowEntry, WindowKey
 from service.metrics import Health, Metrics
-from service.pairing import OrderRecord
-from service.queue import Message, resolve_queue
-from service.retry import is_retriable
-from service.store import DynamoStore, WindowChange
-from service.window import WindowEntry, WindowKey
 from tests.helpers import Aws, as_envelopes, burst, expected_rows, generated, put_planned
 from tests.reliability.proxy import FaultProxy
 

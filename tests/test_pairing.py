@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.events import OrderEvent, Role
-from service.pairing import Anomalous, Anomaly, OrderBook, OrderRecord, Paired, outcome
-from service.replay import replay
-from service.window import WindowEntry
+from service.core.events import OrderEvent, Role
+from service.core.pairing import Anomalous, Anomaly, OrderBook, OrderRecord, Paired, outcome
+from service.core.window import WindowEntry
+from service.tools.replay import replay
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.player import TrafficGenerator
+from service.tools.player import TrafficGenerator
 
 pytestmark = pytest.mark.unit
 

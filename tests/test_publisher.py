@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 
+from service.aws.publisher import EventBridgePublisher, average_event
+from service.aws.store import WindowState
+from service.core.events import DrinkAverageTime
+from service.core.window import Window, WindowEntry
 from service.errors import DependencyError
-from service.events import DrinkAverageTime
-from service.publisher import EventBridgePublisher, average_event
-from service.store import WindowState
-from service.window import Window, WindowEntry
 from tests.helpers import Aws
 
 

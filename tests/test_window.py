@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from service.window import Window, WindowEntry
+from service.core.window import Window, WindowEntry
 
 pytestmark = pytest.mark.unit
 

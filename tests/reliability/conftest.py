@@ -6,7 +6,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.emulator import Emulator
+from service.tools.emulator import Emulator
 from tests.reliability.proxy import FaultProxy
 
 

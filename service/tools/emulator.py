@@ -1,7 +1,7 @@
 """The embedded AWS emulator: moto in server mode, a real HTTP endpoint in a child process.
 
 A child process keeps the emulator's work off the worker's event loop and GIL. Run
-``python -m service.emulator --port 0``: it prints ``listening <url>`` once ready and
+``python -m service.tools.emulator --port 0``: it prints ``listening <url>`` once ready and
 stops when its standard input closes (so it never outlives its parent) or on SIGTERM.
 """
 
@@ -39,7 +39,7 @@ class Emulator:
             [
                 sys.executable,
                 "-m",
-                "service.emulator",
+                "service.tools.emulator",
                 "--host",
                 self.host,
                 "--port",

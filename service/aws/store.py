@@ -30,10 +30,10 @@ import anyio
 import structlog
 from botocore.exceptions import ClientError
 
+from service.aws.retry import Backoff, call_with_retry, error_code, first_error
+from service.core.pairing import OrderRecord
+from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import DependencyError
-from service.pairing import OrderRecord
-from service.retry import Backoff, call_with_retry, error_code, first_error
-from service.window import Window, WindowEntry, WindowKey
 
 log = structlog.get_logger(__name__)
 

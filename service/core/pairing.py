@@ -11,8 +11,8 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from service.events import OrderEvent, Role
-from service.window import WindowEntry, WindowKey
+from service.core.events import OrderEvent, Role
+from service.core.window import WindowEntry, WindowKey
 
 
 class OrderRecord(NamedTuple):

@@ -9,7 +9,7 @@ from typing import Any
 
 import structlog
 
-from service.retry import call_with_retry
+from service.aws.retry import call_with_retry
 
 log = structlog.get_logger(__name__)
 

@@ -9,10 +9,10 @@ from typing import Any
 
 import orjson
 
+from service.core.events import Role, parse_envelope
+from service.core.pairing import OrderBook, Paired, outcome
+from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError
-from service.events import Role, parse_envelope
-from service.pairing import OrderBook, Paired, outcome
-from service.window import Window, WindowKey
 
 EXPIRE_EVERY = 10_000
 

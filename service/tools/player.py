@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import structlog
 
-from service.retry import call_with_retry
+from service.aws.retry import call_with_retry
 from service.settings import DEFAULT_SOURCE
 
 log = structlog.get_logger(__name__)

@@ -10,9 +10,9 @@ import anyio
 import structlog
 from botocore.exceptions import ClientError
 
-from service.aws import AwsClients
-from service.events import consumed_event_pattern, published_event_pattern
-from service.retry import error_code
+from service.aws.clients import AwsClients
+from service.aws.retry import error_code
+from service.core.events import consumed_event_pattern, published_event_pattern
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)

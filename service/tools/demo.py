@@ -14,11 +14,11 @@ import structlog
 from anyio.abc import TaskStatus
 
 from service.app import run_worker
-from service.aws import open_clients
-from service.emulator import Emulator
-from service.player import play_generated
-from service.provision import provision
+from service.aws.clients import open_clients
+from service.aws.provision import provision
 from service.settings import Settings
+from service.tools.emulator import Emulator
+from service.tools.player import play_generated
 from service.worker import Worker
 
 log = structlog.get_logger(__name__)

@@ -21,7 +21,7 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from service.events import (
+from service.core.events import (
     AVERAGE_DETAIL_TYPE,
     DrinkAverageTime,
     OrderRefEnvelope,
@@ -90,8 +90,8 @@ class Example:
 
 
 def _recorded_examples() -> dict[Role, tuple[Example, ...]]:
-    """The recorded examples shipped in ``service/examples/`` (index.json lists them)."""
-    folder = resources.files("service") / "examples"
+    """The recorded examples shipped in ``service/tools/catalog/examples/`` (index.json lists them)."""
+    folder = resources.files("service.tools.catalog") / "examples"
     index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
     examples: dict[Role, list[Example]] = {role: [] for role in Role}
     for entry in index:

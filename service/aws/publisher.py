@@ -10,11 +10,11 @@ from typing import Any
 import anyio
 import structlog
 
+from service.aws.retry import Backoff, call_with_retry
+from service.aws.store import WindowState
+from service.core.events import AVERAGE_DETAIL_TYPE, DrinkAverageTime
+from service.core.window import WindowKey
 from service.errors import DependencyError
-from service.events import AVERAGE_DETAIL_TYPE, DrinkAverageTime
-from service.retry import Backoff, call_with_retry
-from service.store import WindowState
-from service.window import WindowKey
 
 log = structlog.get_logger(__name__)
 

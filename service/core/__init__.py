@@ -1,0 +1,1 @@
+"""The pure core: events, pairing and windows. Plain, synchronous, no I/O library."""

@@ -1,0 +1,1 @@
+"""The events catalog: recorded examples (data files) and the schema generator."""

@@ -14,7 +14,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from service.core.events import Role, parse_body
+from service.core.events import parse_body
+from service.core.orders import Role
 from service.errors import PoisonMessageError
 
 TABLE = "baseline-orders"

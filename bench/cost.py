@@ -22,9 +22,10 @@ import anyio
 from bench import baseline
 from service.app import run_worker
 from service.aws.clients import open_clients
+from service.aws.items import encode_entries, order_pk, window_pk
 from service.aws.provision import ensure_queue, ensure_rule, provision
-from service.aws.store import encode_entries, order_pk, window_pk
-from service.core.events import Role, consumed_event_pattern, role_of
+from service.core.events import consumed_event_pattern, role_of
+from service.core.orders import Role
 from service.core.pairing import OrderBook, Paired, outcome
 from service.core.window import Window, WindowKey
 from service.logs import configure_logging

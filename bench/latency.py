@@ -22,32 +22,43 @@ between measurements, so no extra request sits between an arrival and the next l
 and the capture queue stays short (moto scans a queue's whole list on every receive and
 delete: a queue left to grow slows every request down).
 
-Helpers shared by the other bench modules (emulator, worker environment, /proc CPU
-times) live here too.
+The helpers it shares with the other parts (worker environment, /proc CPU times, figures)
+are in ``bench.common``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import platform
-import socket
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 
+from bench.common import (
+    bench_settings,
+    cpu_seconds,
+    dummy_credentials,
+    envelope_time,
+    free_port,
+    load_average,
+    percentile,
+    print_machine,
+    quiet_logs,
+    scrape,
+    spawn,
+    summary_ms,
+    wait_processed,
+    wait_ready,
+    wait_times_command,
+    worker_env,
+)
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import ensure_queue, ensure_rule, provision
 from service.core.events import AVERAGE_DETAIL_TYPE, SUBMITTED_DETAIL_TYPE
@@ -55,221 +66,10 @@ from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.emulator import Emulator
 from service.tools.player import MENU, put_entries
 
-ROOT = Path(__file__).resolve().parent.parent
 TARGET_RATIO = 1.5
 WARMUP_ORDERS = 16  # one cache-filling GetItem per key; not counted
 CAPTURE_VISIBILITY = 43_200
 FORWARD_DETAIL_TYPE = "Bench.Forward"
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-# -- helpers shared with bench.memory and bench.throughput -------------------------------
-
-
-def machine() -> dict[str, Any]:
-    """nproc, CPU model and Python version, printed once per part."""
-    model = "unknown"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-        for line in cpuinfo:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {
-        "nproc": os.cpu_count(),
-        "cpu": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-    }
-
-
-def print_machine() -> dict[str, Any]:
-    info = machine()
-    print(f"machine: {info['nproc']} CPUs ({info['cpu']}), Python {info['python']}")
-    return info
-
-
-def dummy_credentials() -> None:
-    """moto accepts any credentials; never pick up real ones."""
-    os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing")
-    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
-
-
-def quiet_logs() -> None:
-    """Warnings and errors only from the service code running in this process."""
-    from service.logs import configure_logging  # noqa: PLC0415
-
-    configure_logging("console", "warning")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def bench_settings(url: str, name: str, **overrides: Any) -> Settings:
-    """Settings for one bench's resources on the emulator (names prefixed, so parts never mix)."""
-    values: dict[str, Any] = {
-        "endpoint_url": url,
-        "region": "us-east-1",
-        "queue_name": name,
-        "table_name": name,
-        "rule_name": f"{name}-orders",
-        "metrics_host": "127.0.0.1",
-        "metrics_port": 0,
-    }
-    values.update(overrides)
-    return Settings(**values)
-
-
-def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
-    """Environment of a ``wait-times`` child process agreeing with ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAIT_TIMES_")}
-    env.update(
-        {
-            "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
-            "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-            "AWS_REGION": settings.region,
-            "AWS_ENDPOINT_URL": settings.endpoint_url or "",
-            "WAIT_TIMES_QUEUE_NAME": settings.queue_name,
-            "WAIT_TIMES_TABLE_NAME": settings.table_name,
-            "WAIT_TIMES_RULE_NAME": settings.rule_name,
-            "WAIT_TIMES_EVENT_BUS": settings.event_bus,
-            "WAIT_TIMES_METRICS_HOST": "127.0.0.1",
-            "WAIT_TIMES_METRICS_PORT": str(settings.metrics_port),
-            "WAIT_TIMES_RECEIVE_WAIT_SECONDS": str(settings.receive_wait_seconds),
-            "WAIT_TIMES_VISIBILITY_TIMEOUT_SECONDS": str(settings.visibility_timeout_seconds),
-            "WAIT_TIMES_LOG_FORMAT": "json",
-            "WAIT_TIMES_LOG_LEVEL": "warning",
-        }
-    )
-    env.update(extra)
-    return env
-
-
-def wait_times_command(*args: str) -> list[str]:
-    """The console script next to this interpreter (as deployed), else ``-m service.cli``."""
-    script = Path(sys.executable).with_name("wait-times")
-    if script.exists():
-        return [str(script), *args]
-    return [sys.executable, "-m", "service.cli", *args]
-
-
-def spawn(command: list[str], env: dict[str, str], **kwargs: Any) -> subprocess.Popen[Any]:
-    """A child process in the repository root (output discarded unless redirected)."""
-    kwargs.setdefault("stdout", subprocess.DEVNULL)
-    return subprocess.Popen(command, env=env, cwd=ROOT, **kwargs)
-
-
-# Runs a command and reports its peak RSS. Linux hands a child that forks (or vforks)
-# and execs the parent's RSS high-water mark in ru_maxrss, so wait4 on a child of this
-# (large) bench process over-reports; a small interpreter in between keeps it honest.
-_PEAK_WRAPPER = """
-import os, subprocess, sys
-child = subprocess.Popen(sys.argv[1:])
-_, status, usage = os.wait4(child.pid, 0)
-sys.stderr.write(f"\\nPEAK_RSS_KB {usage.ru_maxrss}\\n")
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
-
-def peak_wrapped(command: list[str]) -> list[str]:
-    """``command`` run under the wrapper that prints ``PEAK_RSS_KB n`` on stderr at exit."""
-    return [sys.executable, "-I", "-c", _PEAK_WRAPPER, *command]
-
-
-def peak_rss_mb(stderr_text: str) -> float:
-    for line in stderr_text.splitlines():
-        if line.startswith("PEAK_RSS_KB "):
-            return round(int(line.split()[1]) / 1024, 1)
-    raise ValueError("no PEAK_RSS_KB line")
-
-
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a live process (all its threads) from /proc/<pid>/stat."""
-    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    # fields[0] is field 3 (state); utime and stime are fields 14 and 15.
-    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
-
-
-def machine_cpu_seconds() -> float:
-    """CPU seconds all processes on the machine have used (busy jiffies of /proc/stat)."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
-    idle = fields[3] + fields[4]  # idle + iowait
-    return (sum(fields[:8]) - idle) / CLOCK_TICKS
-
-
-def load_average() -> float:
-    """The 1-minute load average (this machine is shared: other work skews timings)."""
-    return os.getloadavg()[0]
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The worker's /metrics as {series: value} (labels kept in the name)."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        text = response.read().decode()
-    values: dict[str, float] = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            with contextlib.suppress(ValueError):
-                values[name] = float(value)
-    return values
-
-
-async def wait_ready(port: int, process: subprocess.Popen[bytes], within: float = 60) -> None:
-    """Until the worker's /readyz answers 200."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"worker exited early with {process.returncode}")
-        try:
-            await anyio.to_thread.run_sync(_get, f"http://127.0.0.1:{port}/readyz")
-        except OSError:
-            await anyio.sleep(0.1)
-        else:
-            return
-    raise TimeoutError("worker not ready")
-
-
-def _get(url: str) -> None:
-    with urllib.request.urlopen(url, timeout=2) as response:  # noqa: S310 - loopback
-        response.read()
-
-
-async def wait_processed(port: int, count: float, within: float = 300) -> None:
-    """Until the worker's messages_processed counter reaches ``count``."""
-    deadline = time.monotonic() + within
-    while time.monotonic() < deadline:
-        metrics = await anyio.to_thread.run_sync(scrape, port)
-        if metrics.get("wait_times_messages_processed_total", 0) >= count:
-            return
-        await anyio.sleep(0.2)
-    raise TimeoutError(f"worker did not process {count} messages")
-
-
-def envelope_time(epoch: int) -> datetime:
-    return datetime.fromtimestamp(epoch, UTC)
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..100)."""
-    ordered = sorted(values)
-    rank = max(1, min(len(ordered), round(q / 100 * len(ordered) + 0.5)))
-    return ordered[rank - 1]
-
-
-def summary_ms(values: list[float]) -> dict[str, float]:
-    return {
-        "n": len(values),
-        "p50_ms": round(percentile(values, 50) * 1000, 2),
-        "p90_ms": round(percentile(values, 90) * 1000, 2),
-        "p99_ms": round(percentile(values, 99) * 1000, 2),
-        "min_ms": round(min(values) * 1000, 2),
-        "max_ms": round(max(values) * 1000, 2),
-    }
 
 
 # -- the latency bench -----------------------------------------------------------------
@@ -283,7 +83,7 @@ class Order:
     submitted: int
     completed: int
 
-    def submission(self, bus: str) -> dict[str, Any]:
+    def submission(self, bus: str) -> Any:
         detail = {
             "orderId": self.order_id,
             "userId": "bench",
@@ -296,7 +96,7 @@ class Order:
         }
         return _entry(bus, SUBMITTED_DETAIL_TYPE, detail, self.submitted)
 
-    def completion(self, bus: str) -> dict[str, Any]:
+    def completion(self, bus: str) -> Any:
         detail = {
             "orderId": self.order_id,
             "userId": "bench",
@@ -307,7 +107,7 @@ class Order:
         return _entry(bus, f"OrderManager.Order{self.tenant}-COMPLETED", detail, self.completed)
 
 
-def _entry(bus: str, detail_type: str, detail: dict[str, Any], at: int) -> dict[str, Any]:
+def _entry(bus: str, detail_type: str, detail: dict[str, Any], at: int) -> Any:
     return {
         "EventBusName": bus,
         "Source": DEFAULT_SOURCE,
@@ -456,7 +256,7 @@ class Forwarder:
                 VisibilityTimeout=CAPTURE_VISIBILITY,
             )
             messages = response.get("Messages", [])
-            entries = [
+            entries: list[Any] = [
                 _entry(self.bus, AVERAGE_DETAIL_TYPE, json.loads(m["Body"])["detail"], 0)
                 for m in messages
             ]
@@ -617,9 +417,10 @@ async def measure_breakdown(settings: Settings, orders_count: int) -> dict[str, 
     bare: list[float] = []
     async with AsyncExitStack() as stack:
         clients, capture, group = await _prepare(settings, stack)
+        metrics = Metrics()
         worker = await group.start(
             lambda task_status: run_worker(
-                settings, install_signals=False, metrics=Metrics(), task_status=task_status
+                settings, install_signals=False, metrics=metrics, task_status=task_status
             )
         )
         stack.push_async_callback(_stop_worker, worker)
@@ -630,7 +431,7 @@ async def measure_breakdown(settings: Settings, orders_count: int) -> dict[str, 
         orders = plan_orders("SPLIT", total, int(time.time()) - 100_000)
         await put_entries(clients.events, [o.submission(settings.event_bus) for o in orders])
         processed = "wait_times_messages_processed_total"
-        while (worker.metrics.registry.get_sample_value(processed) or 0) < total:  # noqa: ASYNC110 - a counter, not an event
+        while metrics.value(processed) < total:  # noqa: ASYNC110 - a counter, not an event
             await anyio.sleep(0.1)
         for i, order in enumerate(orders):
             probe = await time_bare(clients, capture, settings.event_bus, 10_000 + i)

@@ -45,8 +45,7 @@ from typing import Any
 import anyio
 import orjson
 
-from bench.core import envelope
-from bench.latency import (
+from bench.common import (
     ROOT,
     bench_settings,
     dummy_credentials,
@@ -58,6 +57,7 @@ from bench.latency import (
     wait_times_command,
     worker_env,
 )
+from bench.core import envelope
 from service.aws.clients import open_clients
 from service.aws.provision import provision
 from service.settings import DEFAULT_SOURCE
@@ -96,9 +96,9 @@ def _order_id(rng: random.Random) -> str:
 
 def fill(worker: Any, rng: random.Random) -> None:
     """The state of 10,000 windows and 100,000 open orders, through the worker's own code."""
-    from service.aws.store import WindowState  # noqa: PLC0415
     from service.core.pairing import OrderRecord  # noqa: PLC0415
     from service.core.window import Window, WindowEntry  # noqa: PLC0415
+    from service.ports import WindowState  # noqa: PLC0415
 
     size = worker.settings.window_size
     all_keys = keys()
@@ -112,7 +112,7 @@ def fill(worker: Any, rng: random.Random) -> None:
         window = Window(size).merge(entries)
         assert len(window.entries) == size
         worker.store._remember(key, WindowState(window, size))
-        worker.metrics.observe_average(key, window.duration, window.samples)
+        worker.observer.average_published(key, window.duration, window.samples)
     for _ in range(OPEN_ORDERS):
         tenant, drink = rng.choice(all_keys)
         submitted = BASE_TIME - rng.randint(0, 3600)
@@ -167,7 +167,7 @@ async def child(mode: str, expected: int) -> None:
     print(MARK + json.dumps(stages), flush=True)
 
 
-def real_events(rng: random.Random, bus: str) -> list[dict[str, Any]]:
+def real_events(rng: random.Random, bus: str) -> list[Any]:
     """Submissions and completions of REAL_ORDERS orders on keys of the filled windows."""
     all_keys = keys()
     entries = []

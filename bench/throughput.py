@@ -32,7 +32,7 @@ from typing import Any
 
 import anyio
 
-from bench.latency import (
+from bench.common import (
     bench_settings,
     cpu_seconds,
     dummy_credentials,
@@ -57,7 +57,7 @@ WORKER_COUNTS = (1, 2, 4)
 QUEUE = "bench-throughput"
 
 
-def order_entries(bus: str, count: int) -> list[dict[str, Any]]:
+def order_entries(bus: str, count: int) -> list[Any]:
     """The first ``count`` consumed events of seeded traffic (several tenants, all fates)."""
     generator = TrafficGenerator(seed=5, rate=2.0, start=time.time() - 7200)
     entries = []

@@ -1,24 +1,26 @@
-"""Wiring: the real AWS adapters, the metrics server and signal handling around the Worker."""
+"""Wiring: the real AWS adapters, the observer, the metrics server and signals around the Worker."""
 
 from __future__ import annotations
 
 import signal
 from collections.abc import Callable
 from contextlib import AsyncExitStack
+from functools import partial
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
 from service.aws.clients import AwsClients, open_clients
+from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import SqsQueue, resolve_queue
-from service.aws.retry import Backoff, call_with_retry, is_retriable
 from service.aws.store import DynamoStore
 from service.errors import ConfigurationError
-from service.metrics import Health, Metrics, serve_http
+from service.metrics import Health, Metrics, PrometheusObserver, serve_http
+from service.ports import Observer
 from service.settings import Settings
-from service.worker import Worker
+from service.worker import Worker, until_done
 
 log = structlog.get_logger(__name__)
 
@@ -31,101 +33,57 @@ def build_worker(
     clients: AwsClients,
     queue_url: str,
     max_receive_count: int | None,
-    metrics: Metrics,
-    health: Health,
+    observer: Observer,
 ) -> Worker:
-    """Assemble a Worker from real adapters sharing one set of metrics and readiness."""
-    failures = 0
-
-    def on_retry(operation: str, exc: BaseException) -> None:
-        nonlocal failures
-        failures += 1
-        metrics.retry_observer()(operation, exc)
-        if failures >= 3:
-            health.set_ready(False, f"{operation} failing")
-
-    def on_success() -> None:
-        nonlocal failures
-        failures = 0
-        if not health.ready:
-            health.set_ready(True)
-
+    """Assemble a Worker from the real adapters, all reporting to one observer."""
     queue = SqsQueue(
         clients.sqs,
         queue_url,
         visibility_timeout=settings.visibility_timeout_seconds,
         wait_seconds=settings.receive_wait_seconds,
-        on_retry=on_retry,
-        on_success=on_success,
     )
     store = DynamoStore(
         clients.dynamodb,
         settings.table_name,
         window_size=settings.window_size,
         ttl_seconds=settings.pending_ttl_seconds,
+        observer=observer,
         max_cached_windows=settings.max_windows_in_memory,
-        on_retry=on_retry,
-        on_success=on_success,
-        on_conflict=metrics.window_conflicts.inc,
-        on_items=lambda operation, count: metrics.dynamodb_items.labels(operation).inc(count),
     )
     publisher = EventBridgePublisher(
-        clients.events,
-        settings.event_bus,
-        settings.source,
-        on_retry=on_retry,
-        on_success=on_success,
-        on_published=metrics.events_published.inc,
-        on_refused=metrics.publish_failures.inc,
+        clients.events, settings.event_bus, settings.source, observer=observer
     )
-    return Worker(
-        queue, store, publisher, settings, metrics, health, max_receive_count=max_receive_count
-    )
+    return Worker(queue, store, publisher, settings, observer, max_receive_count=max_receive_count)
 
 
 async def wait_for_resources(
-    settings: Settings, clients: AwsClients, health: Health
+    settings: Settings, clients: AwsClients, observer: Observer
 ) -> tuple[str, int | None]:
     """Find the queue and check the table, waiting while the endpoint is unreachable.
 
     A resource that does not exist raises ConfigurationError (the operator must run
     ``provision``); an endpoint that does not answer is waited for, readiness false.
     """
-    backoff = Backoff(base=0.5, cap=10.0)
-    attempt = 0
-    while True:
-        try:
-            # One attempt per round: this loop does the backing off, so readiness and the
-            # log say at once that the endpoint is not answering.
-            url, max_receive = await resolve_queue(clients.sqs, settings.queue_name, max_attempts=1)
-            await call_with_retry(
-                "dynamodb.describe_table",
-                lambda: clients.dynamodb.describe_table(TableName=settings.table_name),
-                max_attempts=1,
-            )
-        except ConfigurationError as exc:
-            raise ConfigurationError(
-                f"queue {settings.queue_name!r} or table {settings.table_name!r} is missing in "
-                f"{settings.region} at {settings.endpoint_url or 'AWS'} ({exc}); "
-                "run `wait-times provision` with the same environment"
-            ) from None
-        except Exception as exc:
-            if not is_retriable(exc):
-                raise
-            health.set_ready(False, "AWS endpoint unreachable")
-            delay = backoff.delay(attempt)
-            attempt += 1
-            log.warning(
-                "aws_unreachable",
-                endpoint=settings.endpoint_url or "AWS",
-                error=type(exc).__name__,
-                retry_in_s=round(delay, 2),
-            )
-            await anyio.sleep(delay)
-        else:
-            if max_receive is None:
-                log.warning("queue_has_no_dead_letter_queue", queue=settings.queue_name)
-            return url, max_receive
+
+    async def look_up() -> tuple[str, int | None]:
+        found = await resolve_queue(clients.sqs, settings.queue_name)
+        await call(
+            "dynamodb.DescribeTable",
+            partial(clients.dynamodb.describe_table, TableName=settings.table_name),
+        )
+        return found
+
+    try:
+        url, max_receive = await until_done("startup", look_up, observer)
+    except ConfigurationError as exc:
+        raise ConfigurationError(
+            f"queue {settings.queue_name!r} or table {settings.table_name!r} is missing in "
+            f"{settings.region} at {settings.endpoint_url or 'AWS'} ({exc}); "
+            "run `wait-times provision` with the same environment"
+        ) from None
+    if max_receive is None:
+        log.warning("queue_has_no_dead_letter_queue", queue=settings.queue_name)
+    return url, max_receive
 
 
 async def watch_signals(on_signal: Callable[[], None]) -> None:
@@ -148,10 +106,9 @@ async def run_worker(
     """Run the worker with its metrics server until stopped; returns the exit code."""
     metrics = metrics or (health.metrics if health else Metrics(settings.max_metric_series))
     health = health or Health(metrics)
+    observer = PrometheusObserver(metrics, health)
     async with AsyncExitStack() as stack:
-        clients = await open_clients(
-            settings, stack, on_call=lambda service, op: metrics.aws_calls.labels(service, op).inc()
-        )
+        clients = await open_clients(settings, stack, on_call=observer.aws_call)
         async with anyio.create_task_group() as group:
             health.port = await group.start(
                 serve_http, metrics, health, settings.metrics_host, settings.metrics_port
@@ -161,12 +118,12 @@ async def run_worker(
                 group.start_soon(watch_signals, stop_requested.set)
             with anyio.CancelScope() as startup:
                 group.start_soon(_cancel_on, stop_requested, startup)
-                queue_url, max_receive = await wait_for_resources(settings, clients, health)
+                queue_url, max_receive = await wait_for_resources(settings, clients, observer)
             if startup.cancelled_caught:
                 group.cancel_scope.cancel()
                 return EXIT_OK
-            worker = build_worker(settings, clients, queue_url, max_receive, metrics, health)
-            health.set_ready(True)
+            worker = build_worker(settings, clients, queue_url, max_receive, observer)
+            observer.dependencies_ok()
             group.start_soon(_stop_on, stop_requested, worker)
             log.info(
                 "worker_started",

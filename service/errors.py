@@ -1,8 +1,20 @@
-"""The service's error hierarchy: everything it raises on purpose derives from WaitTimesError."""
+"""The service's error hierarchy: everything it raises on purpose derives from WaitTimesError.
+
+Whether trying again may help is a property of the error (``retriable``), decided once
+where the error is made: the AWS adapters translate botocore's errors into these
+(``service.aws.errors``), and nothing above them looks at botocore's shapes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 
 class WaitTimesError(Exception):
     """Base of every error the service raises on purpose."""
+
+    retriable: bool = False
 
 
 class PoisonMessageError(WaitTimesError):
@@ -19,8 +31,40 @@ class PoisonMessageError(WaitTimesError):
 
 
 class ConfigurationError(WaitTimesError):
-    """A setting or a missing resource that only an operator can fix."""
+    """A setting or a missing resource that only an operator can fix; never retried."""
 
 
 class DependencyError(WaitTimesError):
-    """An AWS dependency failed in a way that retrying may fix (throttling, 5xx, network)."""
+    """An AWS call failed. ``retriable``: throttling, 5xx, network, a transient conflict.
+
+    ``operation`` names the call (``dynamodb.TransactWriteItems``), ``code`` what AWS (or
+    the network) answered; both are bounded labels for metrics and logs. ``unreachable``:
+    the endpoint did not answer at all (connection refused or reset, a timeout).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        operation: str = "",
+        code: str = "",
+        retriable: bool = True,
+        unreachable: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.operation = operation
+        self.code = code
+        self.retriable = retriable
+        self.unreachable = unreachable
+
+
+@contextmanager
+def first_error() -> Iterator[None]:
+    """Re-raise the first failure of a task group as itself, so callers see its type."""
+    try:
+        yield
+    except ExceptionGroup as group:
+        first: BaseException = group
+        while isinstance(first, BaseExceptionGroup):
+            first = first.exceptions[0]
+        raise first from group

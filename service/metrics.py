@@ -1,8 +1,11 @@
-"""Prometheus metrics and the /metrics, /healthz and /readyz endpoints."""
+"""The observer of production: Prometheus series, readiness, and the HTTP endpoints.
+
+``PrometheusObserver`` implements the ``Observer`` port (``service.ports``) that the worker
+and the adapters report through; ``Metrics`` holds the series, ``Health`` the readiness,
+and ``serve_http`` serves ``/metrics``, ``/healthz`` and ``/readyz``.
+"""
 
 from __future__ import annotations
-
-from collections.abc import Callable
 
 import anyio
 import structlog
@@ -17,6 +20,7 @@ from prometheus_client import (
 )
 
 from service.core.window import WindowKey
+from service.errors import WaitTimesError
 
 log = structlog.get_logger(__name__)
 
@@ -152,17 +156,11 @@ class Metrics:
         )
         self.window_samples.labels(tenant, drink).set(samples)
 
-    def retry_observer(self) -> Callable[[str, BaseException], None]:
-        """A callback for ``call_with_retry`` that counts retries by operation and error kind."""
-
-        def observe(operation: str, exc: BaseException) -> None:
-            from service.aws.retry import error_code  # noqa: PLC0415 - avoid a cycle at import
-
-            code = error_code(exc)
-            kind = "throttling" if "thrott" in code.lower() or "limit" in code.lower() else code
-            self.aws_retries.labels(operation, kind[:40]).inc()
-
-        return observe
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of a sample by its exposed name (``..._total`` for counters);
+        0.0 for a series not yet seen. The public way to read a metric (demo, tests)."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
 
 
 class Health:
@@ -181,6 +179,90 @@ class Health:
         self.ready = ready
         self.reason = reason
         self.metrics.ready.set(1 if ready else 0)
+
+
+class PrometheusObserver:
+    """The ``Observer`` port on Prometheus series and the readiness endpoint."""
+
+    def __init__(self, metrics: Metrics, health: Health) -> None:
+        self.metrics = metrics
+        self.health = health
+
+    def flush_started(self, messages: int, redelivered: int) -> None:
+        """Count a flush's received messages."""
+        self.metrics.flush_messages.observe(messages)
+        self.metrics.messages_received.inc(messages)
+        self.metrics.messages_redelivered.inc(redelivered)
+
+    def flush_finished(
+        self,
+        *,
+        processed: int,
+        ignored: int,
+        deleted: int,
+        seconds: float,
+        windows_tracked: int,
+        pending_orders: int,
+    ) -> None:
+        """Count what a flush did; its success also means the dependencies answer."""
+        m = self.metrics
+        m.messages_processed.inc(processed)
+        m.messages_ignored.inc(ignored)
+        m.messages_deleted.inc(deleted)
+        m.batch_seconds.observe(seconds)
+        m.windows_tracked.set(windows_tracked)
+        m.pending_orders.set(pending_orders)
+        self.dependencies_ok()
+
+    def poison(self, reason: str) -> None:
+        """Count a message on its way to the dead-letter queue."""
+        self.metrics.messages_failed.labels(reason).inc()
+
+    def anomaly(self, kind: str) -> None:
+        """Count an order whose wait is never averaged."""
+        self.metrics.anomalies.labels(kind).inc()
+
+    def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
+        """Export a key's average (within the series cap)."""
+        self.metrics.observe_average(key, duration, samples)
+
+    def visibility_extended(self) -> None:
+        """Count a heartbeat."""
+        self.metrics.visibility_extensions.inc()
+
+    def aws_call(self, service: str, operation: str) -> None:
+        """Count an API request sent."""
+        self.metrics.aws_calls.labels(service, operation).inc()
+
+    def items(self, operation: str, count: int) -> None:
+        """Count DynamoDB items written or read."""
+        self.metrics.dynamodb_items.labels(operation).inc(count)
+
+    def window_conflict(self) -> None:
+        """Count a lost window race."""
+        self.metrics.window_conflicts.inc()
+
+    def events_published(self, accepted: int, refused: int) -> None:
+        """Count PutEvents entries accepted and refused."""
+        self.metrics.events_published.inc(accepted)
+        self.metrics.publish_failures.inc(refused)
+
+    def retrying(self, stage: str, error: WaitTimesError) -> None:
+        """A dependency failed: count the retry by operation and kind of error; not ready."""
+        operation = getattr(error, "operation", "") or stage
+        code = getattr(error, "code", "") or type(error).__name__
+        lowered = code.lower()
+        kind = "throttling" if "thrott" in lowered or "limit" in lowered else code
+        self.metrics.aws_retries.labels(operation, kind[:40]).inc()
+        if getattr(error, "unreachable", False):
+            self.health.set_ready(False, "AWS endpoint unreachable")
+        else:
+            self.health.set_ready(False, f"{operation} failing: {code}")
+
+    def dependencies_ok(self) -> None:
+        """Dependencies answered: ready."""
+        if not self.health.ready:
+            self.health.set_ready(True)
 
 
 async def serve_http(

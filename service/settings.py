@@ -63,6 +63,30 @@ class Settings(BaseSettings):
         """The dead-letter queue always sits beside the queue."""
         return f"{self.queue_name}-dlq"
 
+    def to_environ(self) -> dict[str, str]:
+        """The environment variables that, read back by ``Settings()``, give these settings.
+
+        Every field becomes ``WAIT_TIMES_<FIELD>``, except the AWS ones, which take their
+        standard name (``AWS_REGION``, ``AWS_ENDPOINT_URL``). Values are the strings
+        pydantic-settings parses back (``str()`` of numbers, a Literal's value). A field that
+        is None (no endpoint) is left out: it reads back as None only if the environment
+        these variables join does not name it either. Child processes get their settings
+        this way.
+        """
+        prefix = self.model_config.get("env_prefix", "")
+        environ: dict[str, str] = {}
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            alias = info.validation_alias
+            if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+                variable = alias.choices[0]
+            else:
+                variable = f"{prefix}{name}".upper()
+            environ[variable] = str(value)
+        return environ
+
 
 def load_settings(**overrides: object) -> Settings:
     """Read settings, turning validation failures into one line naming the variable."""

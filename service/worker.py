@@ -4,85 +4,124 @@ One loop: long-poll a receive; while receives come back full (a backlog), take m
 (short polls, up to ``settings.max_receives_per_flush``); process all of it as one flush,
 whose DynamoDB and EventBridge calls are shared by every message in it. Light traffic
 makes a flush of one message, processed as soon as it arrives; a backlog makes flushes of
-up to 100 messages, so calls per order fall as load rises (docs/decisions.md). Order of a flush, which the delivery guarantees rest on:
+up to 100 messages, so calls per order fall as load rises (docs/decisions.md). Order of a
+flush, which the delivery guarantees rest on:
 1. parse every message (poison and ignored ones are set aside, never fatal);
-2. join each order's events into its DynamoDB record (idempotent, commutative);
+2. join each order's events into its stored record (idempotent, commutative);
 3. join the resulting entries into the stored windows (conditional, versioned);
 4. publish one DrinkAverageTime per changed window;
-5. only then delete the flush's messages from SQS.
+5. only then delete the flush's messages.
 A crash anywhere before 5 means redelivery, and every step above is idempotent, so a
 redelivered message changes nothing twice. The one thing a crash between 3 and 4 could
 lose is the publish; a redelivered message whose order sits in a window republishes that
 window's current version (consumers keep the highest version they see).
+
+The worker is written against the ports (``service.ports``) and imports no adapter. It
+owns the service's one unbounded retry loop (``_until_done``): a step that fails with a
+retriable error is tried again, alone, with capped exponential backoff and full jitter,
+readiness false meanwhile; a non-retriable one ends the flush (its messages return after
+the visibility timeout, and the redrive policy ends one that keeps failing in the DLQ);
+a ConfigurationError stops the worker.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TypeVar
 
 import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from service.aws.publisher import average_event
-from service.aws.queue import SQS_BATCH_LIMIT, Message
-from service.aws.retry import Backoff, is_retriable
-from service.aws.store import WindowChange
-from service.core.events import DrinkAverageTime, OrderEvent, Role, parse_body
+from service.backoff import DEPENDENCY_RETRY
+from service.core.events import average_event, parse_body
+from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderRecord, Paired, outcome
 from service.core.window import WindowEntry, WindowKey
-from service.errors import ConfigurationError, DependencyError, PoisonMessageError
-from service.metrics import Health, Metrics
+from service.errors import ConfigurationError, PoisonMessageError, WaitTimesError, first_error
+from service.ports import (
+    SQS_BATCH_LIMIT,
+    AveragePublisher,
+    Message,
+    Observer,
+    OrderQueue,
+    OrderStore,
+    WindowChange,
+)
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+T = TypeVar("T")
 MAX_TRACKED_PENDING = 200_000
 
 
-class OrderQueue(Protocol):
-    """Where messages come from (SQS in production)."""
-
-    visibility_timeout: int
-
-    async def receive(self, wait_seconds: int | None = None) -> list[Message]: ...
-    async def is_drained(self) -> bool: ...
-    async def delete(self, messages: Sequence[Message]) -> int: ...
-    async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None: ...
-
-
-class OrderStore(Protocol):
-    """Where order records and windows are kept durably (DynamoDB in production)."""
-
-    @property
-    def cached_windows(self) -> int: ...
-    async def apply_all(
-        self, records: Sequence[OrderRecord], now: int
-    ) -> dict[str, OrderRecord]: ...
-    async def merge_all(
-        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
-    ) -> list[WindowChange]: ...
-
-
-class AveragePublisher(Protocol):
-    """Where averages go (EventBridge in production)."""
-
-    async def publish(self, details: Sequence[DrinkAverageTime]) -> None: ...
+class FlushAbandoned(Exception):
+    """A stop was requested while a dependency kept failing: leave the flush unfinished."""
 
 
 @dataclass
 class BatchOutcome:
-    """What one batch did, for tests and logs."""
+    """What one flush did, for tests and logs."""
 
     processed: int = 0
     ignored: int = 0
     poison: int = 0
     published: int = 0
     changed_keys: list[WindowKey] = field(default_factory=list)
+
+
+@dataclass
+class _Triage:
+    """A flush's messages sorted by what they are."""
+
+    orders: list[tuple[Message, OrderEvent]] = field(default_factory=list)
+    poison: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
+    to_delete: list[Message] = field(default_factory=list)
+    ignored: int = 0
+    redelivered: int = 0
+
+
+async def until_done(
+    step: str,
+    call: Callable[[], Awaitable[T]],
+    observer: Observer,
+    *,
+    stopping: Callable[[], bool] = lambda: False,
+) -> T:
+    """Run one step, trying again while it fails retriably: the service's one unbounded
+    retry loop (an outage lasts as long as it lasts; readiness says so meanwhile).
+
+    A non-retriable error propagates at once; once ``stopping()``, a failure raises
+    FlushAbandoned instead of waiting for the dependency.
+    """
+    attempt = 0
+    while True:
+        try:
+            result = await call()
+        except WaitTimesError as exc:
+            if not exc.retriable:
+                raise
+            observer.retrying(step, exc)
+            if stopping():
+                raise FlushAbandoned(step) from exc
+            delay = DEPENDENCY_RETRY.delay(attempt)
+            attempt += 1
+            log.warning(
+                "aws_unreachable" if getattr(exc, "unreachable", False) else "dependency_retry",
+                step=step,
+                error=str(exc)[:300],
+                attempt=attempt,
+                retry_in_s=round(delay, 2),
+            )
+            await anyio.sleep(delay)
+        else:
+            if attempt:
+                observer.dependencies_ok()
+            return result
 
 
 class Worker:
@@ -94,8 +133,7 @@ class Worker:
         store: OrderStore,
         publisher: AveragePublisher,
         settings: Settings,
-        metrics: Metrics,
-        health: Health,
+        observer: Observer,
         *,
         max_receive_count: int | None = None,
         clock: Callable[[], float] = time.time,
@@ -104,8 +142,7 @@ class Worker:
         self.store = store
         self.publisher = publisher
         self.settings = settings
-        self.metrics = metrics
-        self.health = health
+        self.observer = observer
         self.max_receive_count = max_receive_count
         self.clock = clock
         self._stopping = False
@@ -113,6 +150,7 @@ class Worker:
         self._held = 0  # messages of the flush being processed
         self._pending: OrderedDict[str, None] = OrderedDict()
         self._scope: anyio.CancelScope | None = None
+        self.finished = anyio.Event()  # set when ``run`` returns
 
     # -- lifecycle -----------------------------------------------------------------
 
@@ -120,16 +158,19 @@ class Worker:
         self, *, burst: bool = False, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
         """Run until ``stop()`` (or, with ``burst``, until the queue is drained)."""
-        with anyio.CancelScope() as scope:
-            self._scope = scope
-            task_status.started()
-            while not self._stopping:
-                receives = await self._receive_flush(burst)
-                if receives:
-                    await self._process_held(receives)
-                elif burst and await self.queue.is_drained():
-                    break
-        log.info("worker_stopped")
+        try:
+            with anyio.CancelScope() as scope:
+                self._scope = scope
+                task_status.started()
+                while not self._stopping:
+                    receives = await self._receive_flush(burst)
+                    if receives:
+                        await self._process_held(receives)
+                    elif burst and await self._drained():
+                        break
+            log.info("worker_stopped")
+        finally:
+            self.finished.set()
 
     def stop(self) -> None:
         """Stop receiving now; messages already received get ``drain_seconds`` to finish."""
@@ -151,6 +192,11 @@ class Worker:
         """Whether a stop was requested."""
         return self._stopping
 
+    async def _until_done(self, step: str, call: Callable[[], Awaitable[T]]) -> T:
+        return await until_done(step, call, self.observer, stopping=lambda: self._stopping)
+
+    # -- receiving -----------------------------------------------------------------
+
     async def _receive_flush(self, burst: bool) -> list[list[Message]]:
         """Long-poll until messages arrive; while receives come back full (a backlog), take
         more at once, up to ``max_receives_per_flush``. Empty when stopped or idle."""
@@ -158,7 +204,9 @@ class Worker:
         with anyio.CancelScope() as scope:
             self._receive_scope = scope
             try:
-                first = await self.queue.receive(1 if burst else None)
+                first = await self._until_done(
+                    "receive", lambda: self.queue.receive(1 if burst else None)
+                )
                 if first:
                     receives.append(first)
                 while (
@@ -166,17 +214,23 @@ class Worker:
                     and len(receives[-1]) == SQS_BATCH_LIMIT
                     and len(receives) < self.settings.max_receives_per_flush
                 ):
-                    more = await self.queue.receive(0)  # a short poll: only what is waiting
+                    # A short poll: only what is waiting.
+                    more = await self._until_done("receive", lambda: self.queue.receive(0))
                     if not more:
                         break
                     receives.append(more)
-            except ConfigurationError as exc:
-                self.health.set_ready(False, str(exc))
-                log.error("receive_failed", error=str(exc))  # noqa: TRY400 - one line, no traceback
-                await anyio.sleep(5)
+            except FlushAbandoned:
+                pass  # stopping while the queue does not answer: nothing was received
             finally:
                 self._receive_scope = None
         return receives
+
+    async def _drained(self) -> bool:
+        """Burst mode: whether the queue is drained (or a stop came while it did not answer)."""
+        try:
+            return await self._until_done("is_drained", self.queue.is_drained)
+        except FlushAbandoned:
+            return True
 
     async def _process_held(self, receives: list[list[Message]]) -> None:
         """Process a flush, keeping its messages invisible until it is done.
@@ -186,44 +240,32 @@ class Worker:
         """
         messages = [message for received in receives for message in received]
         self._held = len(messages)
-        self.metrics.flush_messages.observe(len(messages))
         try:
-            async with anyio.create_task_group() as flush:
-                flush.start_soon(self._heartbeat, messages)
-                if not await self._process_with_retries(messages) and len(receives) > 1:
-                    for received in receives:
-                        await self._process_with_retries(received)
-                flush.cancel_scope.cancel()
+            with first_error():  # a ConfigurationError leaves as itself, not in a group
+                async with anyio.create_task_group() as flush:
+                    flush.start_soon(self._heartbeat, messages)
+                    if not await self._process_or_leave(messages) and len(receives) > 1:
+                        for received in receives:
+                            await self._process_or_leave(received)
+                    flush.cancel_scope.cancel()
         finally:
             self._held = 0
 
-    async def _process_with_retries(self, messages: list[Message]) -> bool:
-        """Process messages, retrying dependency failures; False after an unexpected error."""
-        backoff = Backoff(base=0.5, cap=10.0)
-        attempt = 0
-        while True:
-            try:
-                await self.process_batch(messages)
-            except (DependencyError, ConfigurationError) as exc:
-                failure: BaseException = exc
-            except Exception as exc:
-                if not is_retriable(exc):
-                    # A bug or an unexpected answer: leave the messages to the visibility
-                    # timeout, so the redrive policy ends a message that keeps failing in
-                    # the DLQ instead of blocking the queue.
-                    log.exception("batch_failed", messages=len(messages))
-                    return False
-                failure = exc
-            else:
-                return True
-            self.health.set_ready(False, f"batch failing: {type(failure).__name__}")
-            if self._stopping:
-                log.warning("batch_abandoned_at_shutdown", messages=len(messages))
-                return True
-            delay = backoff.delay(attempt)
-            attempt += 1
-            log.warning("batch_retry", error=str(failure)[:300], attempt=attempt, delay_s=delay)
-            await anyio.sleep(delay)
+    async def _process_or_leave(self, messages: list[Message]) -> bool:
+        """Process messages; False when a non-retriable failure leaves them to the queue."""
+        try:
+            await self.process_batch(messages)
+        except FlushAbandoned as stopped:
+            log.warning("batch_abandoned_at_shutdown", messages=len(messages), step=str(stopped))
+        except ConfigurationError:
+            raise
+        except Exception:
+            # A bug or an answer retrying cannot change: leave the messages to the
+            # visibility timeout, so the redrive policy ends a message that keeps failing
+            # in the DLQ instead of blocking the queue.
+            log.exception("batch_failed", messages=len(messages))
+            return False
+        return True
 
     async def _heartbeat(self, messages: list[Message]) -> None:
         timeout = self.queue.visibility_timeout
@@ -231,49 +273,85 @@ class Worker:
             await anyio.sleep(max(1.0, timeout / 3))
             try:
                 await self.queue.change_visibility(messages, timeout)
-                self.metrics.visibility_extensions.inc()
+                self.observer.visibility_extended()
             except Exception as exc:  # noqa: BLE001 - a missed heartbeat only risks a harmless redelivery
                 log.warning("heartbeat_failed", error=type(exc).__name__)
 
-    # -- one batch -----------------------------------------------------------------
+    # -- one flush -----------------------------------------------------------------
 
     async def process_batch(self, messages: Sequence[Message]) -> BatchOutcome:
-        """Make one batch's effects durable, publish, then delete it. Idempotent."""
+        """Make one flush's effects durable, publish, then delete it. Idempotent."""
         started = time.perf_counter()
-        result = BatchOutcome()
-        self.metrics.messages_received.inc(len(messages))
         now = int(self.clock())
-        not_after = now + self.settings.max_clock_skew_seconds
+        triage = self._triage(messages, not_after=now + self.settings.max_clock_skew_seconds)
+        self.observer.flush_started(len(messages), triage.redelivered)
 
-        unique: dict[str, Message] = {}
-        to_delete: list[Message] = []
-        orders: list[tuple[Message, OrderEvent]] = []
-        poison: list[tuple[Message, PoisonMessageError]] = []
+        joined: dict[str, OrderRecord] = {}
+        for _, event in triage.orders:
+            current = joined.get(event.order_id) or OrderRecord(event.order_id)
+            joined[event.order_id] = current.merge(event)
+        records = await self._until_done(
+            "apply", lambda: self.store.apply_all(list(joined.values()), now)
+        )
+        entries, redelivered = self._pair(triage.orders, records)
+        to_publish = await self._commit_windows(entries, redelivered)
+        await self._publish(to_publish)
+
+        to_delete = triage.to_delete + [message for message, _ in triage.orders]
+        deleted = (
+            await self._until_done("delete", lambda: self.queue.delete(to_delete))
+            if to_delete
+            else 0
+        )
+        self.observer.flush_finished(
+            processed=len(triage.orders),
+            ignored=triage.ignored,
+            deleted=deleted,
+            seconds=time.perf_counter() - started,
+            windows_tracked=self.store.cached_windows,
+            pending_orders=len(self._pending),
+        )
+        if triage.poison:
+            await self._release_poison(triage.poison)
+        return BatchOutcome(
+            processed=len(triage.orders),
+            ignored=triage.ignored,
+            poison=len(triage.poison),
+            published=len(to_publish),
+            changed_keys=[c.key for c in to_publish if c.changed],
+        )
+
+    def _triage(self, messages: Sequence[Message], *, not_after: int) -> _Triage:
+        """Parse every message: order events, poison, ignored, duplicates in the flush."""
+        triage = _Triage()
+        seen: set[str] = set()
         for message in messages:
-            if message.message_id in unique:  # the same message twice in one flush
-                to_delete.append(message)
+            if message.message_id in seen:  # the same message twice in one flush
+                triage.to_delete.append(message)
                 continue
-            unique[message.message_id] = message
+            seen.add(message.message_id)
             if message.receive_count > 1:
-                self.metrics.messages_redelivered.inc()
+                triage.redelivered += 1
             try:
                 event = parse_body(message.body, source=self.settings.source, not_after=not_after)
             except PoisonMessageError as exc:
-                poison.append((message, exc))
+                triage.poison.append((message, exc))
                 continue
             if event is None:
-                result.ignored += 1
-                to_delete.append(message)
+                triage.ignored += 1
+                triage.to_delete.append(message)
             else:
-                orders.append((message, event))
+                triage.orders.append((message, event))
+        return triage
 
-        records = await self._apply_all([event for _, event in orders], now)
-
-        # One outcome per order, however many of its events (and redeliveries) the flush holds.
+    def _pair(
+        self, orders: list[tuple[Message, OrderEvent]], records: dict[str, OrderRecord]
+    ) -> tuple[dict[WindowKey, list[WindowEntry]], dict[WindowKey, set[str]]]:
+        """One outcome per order, however many of its events (and redeliveries) the flush
+        holds: the window entries to merge, and the redelivered orders per key."""
         by_order: dict[str, list[tuple[Message, OrderEvent]]] = defaultdict(list)
         for message, event in orders:
             by_order[event.order_id].append((message, event))
-            to_delete.append(message)
         entries: dict[WindowKey, list[WindowEntry]] = defaultdict(list)
         redelivered: dict[WindowKey, set[str]] = defaultdict(set)
         for order_id, its_events in by_order.items():
@@ -287,7 +365,7 @@ class Worker:
             elif isinstance(found, Anomalous) and any(
                 event.role is not Role.CANCELLED for _, event in its_events
             ):
-                self.metrics.anomalies.labels(found.anomaly.value).inc()
+                self.observer.anomaly(found.anomaly.value)
                 log.warning(
                     "wait_anomaly",
                     order_id=found.order_id,
@@ -296,46 +374,46 @@ class Worker:
                     wait_s=found.wait,
                     kind=found.anomaly.value,
                 )
-        result.processed = len(orders)
+        return entries, redelivered
 
-        changes = await self.store.merge_all(entries) if entries else []
-        to_publish = [
+    async def _commit_windows(
+        self, entries: dict[WindowKey, list[WindowEntry]], redelivered: dict[WindowKey, set[str]]
+    ) -> list[WindowChange]:
+        """Merge entries into the stored windows; the changes to publish.
+
+        A changed window is published; so is one holding a redelivered order (its publish
+        may have been lost with a crashed worker). When the merge had to be tried again, an
+        earlier attempt may have written some windows before failing, so every window
+        holding one of this flush's orders is published.
+        """
+        if not entries:
+            return []
+        attempts = 0
+
+        async def merge() -> list[WindowChange]:
+            nonlocal attempts
+            attempts += 1
+            return await self.store.merge_all(entries)
+
+        changes = await self._until_done("merge", merge)
+        if attempts > 1:
+            redelivered = {key: {e.order_id for e in batch} for key, batch in entries.items()}
+        return [
             change
             for change in changes
             if change.changed
             or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
         ]
-        if to_publish:
-            await self.publisher.publish(
-                [average_event(c.key, c.state, self.settings.window_size) for c in to_publish]
-            )
-        for change in to_publish:
-            self.metrics.observe_average(
-                change.key, change.state.window.duration, change.state.window.samples
-            )
-        result.published = len(to_publish)
-        result.changed_keys = [c.key for c in changes if c.changed]
 
-        deleted = await self.queue.delete(to_delete) if to_delete else 0
-        self.metrics.messages_deleted.inc(deleted)
-        self.metrics.messages_processed.inc(result.processed)
-        self.metrics.messages_ignored.inc(result.ignored)
-        self.metrics.windows_tracked.set(self.store.cached_windows)
-        self.metrics.pending_orders.set(len(self._pending))
-        if poison:
-            result.poison = len(poison)
-            await self._release_poison(poison)
-        self.metrics.batch_seconds.observe(time.perf_counter() - started)
-        self.health.set_ready(True)
-        return result
-
-    async def _apply_all(self, events: list[OrderEvent], now: int) -> dict[str, OrderRecord]:
-        """Join a flush's events per order in memory, then each order once into DynamoDB."""
-        local: dict[str, OrderRecord] = {}
-        for event in events:
-            current = local.get(event.order_id) or OrderRecord(event.order_id)
-            local[event.order_id] = current.merge(event)
-        return await self.store.apply_all(list(local.values()), now)
+    async def _publish(self, changes: list[WindowChange]) -> None:
+        if not changes:
+            return
+        size = self.settings.window_size
+        details = [average_event(c.key, c.state.window, c.state.version, size) for c in changes]
+        await self._until_done("publish", lambda: self.publisher.publish(details))
+        for change in changes:
+            window = change.state.window
+            self.observer.average_published(change.key, window.duration, window.samples)
 
     async def _release_poison(self, poison: list[tuple[Message, PoisonMessageError]]) -> None:
         for message, error in poison:
@@ -345,7 +423,7 @@ class Worker:
             if final:
                 # Logged and counted once: on the receive after which the redrive policy
                 # moves the message to the dead-letter queue.
-                self.metrics.messages_failed.labels(error.reason).inc()
+                self.observer.poison(error.reason)
                 log.error(
                     "poison_message",
                     message_id=message.message_id,
@@ -354,8 +432,12 @@ class Worker:
                     receive_count=message.receive_count,
                     dead_letter=self.max_receive_count is not None,
                 )
-        # Visible again at once, so it reaches maxReceiveCount (and the DLQ) quickly.
-        await self.queue.change_visibility([m for m, _ in poison], 0)
+        try:
+            # Visible again at once, so it reaches maxReceiveCount (and the DLQ) quickly.
+            await self.queue.change_visibility([m for m, _ in poison], 0)
+        except WaitTimesError as exc:
+            # Not released early, it returns after the visibility timeout all the same.
+            log.warning("poison_release_failed", error=str(exc)[:300])
 
     def _track_pending(self, record: OrderRecord) -> None:
         half_open = (record.submitted_at is None) != (record.completed_at is None)

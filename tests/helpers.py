@@ -12,10 +12,13 @@ from typing import Any
 import anyio
 
 from service.app import run_worker
+from service.aws import items
 from service.aws.clients import AwsClients
 from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
+from service.core.window import WindowKey
 from service.metrics import Metrics
+from service.ports import WindowState
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import TrafficGenerator, put_entries, to_entry
@@ -90,7 +93,7 @@ class Aws:
 
     async def stored_rows(self) -> list[dict[str, Any]]:
         """Final windows as stored in DynamoDB, in replay's output shape."""
-        windows = await self.store().scan_windows()
+        windows = await scan_windows(self.clients, self.settings)
         return [
             {
                 "eventId": t,
@@ -188,3 +191,24 @@ def expected_rows(envelopes: list[dict[str, Any]], settings: Settings) -> list[d
     return replay(
         envelopes, window_size=settings.window_size, max_wait_seconds=settings.max_wait_seconds
     ).as_rows()
+
+
+async def scan_windows(clients: AwsClients, settings: Settings) -> dict[WindowKey, WindowState]:
+    """Every stored window (a full scan: for tests, never on the service's path)."""
+    windows: dict[WindowKey, WindowState] = {}
+    request: dict[str, Any] = {
+        "TableName": settings.table_name,
+        "FilterExpression": f"begins_with({items.KEY}, :w)",
+        "ExpressionAttributeValues": {":w": {"S": items.WINDOW_PREFIX}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = await clients.dynamodb.scan(**request)
+        for item in page.get("Items", []):
+            stored = items.window_from_item(item, settings.window_size)
+            if stored is not None:
+                key, window, version = stored
+                windows[key] = WindowState(window, version)
+        if "LastEvaluatedKey" not in page:
+            return windows
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

@@ -23,25 +23,27 @@ from service.core.events import (
     DrinkAverageTime,
     DrinkOrder,
     OrderRefDetail,
-    Role,
     SubmittedDetail,
     consumed_event_pattern,
     parse_envelope,
     published_event_pattern,
     role_of,
 )
+from service.core.orders import Role
 from service.errors import PoisonMessageError
 from service.settings import DEFAULT_SOURCE, Settings
+from service.tools.catalog.examples import (
+    RECORDED_EXAMPLES,
+    consumed_examples,
+    published_examples,
+)
 from service.tools.catalog.generator import (
     ASYNCAPI_FILE,
     CONSUMED_SCHEMA_FILES,
     PUBLISHED_SCHEMA_FILE,
-    RECORDED_EXAMPLES,
     asyncapi_document,
     build_catalog,
-    consumed_examples,
     consumed_schema,
-    published_examples,
     published_schema,
     to_yaml,
     write_catalog,
@@ -143,7 +145,7 @@ def test_build_is_deterministic_and_the_cli_writes_it(
 def test_catalog_imports_no_io_library() -> None:
     code = (
         "import sys, service.tools.catalog.generator\n"
-        "print(sorted(m for m in ('aiobotocore', 'botocore', 'anyio', 'yaml') if m in sys.modules))"
+        "print(sorted(m for m in ('aiobotocore', 'botocore', 'anyio') if m in sys.modules))"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT
@@ -421,6 +423,9 @@ def test_asyncapi_document_references_every_schema(default_settings: Settings) -
         "3.0.0",
         "0123",
         "1e3",
+        "1e-3",
+        "0o17",
+        ".5",
         ".inf",
         "a: b",
         "# not a comment",
@@ -443,6 +448,19 @@ def test_asyncapi_document_references_every_schema(default_settings: Settings) -
 def test_yaml_writer_round_trips_awkward_strings(value: str) -> None:
     data = {value or "empty": [value, {value or "k": value}], "n": [1, 2.5, None, True, [], {}]}
     assert yaml.safe_load(to_yaml(data)) == data
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("value", ["1e3", "1e-3", "0o17", "0x1F", ".5", "+1", ".NaN", "0123"])
+def test_yaml_writer_quotes_what_yaml_1_2_reads_as_a_number(value: str) -> None:
+    # The AsyncAPI tools parse YAML 1.2, where these are numbers even if PyYAML (1.1) disagrees.
+    assert to_yaml([value]) == f"- '{value}'\n"
+
+
+@pytest.mark.unit
+def test_yaml_writer_refuses_non_finite_floats() -> None:
+    with pytest.raises(ValueError, match="no portable YAML form"):
+        to_yaml({"duration": float("nan")})
 
 
 def asyncapi_cli_or_skip() -> Path:

@@ -10,6 +10,7 @@ import pytest
 pytestmark = pytest.mark.integration
 
 CORE = (
+    "service.core.orders",
     "service.core.events",
     "service.core.window",
     "service.core.pairing",

@@ -22,10 +22,9 @@ import yaml
 
 from service.aws.clients import open_clients
 from service.aws.provision import provision
-from service.aws.store import DynamoStore
 from service.settings import Settings
 from service.tools.emulator import Emulator
-from tests.helpers import latest_by_key
+from tests.helpers import latest_by_key, scan_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -193,12 +192,7 @@ async def test_compose_services_work_together_on_the_emulator(emulator: Emulator
         logs = [json.loads(line) for line in worked.stdout.splitlines() if line.startswith("{")]
         assert "worker_started" in [entry["event"] for entry in logs], "JSON logs, as compose sets"
 
-        windows = await DynamoStore(
-            clients.dynamodb,
-            settings.table_name,
-            window_size=settings.window_size,
-            ttl_seconds=settings.pending_ttl_seconds,
-        ).scan_windows()
+        windows = await scan_windows(clients, settings)
         stored: list[dict[str, Any]] = [
             {"eventId": t, "drink": d, "duration": w.window.duration, "samples": w.window.samples}
             for (t, d), w in sorted(windows.items())

@@ -28,13 +28,12 @@ from aiobotocore.session import get_session
 from service.app import run_worker
 from service.aws.clients import open_clients
 from service.aws.provision import DLQ_RETENTION_SECONDS, QUEUE_RETENTION_SECONDS, provision
-from service.aws.store import DynamoStore
 from service.core.events import consumed_event_pattern
 from service.metrics import Metrics
 from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.emulator import Emulator
 from service.tools.player import play_generated
-from tests.helpers import make_settings
+from tests.helpers import make_settings, scan_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "ecs" / "wait-times.yaml"
@@ -359,13 +358,7 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
             assert (
                 await run_worker(settings, burst=True, install_signals=False, metrics=metrics) == 0
             )
-        store = DynamoStore(
-            clients.dynamodb,
-            settings.table_name,
-            window_size=settings.window_size,
-            ttl_seconds=settings.pending_ttl_seconds,
-        )
-        windows = await store.scan_windows()
+        windows = await scan_windows(clients, settings)
         assert windows
         assert sum(state.window.samples for state in windows.values()) > 0
         published = metrics.registry.get_sample_value("wait_times_events_published_total")

@@ -10,8 +10,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
-from service.aws.queue import Message, SqsQueue
+from service.aws.queue import SqsQueue
 from service.metrics import Metrics
+from service.ports import Message
 from service.tools.player import play_recording
 from service.tools.replay import read_events
 from tests.helpers import (

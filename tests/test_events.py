@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from service.core.events import Role, consumed_event_pattern, parse_body, parse_envelope, role_of
+from service.core.events import consumed_event_pattern, parse_body, parse_envelope, role_of
+from service.core.orders import Role
 from service.errors import PoisonMessageError
 from tests.helpers import DATA
 

@@ -18,14 +18,24 @@ from botocore.exceptions import ClientError
 
 from service.app import build_worker
 from service.aws.clients import open_clients
-from service.aws.queue import Message, resolve_queue
-from service.aws.retry import is_retriable
-from service.aws.store import DynamoStore, WindowChange
-from service.core.events import OrderEvent, Role, role_of
+from service.aws.queue import resolve_queue
+from service.aws.store import DynamoStore
+from service.core.events import role_of
+from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.window import WindowEntry, WindowKey
-from service.metrics import Health, Metrics
-from tests.helpers import Aws, as_envelopes, burst, expected_rows, generated, put_planned
+from service.errors import DependencyError
+from service.metrics import Health, Metrics, PrometheusObserver
+from service.ports import Message, WindowChange
+from tests.helpers import (
+    Aws,
+    as_envelopes,
+    burst,
+    expected_rows,
+    generated,
+    put_planned,
+    scan_windows,
+)
 from tests.reliability.proxy import FaultProxy
 
 pytestmark = pytest.mark.integration
@@ -80,11 +90,24 @@ async def test_a_repeated_flush_changes_no_stored_record(aws: Aws) -> None:
     assert {r.expires_at for r in once.values()} == {1_000 + aws.settings.pending_ttl_seconds}
 
 
+class Conflicts:
+    """The part of the Observer port a store reports lost races through."""
+
+    def __init__(self, seen: list[int]) -> None:
+        self.seen = seen
+
+    def window_conflict(self) -> None:
+        self.seen.append(1)
+
+    def items(self, operation: str, count: int) -> None:
+        pass
+
+
 async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws) -> None:
     keys: list[WindowKey] = [("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Tea")]
     conflicts: list[int] = []
     stale = aws.store()
-    stale._on_conflict = lambda: conflicts.append(1)
+    stale.observer = Conflicts(conflicts)  # type: ignore[assignment]
     fresh = aws.store()
 
     def entries(prefix: str, at: int) -> dict[WindowKey, list[WindowEntry]]:
@@ -96,7 +119,7 @@ async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws
     changes = await stale.merge_all(entries("c", 300))  # stale versions: the transaction fails
 
     assert conflicts  # the condition failed, was counted, and the keys were re-read
-    stored = await aws.store().scan_windows()
+    stored = await scan_windows(aws.clients, aws.settings)
     for change in changes:
         assert change.changed
         assert change.state == stored[change.key]
@@ -168,7 +191,8 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
             ],
         )
     metrics = Metrics()
-    worker = build_worker(aws.settings, aws.clients, url, max_receive, metrics, Health(metrics))
+    observer = PrometheusObserver(metrics, Health(metrics))
+    worker = build_worker(aws.settings, aws.clients, url, max_receive, observer)
     failing = FailsOnOneOrder(aws.store(), bad)
     worker.store = failing
 
@@ -205,9 +229,11 @@ async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> Non
             store = DynamoStore(
                 clients.dynamodb, settings.table_name, window_size=10, ttl_seconds=86_400
             )
-            with pytest.raises(ClientError) as caught:
+            with pytest.raises(DependencyError) as caught:
                 await store.apply_all([submitted("x", 1), completed("y", 2)], now=10)
-    assert is_retriable(caught.value)
+    assert caught.value.retriable
+    assert caught.value.operation == "dynamodb.UpdateItem"
+    assert caught.value.code == "ThrottlingException"
 
 
 async def test_a_cancelled_transaction_on_the_emulator_changes_nothing(aws: Aws) -> None:

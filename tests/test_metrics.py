@@ -32,16 +32,18 @@ def closed_port() -> int:
 @pytest.mark.integration
 async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
     await put_planned(aws, generated(orders=40, seed=2))
+    metrics = Metrics()
+    health = Health(metrics)
     async with anyio.create_task_group() as group:
         worker: Worker = await group.start(
             lambda task_status: run_worker(
-                aws.settings, install_signals=False, task_status=task_status
+                aws.settings, install_signals=False, health=health, task_status=task_status
             )
         )
-        port = worker.health.port
+        port = health.port
         assert port
         await wait_until(
-            lambda: bool(next(iter(worker.metrics.average_wait.collect())).samples),
+            lambda: bool(next(iter(metrics.average_wait.collect())).samples),
             60,
             "an average",
         )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.events import OrderEvent, Role
+from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, Anomaly, OrderBook, OrderRecord, Paired, outcome
 from service.core.window import WindowEntry
 from service.tools.replay import replay

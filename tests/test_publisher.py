@@ -7,9 +7,8 @@ from typing import Any
 
 import pytest
 
-from service.aws.publisher import EventBridgePublisher, average_event
-from service.aws.store import WindowState
-from service.core.events import DrinkAverageTime
+from service.aws.publisher import EventBridgePublisher
+from service.core.events import DrinkAverageTime, average_event
 from service.core.window import Window, WindowEntry
 from service.errors import DependencyError
 from tests.helpers import Aws
@@ -39,25 +38,38 @@ class RefusingEvents:
 
 def details(count: int) -> list[DrinkAverageTime]:
     window = Window(10).merge([WindowEntry(100, "o", 60)])
-    return [average_event((f"T{i}", "Latte"), WindowState(window, 1), 10) for i in range(count)]
+    return [average_event((f"T{i}", "Latte"), window, 1, 10) for i in range(count)]
+
+
+class Counted:
+    """Records what the publisher reports (the part of the Observer port it uses)."""
+
+    def __init__(self) -> None:
+        self.accepted: list[int] = []
+        self.refused: list[int] = []
+
+    def events_published(self, accepted: int, refused: int) -> None:
+        self.accepted.append(accepted)
+        self.refused.append(refused)
 
 
 @pytest.mark.unit
 async def test_entries_go_in_tens_and_refused_ones_are_retried() -> None:
     events = RefusingEvents(refusals=2)
-    published: list[int] = []
-    publisher = EventBridgePublisher(events, "bus", "src", on_published=published.append)
+    counted = Counted()
+    publisher = EventBridgePublisher(events, "bus", "src", observer=counted)  # type: ignore[arg-type]
     await publisher.publish(details(23))
     sizes = [len(call) for call in events.calls]
     assert sizes == [10, 1, 1, 10, 3]
-    assert sum(published) == 23
+    assert sum(counted.accepted) == 23
+    assert sum(counted.refused) == 2
     tenants = [json.loads(e["Detail"])["eventId"] for call in events.calls for e in call]
     assert sorted(set(tenants)) == sorted(f"T{i}" for i in range(23))
 
 
 @pytest.mark.unit
 async def test_an_entry_refused_every_time_is_an_error_not_a_silent_drop() -> None:
-    publisher = EventBridgePublisher(RefusingEvents(refusals=100), "bus", "src")
+    publisher = EventBridgePublisher(RefusingEvents(refusals=100), "bus", "src")  # type: ignore[arg-type]
     with pytest.raises(DependencyError):
         await publisher.publish(details(1))
 

@@ -5,18 +5,23 @@ from __future__ import annotations
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 
 from service.settings import Settings
 
-# botocore's own retries are kept short: the adapters retry with their own backoff so
-# that readiness and metrics see every failure.
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_sqs import SQSClient
+
+# botocore retries each request once more (standard mode, full jitter), which absorbs a
+# single throttle or 5xx; anything past that reaches the worker, which owns the one
+# retry loop, so readiness and metrics see every failure that lasts (docs/decisions.md).
 CLIENT_CONFIG = AioConfig(
-    # total_max_attempts counts the first try; botocore's "max_attempts" counts retries only
-    # (2 would mean three tries, and most failures would never reach our metrics).
+    # total_max_attempts counts the first try; botocore's "max_attempts" counts retries only.
     retries={"total_max_attempts": 2, "mode": "standard"},
     connect_timeout=5,
     read_timeout=30,
@@ -28,9 +33,9 @@ CLIENT_CONFIG = AioConfig(
 class AwsClients:
     """The three clients the service uses."""
 
-    sqs: Any
-    dynamodb: Any
-    events: Any
+    sqs: SQSClient
+    dynamodb: DynamoDBClient
+    events: EventBridgeClient
 
 
 async def open_clients(
@@ -47,16 +52,16 @@ async def open_clients(
     kwargs: dict[str, Any] = {"region_name": settings.region, "config": CLIENT_CONFIG}
     if settings.endpoint_url:
         kwargs["endpoint_url"] = settings.endpoint_url
-    clients = []
-    for service in ("sqs", "dynamodb", "events"):
-        client = await stack.enter_async_context(session.create_client(service, **kwargs))
-        if on_call is not None:
+    sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
+    dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **kwargs))
+    events = await stack.enter_async_context(session.create_client("events", **kwargs))
+    if on_call is not None:
+        for service, client in (("sqs", sqs), ("dynamodb", dynamodb), ("events", events)):
             client.meta.events.register(
                 f"before-send.{client.meta.service_model.service_id.hyphenize()}",
                 _counter(service, on_call),
             )
-        clients.append(client)
-    return AwsClients(*clients)
+    return AwsClients(sqs, dynamodb, events)
 
 
 def _counter(service: str, on_call: Callable[[str, str], None]) -> Callable[..., None]:

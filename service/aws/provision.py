@@ -11,7 +11,7 @@ import structlog
 from botocore.exceptions import ClientError
 
 from service.aws.clients import AwsClients
-from service.aws.retry import error_code
+from service.aws.errors import error_code
 from service.core.events import consumed_event_pattern, published_event_pattern
 from service.settings import Settings
 

@@ -1,66 +1,90 @@
-"""EventBridge publisher of ``OrderManager.DrinkAverageTime``."""
+"""EventBridge adapter of the AveragePublisher port, and the one PutEvents helper.
+
+``put_events`` is shared by the publisher and the event player: ten entries per call,
+entries EventBridge refuses (a partial failure, ``FailedEntryCount``) sent again after a
+short backoff, a bounded number of rounds. A failed call itself is raised as the service's
+error; the caller decides whether to try again.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime
 from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
-from service.aws.retry import Backoff, call_with_retry
-from service.aws.store import WindowState
+from service.aws.errors import call
+from service.backoff import CONTENTION
 from service.core.events import AVERAGE_DETAIL_TYPE, DrinkAverageTime
-from service.core.window import WindowKey
 from service.errors import DependencyError
+from service.ports import Observer
+
+if TYPE_CHECKING:
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_events.type_defs import PutEventsRequestEntryTypeDef
 
 log = structlog.get_logger(__name__)
 
 PUT_EVENTS_LIMIT = 10
-MAX_FAILED_ENTRY_ROUNDS = 6
+MAX_REFUSED_ROUNDS = 6
 
 
-def average_event(key: WindowKey, state: WindowState, window_size: int) -> DrinkAverageTime:
-    """The published detail for a key's window."""
-    tenant, drink = key
-    return DrinkAverageTime(
-        eventId=tenant,
-        drink=drink,
-        duration=state.window.duration,
-        samples=state.window.samples,
-        window=window_size,
-        version=state.version,
-        updatedAt=datetime.now(UTC).replace(microsecond=0),
-    )
+async def put_events(
+    client: EventBridgeClient,
+    entries: Sequence[PutEventsRequestEntryTypeDef],
+    *,
+    on_result: Callable[[int, int], None] | None = None,
+    rounds: int = MAX_REFUSED_ROUNDS,
+) -> list[PutEventsRequestEntryTypeDef]:
+    """Put entries, ten per call, sending refused ones again up to ``rounds`` times.
+
+    ``on_result(accepted, refused)`` is told after every call. Returns the entries still
+    refused after the last round (empty when all went out).
+    """
+    left: list[PutEventsRequestEntryTypeDef] = []
+    for start in range(0, len(entries), PUT_EVENTS_LIMIT):
+        chunk = list(entries[start : start + PUT_EVENTS_LIMIT])
+        for round_ in range(rounds):
+            response = await call("events.PutEvents", partial(client.put_events, Entries=chunk))
+            results = response.get("Entries", [])
+            refused = [e for e, r in zip(chunk, results, strict=False) if "ErrorCode" in r]
+            if len(results) < len(chunk):  # a short answer: treat the rest as refused
+                refused.extend(chunk[len(results) :])
+            if on_result is not None:
+                on_result(len(chunk) - len(refused), len(refused))
+            if not refused:
+                break
+            codes = sorted({r.get("ErrorCode", "?") for r in results if "ErrorCode" in r})
+            log.warning("put_events_partial_failure", refused=len(refused), codes=codes)
+            chunk = refused
+            if round_ + 1 < rounds:
+                await anyio.sleep(CONTENTION.delay(round_))
+        else:
+            left.extend(chunk)
+    return left
 
 
 class EventBridgePublisher:
-    """Puts averages on the bus, ten entries per call, retrying refused entries."""
+    """Puts averages on the bus; raises when EventBridge keeps refusing some."""
 
     def __init__(
         self,
-        client: Any,
+        client: EventBridgeClient,
         bus_name: str,
         source: str,
         *,
-        on_retry: Callable[[str, BaseException], None] | None = None,
-        on_success: Callable[[], None] | None = None,
-        on_published: Callable[[int], None] | None = None,
-        on_refused: Callable[[int], None] | None = None,
+        observer: Observer | None = None,
     ) -> None:
         self.client = client
         self.bus_name = bus_name
         self.source = source
-        self._on_retry = on_retry
-        self._on_success = on_success
-        self._on_published = on_published
-        self._on_refused = on_refused
+        self.observer = observer
 
     async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
         """Publish every detail or raise DependencyError; nothing is silently dropped."""
-        entries = [
+        entries: list[PutEventsRequestEntryTypeDef] = [
             {
                 "EventBusName": self.bus_name,
                 "Source": self.source,
@@ -69,35 +93,15 @@ class EventBridgePublisher:
             }
             for detail in details
         ]
-        for start in range(0, len(entries), PUT_EVENTS_LIMIT):
-            await self._put(entries[start : start + PUT_EVENTS_LIMIT])
-
-    async def _put(self, entries: list[dict[str, Any]]) -> None:
-        backoff = Backoff()
-        for attempt in range(MAX_FAILED_ENTRY_ROUNDS):
-            batch = entries
-            response = await call_with_retry(
-                "events.put_events",
-                partial(self.client.put_events, Entries=batch),
-                on_retry=self._on_retry,
-                on_success=self._on_success,
+        observer = self.observer
+        refused = await put_events(
+            self.client,
+            entries,
+            on_result=None if observer is None else observer.events_published,
+        )
+        if refused:
+            raise DependencyError(
+                f"PutEvents refused {len(refused)} entries after retries",
+                operation="events.PutEvents",
+                code="RefusedEntries",
             )
-            results = response.get("Entries", [])
-            refused = [
-                entry
-                for entry, result in zip(entries, results, strict=False)
-                if "ErrorCode" in result
-            ]
-            if len(results) < len(entries):  # a short answer: treat the rest as refused
-                refused.extend(entries[len(results) :])
-            if self._on_published is not None:
-                self._on_published(len(entries) - len(refused))
-            if not refused:
-                return
-            codes = sorted({r.get("ErrorCode", "?") for r in results if "ErrorCode" in r})
-            if self._on_refused is not None:
-                self._on_refused(len(refused))
-            log.warning("put_events_partial_failure", refused=len(refused), codes=codes)
-            entries = refused
-            await anyio.sleep(backoff.delay(attempt))
-        raise DependencyError(f"PutEvents refused {len(entries)} entries after retries")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import NamedTuple
 
-from service.core.events import OrderEvent, Role
+from service.core.orders import OrderEvent, Role
 from service.core.window import WindowEntry, WindowKey
 
 

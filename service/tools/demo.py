@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import sys
 from contextlib import AsyncExitStack
+from functools import partial
 from typing import Any
 
 import anyio
 import structlog
-from anyio.abc import TaskStatus
 
 from service.app import run_worker
-from service.aws.clients import open_clients
+from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
+from service.metrics import Health, Metrics
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import play_generated
@@ -58,6 +60,87 @@ class Board:
         return "\n".join(lines)
 
 
+class Demo:
+    """The demo's parts around one running worker: the player, the board, the screen."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        clients: AwsClients,
+        capture_url: str,
+        *,
+        emulator_url: str,
+        duration: float | None,
+        speed: float,
+    ) -> None:
+        self.settings = settings
+        self.clients = clients
+        self.capture_url = capture_url
+        self.emulator_url = emulator_url
+        self.duration = duration
+        self.speed = speed
+        self.board = Board()
+        self.played = 0
+        self.metrics = Metrics(settings.max_metric_series)
+        self.health = Health(self.metrics)
+        self.started = anyio.current_time()
+
+    def count_played(self, events: int) -> None:
+        """The player's progress callback."""
+        self.played += events
+
+    async def read_averages(self) -> None:
+        """Take the averages the worker put on the bus from the capture queue."""
+        sqs = self.clients.sqs
+        while True:
+            response = await sqs.receive_message(
+                QueueUrl=self.capture_url, MaxNumberOfMessages=10, WaitTimeSeconds=1
+            )
+            messages = response.get("Messages", [])
+            for message in messages:
+                self.board.add(json.loads(message["Body"])["detail"])
+            if messages:
+                await sqs.delete_message_batch(
+                    QueueUrl=self.capture_url,
+                    Entries=[
+                        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                        for i, m in enumerate(messages)
+                    ],
+                )
+
+    def frame(self) -> str:
+        """What the screen shows now."""
+        header = (
+            f"wait-times demo: emulator {self.emulator_url}, metrics "
+            f"http://localhost:{self.health.port}/metrics, traffic x{self.speed:g} real time"
+        )
+        processed = int(self.metrics.value("wait_times_messages_processed_total"))
+        elapsed = int(anyio.current_time() - self.started)
+        ending = "Ctrl-C to stop" if self.duration is None else f"stops after {self.duration:g}s"
+        footer = (
+            f"events played: {self.played}   order events processed: {processed}   "
+            f"averages received: {self.board.received}   elapsed: {elapsed}s\n{ending}"
+        )
+        return self.board.render(header, footer)
+
+    async def show(self) -> None:
+        """Redraw the board every second in a terminal, every 5 s into a file or pipe."""
+        interactive = sys.stdout.isatty()
+        while True:
+            text = self.frame()
+            sys.stdout.write(("\x1b[H\x1b[2J" + text + "\n") if interactive else text + "\n\n")
+            sys.stdout.flush()
+            await anyio.sleep(1 if interactive else 5)
+
+    async def wait_for_stop(self) -> None:
+        """Until Ctrl-C or SIGTERM, or ``duration``."""
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            with anyio.move_on_after(math.inf if self.duration is None else self.duration):
+                async for _ in signals:
+                    break
+        sys.stdout.write("\nstopping: draining the worker...\n")
+
+
 async def run_demo(
     settings: Settings, *, duration: float | None, rate: float, speed: float, seed: int
 ) -> int:
@@ -72,26 +155,22 @@ async def run_demo(
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             provisioned = await provision(settings, clients, capture_queue=CAPTURE_QUEUE)
-            board = Board()
-            played = 0
-            started = anyio.current_time()
-            interactive = sys.stdout.isatty()
-            worker_done = anyio.Event()
-
-            async def worker_task(*, task_status: TaskStatus[Worker]) -> None:
-                try:
-                    await run_worker(settings, install_signals=False, task_status=task_status)
-                finally:
-                    worker_done.set()
-
+            demo = Demo(
+                settings,
+                clients,
+                str(provisioned.capture_queue_url),
+                emulator_url=emulator.url,
+                duration=duration,
+                speed=speed,
+            )
             async with anyio.create_task_group() as group:
-                worker: Worker = await group.start(worker_task)
-
-                def count(events: int) -> None:
-                    nonlocal played
-                    played += events
-
-                async def player() -> None:
+                worker: Worker = await group.start(
+                    partial(run_worker, settings, install_signals=False, health=demo.health)
+                )
+                group.start_soon(demo.read_averages)
+                group.start_soon(demo.show)
+                with anyio.CancelScope() as player:
+                    group.start_soon(_stop_after, demo, player, worker)
                     await play_generated(
                         clients.events,
                         settings.event_bus,
@@ -100,77 +179,19 @@ async def run_demo(
                         rate=rate,
                         speed=speed,
                         seed=seed,
-                        progress=count,
+                        progress=demo.count_played,
                     )
-
-                capture_url = str(provisioned.capture_queue_url)
-
-                async def reader() -> None:
-                    while True:
-                        response = await clients.sqs.receive_message(
-                            QueueUrl=capture_url,
-                            MaxNumberOfMessages=10,
-                            WaitTimeSeconds=1,
-                        )
-                        messages = response.get("Messages", [])
-                        for message in messages:
-                            board.add(json.loads(message["Body"])["detail"])
-                        if messages:
-                            await clients.sqs.delete_message_batch(
-                                QueueUrl=capture_url,
-                                Entries=[
-                                    {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
-                                    for i, m in enumerate(messages)
-                                ],
-                            )
-
-                async def screen() -> None:
-                    header = (
-                        f"wait-times demo: emulator {emulator.url}, metrics "
-                        f"http://localhost:{worker.health.port}/metrics, "
-                        f"traffic x{speed:g} real time"
-                    )
-                    while True:
-                        elapsed = anyio.current_time() - started
-                        processed = int(worker.metrics.messages_processed._value.get())
-                        footer = (
-                            f"events played: {played}   order events processed: {processed}   "
-                            f"averages received: {board.received}   elapsed: {int(elapsed)}s\n"
-                            + (
-                                "Ctrl-C to stop"
-                                if duration is None
-                                else f"stops after {duration:g}s"
-                            )
-                        )
-                        text = board.render(header, footer)
-                        if interactive:
-                            sys.stdout.write("\x1b[H\x1b[2J" + text + "\n")
-                        else:
-                            sys.stdout.write(text + "\n\n")
-                        sys.stdout.flush()
-                        await anyio.sleep(1 if interactive else 5)
-
-                async def stopper() -> None:
-                    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
-                        if duration is None:
-                            async for _ in signals:
-                                break
-                        else:
-                            with anyio.move_on_after(duration):
-                                async for _ in signals:
-                                    break
-                    sys.stdout.write("\nstopping: draining the worker...\n")
-                    player_scope.cancel()
-                    worker.stop()
-
-                with anyio.CancelScope() as player_scope:
-                    group.start_soon(stopper)
-                    group.start_soon(reader)
-                    group.start_soon(screen)
-                    await player()
                 # The worker returns once drained; then the display tasks are cancelled.
-                await worker_done.wait()
+                await worker.finished.wait()
                 group.cancel_scope.cancel()
-            summary = board.render("final averages (highest version per tenant and drink):", "")
-            sys.stdout.write(summary + f"events played: {played}\n")
+            summary = demo.board.render(
+                "final averages (highest version per tenant and drink):", ""
+            )
+            sys.stdout.write(summary + f"events played: {demo.played}\n")
     return 0
+
+
+async def _stop_after(demo: Demo, player: anyio.CancelScope, worker: Worker) -> None:
+    await demo.wait_for_stop()
+    player.cancel()
+    worker.stop()

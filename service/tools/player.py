@@ -9,14 +9,19 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from functools import partial
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
 
-from service.aws.retry import call_with_retry
+from service.aws.publisher import put_events
+from service.backoff import DEPENDENCY_RETRY
+from service.errors import DependencyError
 from service.settings import DEFAULT_SOURCE
+
+if TYPE_CHECKING:
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_events.type_defs import PutEventsRequestEntryTypeDef
 
 log = structlog.get_logger(__name__)
 
@@ -34,6 +39,7 @@ MENU: dict[str, float] = {
 TENANTS = ("NYC", "LDN", "SYD")
 CANCEL_RATE = 0.06
 TIMEOUT_RATE = 0.04
+MAX_PUT_ATTEMPTS = 8
 
 
 @dataclass(order=True, frozen=True)
@@ -137,7 +143,9 @@ class TrafficGenerator:
             yield heapq.heappop(self._heap)
 
 
-def to_entry(event: PlannedEvent, bus: str, source: str = DEFAULT_SOURCE) -> dict[str, Any]:
+def to_entry(
+    event: PlannedEvent, bus: str, source: str = DEFAULT_SOURCE
+) -> PutEventsRequestEntryTypeDef:
     """A PutEvents entry for a planned event, its envelope time the simulated time."""
     return {
         "EventBusName": bus,
@@ -148,9 +156,9 @@ def to_entry(event: PlannedEvent, bus: str, source: str = DEFAULT_SOURCE) -> dic
     }
 
 
-def envelope_to_entry(envelope: dict[str, Any], bus: str) -> dict[str, Any]:
+def envelope_to_entry(envelope: dict[str, Any], bus: str) -> PutEventsRequestEntryTypeDef:
     """A PutEvents entry that reproduces a recorded envelope (its time included)."""
-    entry: dict[str, Any] = {
+    entry: PutEventsRequestEntryTypeDef = {
         "EventBusName": bus,
         "Source": envelope.get("source", DEFAULT_SOURCE),
         "DetailType": envelope["detail-type"],
@@ -163,33 +171,36 @@ def envelope_to_entry(envelope: dict[str, Any], bus: str) -> dict[str, Any]:
 
 
 async def put_entries(
-    events_client: Any,
-    entries: Sequence[dict[str, Any]],
+    events_client: EventBridgeClient,
+    entries: Sequence[PutEventsRequestEntryTypeDef],
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """PutEvents in tens; refused entries are retried once more, then reported."""
-    sent = 0
-    for start in range(0, len(entries), 10):
-        chunk = list(entries[start : start + 10])
-        for _ in range(3):
-            batch = chunk
-            response = await call_with_retry(
-                "events.put_events", partial(events_client.put_events, Entries=batch)
-            )
-            results = response.get("Entries", [])
-            chunk = [e for e, r in zip(batch, results, strict=False) if "ErrorCode" in r]
-            sent += len(batch) - len(chunk)
-            if progress is not None:
-                progress(len(batch) - len(chunk))
-            if not chunk:
-                break
-        if chunk:
-            log.warning("player_entries_refused", refused=len(chunk))
-    return sent
+    """PutEvents in tens (``service.aws.publisher.put_events``); returns how many went out.
+
+    The player is its own outer loop: a call that fails retriably is tried again, a few
+    times, with the service's dependency backoff; entries still refused are reported.
+    """
+
+    def accepted(count: int, _refused: int) -> None:
+        if progress is not None:
+            progress(count)
+
+    for attempt in range(MAX_PUT_ATTEMPTS):
+        try:
+            refused = await put_events(events_client, entries, on_result=accepted, rounds=3)
+        except DependencyError as exc:
+            if not exc.retriable or attempt + 1 == MAX_PUT_ATTEMPTS:
+                raise
+            await anyio.sleep(DEPENDENCY_RETRY.delay(attempt))
+        else:
+            if refused:
+                log.warning("player_entries_refused", refused=len(refused))
+            return len(entries) - len(refused)
+    return 0
 
 
 async def play_generated(
-    events_client: Any,
+    events_client: EventBridgeClient,
     bus: str,
     *,
     orders: int | None,
@@ -208,7 +219,7 @@ async def play_generated(
     started = anyio.current_time()
     sim_start = generator.clock
     sent = 0
-    pending: list[dict[str, Any]] = []
+    pending: list[PutEventsRequestEntryTypeDef] = []
     for event in generator.events(orders):
         elapsed = anyio.current_time() - started
         if duration is not None and elapsed >= duration:
@@ -230,7 +241,7 @@ async def play_generated(
 
 
 async def play_recording(
-    events_client: Any, bus: str, envelopes: Sequence[dict[str, Any]], *, speed: float
+    events_client: EventBridgeClient, bus: str, envelopes: Sequence[dict[str, Any]], *, speed: float
 ) -> int:
     """Replay a recording onto the bus with its original spacing divided by ``speed``."""
     if not envelopes:
@@ -244,7 +255,7 @@ async def play_recording(
     first = next((t for t in times if t is not None), 0.0)
     started = anyio.current_time()
     sent = 0
-    pending: list[dict[str, Any]] = []
+    pending: list[PutEventsRequestEntryTypeDef] = []
     for envelope, at in zip(envelopes, times, strict=True):
         if speed > 0 and at is not None:
             due = (at - first) / speed

@@ -9,7 +9,8 @@ from typing import Any
 
 import orjson
 
-from service.core.events import Role, parse_envelope
+from service.core.events import parse_envelope
+from service.core.orders import Role
 from service.core.pairing import OrderBook, Paired, outcome
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError

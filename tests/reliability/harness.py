@@ -119,19 +119,15 @@ def _diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
 
 
 def worker_env(endpoint: str, settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a ``wait-times run`` child process."""
+    """The environment of a ``wait-times run`` child process (``settings`` at ``endpoint``)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAIT_TIMES_")}
+    env.update(settings.to_environ())
     env.update(
         {
             "AWS_ENDPOINT_URL": endpoint,
-            "AWS_REGION": settings.region,
             "WAIT_TIMES_METRICS_PORT": "0",
             "WAIT_TIMES_METRICS_HOST": "127.0.0.1",
             "WAIT_TIMES_LOG_FORMAT": "json",
-            "WAIT_TIMES_RECEIVE_WAIT_SECONDS": str(settings.receive_wait_seconds),
-            "WAIT_TIMES_VISIBILITY_TIMEOUT_SECONDS": str(settings.visibility_timeout_seconds),
-            "WAIT_TIMES_MAX_RECEIVE_COUNT": str(settings.max_receive_count),
-            "WAIT_TIMES_DRAIN_SECONDS": str(settings.drain_seconds),
         }
     )
     env.update(extra)

@@ -154,7 +154,7 @@ async def test_hostile_input_goes_to_the_dlq_once_and_the_rest_is_processed(aws:
         }
         for _, detail_type, detail in THROUGH_THE_BUS
     ]
-    response = await aws.clients.events.put_events(Entries=entries)
+    response = await aws.clients.events.put_events(Entries=entries)  # type: ignore[arg-type]
     assert response["FailedEntryCount"] == 0
     poison_count = len(STRAIGHT_TO_QUEUE) + len(THROUGH_THE_BUS)
 

@@ -1,22 +1,21 @@
 """The events catalog: JSON Schemas and an AsyncAPI 3.0 document generated from the models.
 
 ``wait-times schema`` writes them under ``docs/events/``; a test regenerates them and fails
-when the committed copies differ, so the catalog cannot drift from the code. Everything
-here is pure and deterministic (sorted keys, no timestamps): the same models and settings
-always give byte-identical files.
+when the committed copies differ, so the catalog cannot drift from the code. The example
+events come from ``examples.py``; the YAML is written by PyYAML. Everything here is pure and
+deterministic (sorted keys, no timestamps): the same models and settings always give
+byte-identical files.
 """
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import re
-from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Final
 
+import yaml
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
@@ -25,13 +24,14 @@ from service.core.events import (
     AVERAGE_DETAIL_TYPE,
     DrinkAverageTime,
     OrderRefEnvelope,
-    Role,
     SubmittedEnvelope,
     consumed_event_pattern,
     published_event_pattern,
     role_of,
 )
+from service.core.orders import Role
 from service.settings import Settings
+from service.tools.catalog.examples import consumed_examples, published_examples
 
 # The version of the event contract documented here (AsyncAPI ``info.version``), not of
 # the package: bump it when a schema changes in a way consumers must know about.
@@ -44,7 +44,6 @@ CONSUMED_SCHEMA_FILES: Final = {
     Role.COMPLETED: "order-completed.schema.json",
     Role.CANCELLED: "order-cancelled.schema.json",
 }
-EXAMPLE_ACCOUNT: Final = "123456789012"
 
 
 class PublishedEnvelope(BaseModel):
@@ -78,31 +77,6 @@ class _CatalogJsonSchema(GenerateJsonSchema):
             json_schema.setdefault("pattern", r"\S")
         return json_schema
 
-
-@dataclass(frozen=True)
-class Example:
-    """A named example event; ``recording`` names the recorded event it is a copy of."""
-
-    name: str
-    summary: str
-    recording: str | None  # path under tests/data/serverlesspresso-events in the repository
-    envelope: dict[str, Any]
-
-
-def _recorded_examples() -> dict[Role, tuple[Example, ...]]:
-    """The recorded examples shipped in ``service/tools/catalog/examples/`` (index.json lists them)."""
-    folder = resources.files("service.tools.catalog") / "examples"
-    index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    examples: dict[Role, list[Example]] = {role: [] for role in Role}
-    for entry in index:
-        envelope = json.loads((folder / entry["file"]).read_text(encoding="utf-8"))
-        examples[Role(entry["role"])].append(
-            Example(entry["name"], entry["summary"], entry["recording"], envelope)
-        )
-    return {role: tuple(found) for role, found in examples.items()}
-
-
-RECORDED_EXAMPLES: Final[dict[Role, tuple[Example, ...]]] = _recorded_examples()
 
 _ROLE_TEXT: Final = {
     Role.SUBMITTED: {
@@ -232,71 +206,6 @@ def published_schema(settings: Settings) -> dict[str, Any]:
             "published by wait-times whenever that key's window changes."
         ),
     }
-
-
-def published_examples(settings: Settings) -> list[Example]:
-    """Realistic published envelopes; the first is what replaying the recording gives."""
-
-    def envelope(event_id: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": "0",
-            "id": event_id,
-            "detail-type": AVERAGE_DETAIL_TYPE,
-            "source": settings.source,
-            "account": EXAMPLE_ACCOUNT,
-            "time": time,
-            "region": "us-west-2",
-            "resources": [],
-            "detail": {**detail, "window": settings.window_size, "updatedAt": time},
-        }
-
-    return [
-        Example(
-            "flatWhiteNYC",
-            "Two Flat Whites at NYC (21 s and 25 s), as replaying the recorded traffic gives",
-            None,
-            envelope(
-                "0c4a1e55-7b3f-4d8e-9a61-5f2e8d3c7b10",
-                "2022-10-14T13:01:55Z",
-                {
-                    "eventId": "NYC",
-                    "drink": "Flat White",
-                    "duration": 23.0,
-                    "samples": 2,
-                    "version": 2,
-                },
-            ),
-        ),
-        Example(
-            "noOrderCounts",
-            "The only completed Americano was then cancelled: nothing counts, duration is null",
-            None,
-            envelope(
-                "9e2b7c41-3d5a-4f08-8c6e-1a4b2d9f0e37",
-                "2022-10-14T13:04:02Z",
-                {
-                    "eventId": "NYC",
-                    "drink": "Americano",
-                    "duration": None,
-                    "samples": 0,
-                    "version": 2,
-                },
-            ),
-        ),
-    ]
-
-
-def consumed_examples(role: Role, settings: Settings) -> list[Example]:
-    """The recorded examples of a role, on the configured source."""
-    return [
-        Example(
-            example.name,
-            example.summary,
-            example.recording,
-            {**copy.deepcopy(example.envelope), "source": settings.source},
-        )
-        for example in RECORDED_EXAMPLES[role]
-    ]
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
@@ -450,91 +359,52 @@ def to_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
-_PLAIN_KEY: Final = re.compile(r"[A-Za-z$_][A-Za-z0-9$_.-]*")
-_PLAIN_VALUE: Final = re.compile(r"[A-Za-z][A-Za-z0-9_./-]*")
-# Words YAML 1.1 (PyYAML) or 1.2 resolves to something other than a string.
-_YAML_WORDS: Final = frozenset(
-    {"y", "yes", "n", "no", "on", "off", "true", "false", "null", "nan", "inf"}
+class _CatalogDumper(yaml.SafeDumper):
+    """PyYAML's safe dumper, without anchors and aliases: a repeated object is written again."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        """Every node is written in full, so the file reads without resolving ``*id001``."""
+        return True
+
+
+# Numbers in YAML 1.2 (the AsyncAPI tools' parser) that PyYAML's YAML 1.1 rules read as
+# strings ("1e3", "0o17", ".5"): resolving them as numbers here makes the dumper quote such
+# strings, so YAML 1.1 and 1.2 parsers read the file alike.
+_YAML12_NUMBER: Final = re.compile(
+    r"(?:[-+]?(?:[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+"  # integers
+    r"|(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"  # floats
+    r"|\.inf|\.Inf|\.INF)|\.nan|\.NaN|\.NAN)\Z"
+)
+_CatalogDumper.add_implicit_resolver(
+    "tag:yaml.org,2002:float", _YAML12_NUMBER, list("-+0123456789.")
 )
 
 
-def _yaml_string(text: str, plain: re.Pattern[str]) -> str:
-    if plain.fullmatch(text) and text.lower() not in _YAML_WORDS:
-        return text
-    out = ['"']
-    for char in text:
-        code = ord(char)
-        if char in '"\\':
-            out.append("\\" + char)
-        elif 0x20 <= code < 0x7F:
-            out.append(char)
-        elif char == "\n":
-            out.append("\\n")
-        elif code <= 0xFF:
-            out.append(f"\\x{code:02x}")
-        elif code <= 0xFFFF:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
+def _represent_finite_float(dumper: _CatalogDumper, value: float) -> yaml.ScalarNode:
+    """A float as PyYAML writes it; NaN and infinities have no JSON form, so they are refused."""
+    if not math.isfinite(value):
+        raise ValueError(f"{value!r} has no portable YAML form")
+    return dumper.represent_float(value)
 
 
-def _yaml_scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise ValueError(f"{value!r} has no portable YAML form")
-        return json.dumps(value)
-    if isinstance(value, str):
-        return _yaml_string(value, _PLAIN_VALUE)
-    if isinstance(value, dict) and not value:
-        return "{}"
-    if isinstance(value, list) and not value:
-        return "[]"
-    raise TypeError(f"cannot write {type(value).__name__} as YAML")
-
-
-def _yaml_lines(value: Any, indent: int) -> list[str]:
-    pad = " " * indent
-    if isinstance(value, dict) and value:
-        lines = []
-        for key in sorted(value):
-            if not isinstance(key, str):
-                raise TypeError(f"YAML keys must be strings, not {key!r}")
-            item = value[key]
-            name = _yaml_string(key, _PLAIN_KEY)
-            if isinstance(item, dict | list) and item:
-                lines.append(f"{pad}{name}:")
-                lines.extend(_yaml_lines(item, indent + 2))
-            else:
-                lines.append(f"{pad}{name}: {_yaml_scalar(item)}")
-        return lines
-    if isinstance(value, list) and value:
-        lines = []
-        for item in value:
-            if isinstance(item, dict | list) and item:
-                nested = _yaml_lines(item, indent + 2)
-                lines.append(f"{pad}- {nested[0][indent + 2 :]}")
-                lines.extend(nested[1:])
-            else:
-                lines.append(f"{pad}- {_yaml_scalar(item)}")
-        return lines
-    return [pad + _yaml_scalar(value)]
+_CatalogDumper.add_representer(float, _represent_finite_float)
 
 
 def to_yaml(value: Any) -> str:
     """Block-style YAML of JSON-like data, readable by YAML 1.1 and 1.2 parsers alike.
 
-    Keys are sorted; strings are plain only when no parser could read them as anything
-    else, otherwise double-quoted with ASCII escapes. PyYAML is a test-only dependency.
+    PyYAML's safe dumper with sorted keys and no line folding, so the text is stable. A
+    string is quoted whenever a YAML 1.1 or 1.2 parser could read it as anything else, so
+    ``yaml.safe_load`` gives the data back.
     """
-    return "\n".join(_yaml_lines(value, 0)) + "\n"
+    return yaml.dump(
+        value,
+        Dumper=_CatalogDumper,
+        sort_keys=True,
+        allow_unicode=True,
+        default_flow_style=False,
+        width=math.inf,
+    )
 
 
 def build_catalog(settings: Settings) -> dict[str, str]:
@@ -545,7 +415,7 @@ def build_catalog(settings: Settings) -> dict[str, str]:
     }
     files[PUBLISHED_SCHEMA_FILE] = to_json(published_schema(settings))
     files[ASYNCAPI_FILE] = (
-        "# Generated by `wait-times schema` from service/catalog.py; do not edit.\n"
+        "# Generated by `wait-times schema` from service/tools/catalog/generator.py; do not edit.\n"
         + to_yaml(asyncapi_document(settings))
     )
     return dict(sorted(files.items()))

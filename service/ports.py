@@ -1,0 +1,166 @@
+"""The ports: what the worker needs from the world, as Protocols, and the values they pass.
+
+The worker is written against these; the AWS adapters (``service.aws``) implement them for
+production, in-memory fakes (``tests/fakes.py``) for fast tests, and ``service.metrics``
+implements the observer. Every method that talks to AWS raises only the service's own
+errors (``service.errors``): ``DependencyError`` (with ``retriable``) or
+``ConfigurationError``; the worker decides what to retry from that alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from service.core.events import DrinkAverageTime
+from service.core.pairing import OrderRecord
+from service.core.window import Window, WindowEntry, WindowKey
+from service.errors import WaitTimesError
+
+SQS_BATCH_LIMIT = 10  # messages per receive, entries per delete or visibility batch
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One received message."""
+
+    message_id: str
+    receipt_handle: str
+    body: str
+    receive_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowState:
+    """A window as last written, with its version (rises with every change, across workers)."""
+
+    window: Window
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class WindowChange:
+    """The result of merging entries into a stored window: ``changed`` if this call wrote it."""
+
+    key: WindowKey
+    state: WindowState
+    changed: bool
+
+
+class OrderQueue(Protocol):
+    """Where messages come from (SQS in production). At-least-once: anything not deleted
+    comes back after ``visibility_timeout`` seconds."""
+
+    visibility_timeout: int
+
+    async def receive(self, wait_seconds: int | None = None) -> list[Message]:
+        """Up to ``SQS_BATCH_LIMIT`` messages, waiting up to ``wait_seconds`` for the first
+        (None: the queue's long poll; 0: only what is waiting). Empty when none came."""
+        ...
+
+    async def is_drained(self) -> bool:
+        """True when no message is waiting and none is in flight anywhere (burst mode)."""
+        ...
+
+    async def delete(self, messages: Sequence[Message]) -> int:
+        """Delete messages whose effect is durable; returns how many the queue confirmed. A
+        stale receipt (another receiver has the message now) is not an error."""
+        ...
+
+    async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
+        """Keep messages invisible for ``seconds`` more (a heartbeat), or 0: release them now."""
+        ...
+
+
+class OrderStore(Protocol):
+    """Where order records and windows are kept durably (DynamoDB in production).
+
+    Both methods are joins: repeating them, in any order, from any number of workers,
+    converges on the same state.
+    """
+
+    @property
+    def cached_windows(self) -> int:
+        """How many windows this process holds in memory."""
+        ...
+
+    async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
+        """Join each record (distinct order ids) into its stored record durably; returns the
+        stored records after the join, by order id, read after this write."""
+        ...
+
+    async def merge_all(
+        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+    ) -> list[WindowChange]:
+        """Join entries into their keys' stored windows durably (one change per key)."""
+        ...
+
+
+class AveragePublisher(Protocol):
+    """Where averages go (EventBridge in production)."""
+
+    async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
+        """Publish every detail, or raise: nothing is silently dropped."""
+        ...
+
+
+class Observer(Protocol):
+    """Everything the worker and the adapters report: metrics, readiness. One seam."""
+
+    def flush_started(self, messages: int, redelivered: int) -> None:
+        """A flush of ``messages`` received messages (``redelivered`` of them seen before)."""
+        ...
+
+    def flush_finished(
+        self,
+        *,
+        processed: int,
+        ignored: int,
+        deleted: int,
+        seconds: float,
+        windows_tracked: int,
+        pending_orders: int,
+    ) -> None:
+        """A flush made its effects durable, published and deleted its messages."""
+        ...
+
+    def poison(self, reason: str) -> None:
+        """A message is on its way to the dead-letter queue (reported once per message)."""
+        ...
+
+    def anomaly(self, kind: str) -> None:
+        """A paired order whose wait is never averaged."""
+        ...
+
+    def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
+        """A key's average went out on the bus."""
+        ...
+
+    def visibility_extended(self) -> None:
+        """A heartbeat kept a slow flush's messages invisible."""
+        ...
+
+    def aws_call(self, service: str, operation: str) -> None:
+        """An API request was sent (botocore's own retries included)."""
+        ...
+
+    def items(self, operation: str, count: int) -> None:
+        """A DynamoDB call wrote or read ``count`` items."""
+        ...
+
+    def window_conflict(self) -> None:
+        """A conditional window write lost to another writer and was merged again."""
+        ...
+
+    def events_published(self, accepted: int, refused: int) -> None:
+        """A PutEvents call: entries accepted and refused (refused ones are sent again)."""
+        ...
+
+    def retrying(self, stage: str, error: WaitTimesError) -> None:
+        """A dependency failed and the worker will try ``stage`` again: not ready."""
+        ...
+
+    def dependencies_ok(self) -> None:
+        """Dependencies answered: ready."""
+        ...

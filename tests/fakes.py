@@ -1,0 +1,655 @@
+"""In-memory fakes of the worker's ports (``service.ports``) and a recording observer.
+
+They behave like the real endpoints in what the worker relies on, with no I/O, so worker
+tests run in milliseconds:
+
+- ``FakeQueue``: SQS semantics: receive counts, a new receipt handle per receive,
+  visibility (on an injectable clock that tests can ``advance``), a redrive policy into
+  ``dlq``, stale receipt handles ignored.
+- ``FakeStore``: DynamoDB semantics on the pure core: order records joined like the
+  ``if_not_exists`` update (``service.aws.items.order_update``), windows with versions and
+  conditional writes, a per-process cache, and another writer on demand (``bump``).
+- ``RecordingPublisher``: records every published average.
+- ``RecordingObserver``: records every report, and readiness.
+
+The three ports share one ``Journal`` (every call, in order, failed ones included), so a
+test can assert the order of a flush across them. Each port can be made to fail
+(``fail``) or to block until released (``hold``), per operation.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import anyio
+from anyio.lowlevel import checkpoint
+
+from service.core.events import DrinkAverageTime
+from service.core.pairing import OrderRecord
+from service.core.window import Window, WindowEntry, WindowKey
+from service.errors import DependencyError, WaitTimesError
+from service.ports import SQS_BATCH_LIMIT, Message, Observer, WindowChange, WindowState
+
+MAX_CONFLICT_ROUNDS = 50  # as DynamoStore: lost races before contention counts as a failure
+
+
+def key_name(key: WindowKey) -> str:
+    """How a window key appears in the journal: ``tenant/drink``."""
+    return f"{key[0]}/{key[1]}"
+
+
+class Journal:
+    """Every call the fakes sharing it received, in order.
+
+    An entry is ``(operation, subjects)``: message ids for the queue, order ids for
+    ``apply``, ``tenant/drink`` keys for ``merge``, ``tenant/drink@version`` for
+    ``publish``. A call that failed before its effect is recorded as ``<operation>:failed``;
+    one whose effect landed but whose answer was lost as ``<operation>:lost``.
+    """
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, tuple[str, ...]]] = []
+
+    def record(self, operation: str, subjects: Iterable[str] = ()) -> None:
+        """Append one call."""
+        self.entries.append((operation, tuple(subjects)))
+
+    def operations(self, *only: str) -> list[str]:
+        """The operations in order; with ``only``, just those (and their failed/lost forms)."""
+        names = [operation for operation, _ in self.entries]
+        if not only:
+            return names
+        return [name for name in names if name.split(":")[0] in only]
+
+    def subjects(self, operation: str) -> list[tuple[str, ...]]:
+        """The subjects of every call of exactly ``operation``, in order."""
+        return [subjects for name, subjects in self.entries if name == operation]
+
+    def index(self, operation: str) -> int:
+        """Position of the first call of exactly ``operation`` (ValueError when none)."""
+        return self.operations().index(operation)
+
+
+class Gate:
+    """Holds the next call of an operation until ``release()``; ``entered`` says it arrived."""
+
+    def __init__(self) -> None:
+        self.entered = anyio.Event()
+        self._released = anyio.Event()
+
+    def release(self) -> None:
+        """Let the held call proceed (later calls were never held)."""
+        self._released.set()
+
+    async def wait(self) -> None:
+        """Called by the fake: mark the call as arrived and block until released."""
+        self.entered.set()
+        await self._released.wait()
+
+
+@dataclass
+class _Fault:
+    error: Exception | None  # None: a fresh retriable DependencyError each time
+    remaining: int | None  # None: until cleared
+    after_effect: bool
+
+
+class Injections:
+    """Failures and holds planned per operation, shared by the fakes' base class."""
+
+    def __init__(self, component: str, journal: Journal) -> None:
+        self.component = component
+        self.journal = journal
+        self._faults: dict[str, _Fault] = {}
+        self._gates: dict[str, Gate] = {}
+        self.failures: Counter[str] = Counter()  # injected failures raised, per operation
+
+    def fail(
+        self,
+        operation: str,
+        times: int | None = 1,
+        error: Exception | None = None,
+        *,
+        after_effect: bool = False,
+    ) -> None:
+        """Make the next ``times`` calls of ``operation`` raise ``error`` (default: a retriable
+        DependencyError); ``times=None`` until ``clear``. With ``after_effect`` the call
+        takes effect first and then raises: a write that landed but whose answer was lost."""
+        self._faults[operation] = _Fault(error, times, after_effect)
+
+    def clear(self, operation: str) -> None:
+        """Stop failing ``operation``."""
+        self._faults.pop(operation, None)
+
+    def hold(self, operation: str) -> Gate:
+        """Block the next call of ``operation`` until the returned gate is released."""
+        gate = self._gates[operation] = Gate()
+        return gate
+
+    async def enter(self, operation: str, subjects: Sequence[str]) -> None:
+        """Before a call's effect: wait at a gate, raise a planned failure."""
+        gate = self._gates.pop(operation, None)
+        if gate is not None:
+            await gate.wait()
+        else:
+            await checkpoint()
+        error = self._take(operation, after_effect=False)
+        if error is not None:
+            self.journal.record(f"{operation}:failed", subjects)
+            raise error
+
+    def leave(self, operation: str, subjects: Sequence[str]) -> None:
+        """After a call's effect: journal it, or raise a planned lost answer."""
+        error = self._take(operation, after_effect=True)
+        if error is not None:
+            self.journal.record(f"{operation}:lost", subjects)
+            raise error
+        self.journal.record(operation, subjects)
+
+    def _take(self, operation: str, *, after_effect: bool) -> Exception | None:
+        """The planned error of this call, if any (one use of the fault spent)."""
+        fault = self._faults.get(operation)
+        if fault is None or fault.after_effect != after_effect:
+            return None
+        if fault.remaining is not None:
+            fault.remaining -= 1
+            if fault.remaining <= 0:
+                del self._faults[operation]
+        self.failures[operation] += 1
+        if fault.error is not None:
+            return fault.error
+        return DependencyError(
+            f"injected failure of {self.component}.{operation}",
+            operation=f"{self.component}.{operation}",
+            code="Injected",
+            retriable=True,
+        )
+
+
+class Injectable:
+    """What every fake port offers tests: a journal, failures and holds per operation."""
+
+    def __init__(self, component: str, journal: Journal | None) -> None:
+        self.journal = journal if journal is not None else Journal()
+        self.injections = Injections(component, self.journal)
+
+    def fail(
+        self,
+        operation: str,
+        times: int | None = 1,
+        error: Exception | None = None,
+        *,
+        after_effect: bool = False,
+    ) -> None:
+        """Make the next ``times`` calls of ``operation`` fail (see ``Injections.fail``)."""
+        self.injections.fail(operation, times, error, after_effect=after_effect)
+
+    def clear(self, operation: str) -> None:
+        """Stop failing ``operation``."""
+        self.injections.clear(operation)
+
+    def hold(self, operation: str) -> Gate:
+        """Block the next call of ``operation`` until the gate is released."""
+        return self.injections.hold(operation)
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+
+@dataclass
+class QueuedMessage:
+    """A message as the fake queue keeps it."""
+
+    message_id: str
+    body: str
+    receive_count: int = 0
+    receipt_handle: str | None = None  # the latest receive's; older ones are stale
+    visible_at: float = 0.0
+
+
+class FakeQueue(Injectable):
+    """The OrderQueue port in memory, with SQS's semantics where the worker relies on them.
+
+    - ``receive`` hands out up to ten visible messages, oldest first, each with its receive
+      count raised and a new receipt handle, invisible for ``visibility_timeout`` seconds.
+    - With a ``max_receive_count`` (the redrive policy), a message already received that
+      many times is moved to ``dlq`` instead of being handed out again.
+    - ``delete`` and ``change_visibility`` act only on a message's latest receipt handle;
+      stale ones are ignored, as SQS does when another receiver has the message now.
+    - Time is ``clock()`` (default: the event loop's clock) plus whatever tests ``advance``,
+      so a visibility timeout can pass without waiting for it. A long poll waits at most
+      ``poll_seconds`` of real time for a message, so an idle worker never holds a test up.
+
+    Operations for ``fail``/``hold``: ``receive``, ``is_drained``, ``delete``,
+    ``change_visibility``. Journal entries: ``receive`` (only when messages came back),
+    ``delete``, ``release`` (visibility 0) and ``extend`` (a heartbeat).
+    """
+
+    def __init__(
+        self,
+        *,
+        visibility_timeout: int = 30,
+        max_receive_count: int | None = 3,
+        poll_seconds: float = 0.05,
+        journal: Journal | None = None,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> None:
+        super().__init__("sqs", journal)
+        self.visibility_timeout = visibility_timeout
+        self.max_receive_count = max_receive_count
+        self.poll_seconds = poll_seconds
+        self.clock = clock
+        self.offset = 0.0
+        self.messages: dict[str, QueuedMessage] = {}  # waiting or in flight, in send order
+        self.dlq: list[QueuedMessage] = []
+        self.deleted: list[str] = []  # message ids, in order of deletion
+        self._ids = itertools.count(1)
+        self._handles = itertools.count(1)
+
+    # -- for tests -----------------------------------------------------------------
+
+    def now(self) -> float:
+        """The queue's current time."""
+        return self.clock() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        """Let ``seconds`` pass for visibility timeouts, at once."""
+        self.offset += seconds
+
+    def send(self, body: str, message_id: str | None = None) -> str:
+        """Enqueue a message, visible at once; returns its id."""
+        message_id = message_id or f"m{next(self._ids)}"
+        self.messages[message_id] = QueuedMessage(message_id, body, visible_at=self.now())
+        return message_id
+
+    def visible(self) -> list[QueuedMessage]:
+        """Messages a receive would hand out now."""
+        now = self.now()
+        return [m for m in self.messages.values() if m.visible_at <= now]
+
+    def in_flight(self) -> list[QueuedMessage]:
+        """Messages received and not yet visible again."""
+        now = self.now()
+        return [m for m in self.messages.values() if m.visible_at > now]
+
+    # -- the port ------------------------------------------------------------------
+
+    async def receive(self, wait_seconds: int | None = None) -> list[Message]:
+        """Up to ten visible messages; waits (briefly, see the class) when none is."""
+        await self.injections.enter("receive", ())
+        wait = self.poll_seconds if wait_seconds is None else min(wait_seconds, self.poll_seconds)
+        deadline = anyio.current_time() + wait
+        while True:
+            received = self._take_visible()
+            if received or anyio.current_time() >= deadline:
+                break
+            await anyio.sleep(min(0.01, max(deadline - anyio.current_time(), 0.0)))
+        if received:
+            self.injections.leave("receive", [m.message_id for m in received])
+        return received
+
+    def _take_visible(self) -> list[Message]:
+        received: list[Message] = []
+        for queued in self.visible():
+            if len(received) == SQS_BATCH_LIMIT:
+                break
+            if (
+                self.max_receive_count is not None
+                and queued.receive_count >= self.max_receive_count
+            ):
+                del self.messages[queued.message_id]
+                self.dlq.append(queued)
+                continue
+            queued.receive_count += 1
+            queued.receipt_handle = f"{queued.message_id}/{next(self._handles)}"
+            queued.visible_at = self.now() + self.visibility_timeout
+            received.append(
+                Message(queued.message_id, queued.receipt_handle, queued.body, queued.receive_count)
+            )
+        return received
+
+    async def is_drained(self) -> bool:
+        """True when no message is waiting or in flight."""
+        await self.injections.enter("is_drained", ())
+        return not self.messages
+
+    def _current(self, messages: Sequence[Message]) -> list[QueuedMessage]:
+        """The queued messages these receipts still designate (distinct; stale ones left out)."""
+        found: dict[str, QueuedMessage] = {}
+        for message in messages:
+            queued = self.messages.get(message.message_id)
+            if queued is not None and queued.receipt_handle == message.receipt_handle:
+                found[queued.message_id] = queued
+        return list(found.values())
+
+    async def delete(self, messages: Sequence[Message]) -> int:
+        """Delete the messages whose receipt is current; returns how many were."""
+        ids = [m.message_id for m in messages]
+        await self.injections.enter("delete", ids)
+        current = self._current(messages)
+        for queued in current:
+            del self.messages[queued.message_id]
+            self.deleted.append(queued.message_id)
+        self.injections.leave("delete", ids)
+        return len(current)
+
+    async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
+        """Make messages visible ``seconds`` from now (0: at once); stale receipts ignored."""
+        operation = "release" if seconds == 0 else "extend"
+        ids = [m.message_id for m in messages]
+        await self.injections.enter("change_visibility", ids)
+        for queued in self._current(messages):
+            queued.visible_at = self.now() + seconds
+        self.journal.record(operation, ids)
+
+
+# -- the store ---------------------------------------------------------------------------
+
+
+def join_record(stored: OrderRecord, incoming: OrderRecord, expires_at: int) -> OrderRecord:
+    """``incoming`` joined into ``stored`` as the DynamoDB update does it
+    (``service.aws.items.order_update``): every attribute ``if_not_exists``, so the first
+    stored submission (tenant, drink, time) and completion win; a cancellation is sticky;
+    the expiry is set once."""
+    tenant, drink, submitted_at = stored.tenant, stored.drink, stored.submitted_at
+    if incoming.submitted_at is not None:
+        tenant = tenant if tenant is not None else incoming.tenant or ""
+        drink = drink if drink is not None else incoming.drink or ""
+        submitted_at = submitted_at if submitted_at is not None else incoming.submitted_at
+    return OrderRecord(
+        order_id=stored.order_id,
+        tenant=tenant,
+        drink=drink,
+        submitted_at=submitted_at,
+        completed_at=(
+            stored.completed_at if stored.completed_at is not None else incoming.completed_at
+        ),
+        cancelled=stored.cancelled or incoming.cancelled,
+        expires_at=stored.expires_at if stored.expires_at is not None else expires_at,
+    )
+
+
+class FakeStore(Injectable):
+    """The OrderStore port in memory, on the pure core, with DynamoStore's semantics.
+
+    - ``records``: order records, each call's records joined in with ``join_record``.
+    - ``windows``: the durable windows with their versions. ``merge_all`` starts from this
+      process's cache (``cached``; the durable copy for a key not cached), proposes each
+      changed window at version + 1 and writes them all only if every expected version
+      still holds (a transaction); keys that lost are re-read, joined and proposed again.
+    - ``bump(key, entries)``: another writer changes a stored window (version + 1) behind
+      this process's cache, so the next merge of that key must re-read and join.
+
+    Operations for ``fail``/``hold``: ``apply``, ``merge``. A lost answer on ``merge``
+    (``after_effect``) leaves the windows written but the cache stale, as a timed-out
+    write does. Journal entries: ``apply`` (order ids), ``merge`` (keys), ``bump``.
+    """
+
+    def __init__(
+        self,
+        *,
+        window_size: int = 10,
+        ttl_seconds: int = 86400,
+        journal: Journal | None = None,
+        observer: Observer | None = None,
+    ) -> None:
+        super().__init__("dynamodb", journal)
+        self.window_size = window_size
+        self.ttl_seconds = ttl_seconds
+        self.observer = observer
+        self.records: dict[str, OrderRecord] = {}
+        self.windows: dict[WindowKey, WindowState] = {}
+        self.cached: dict[WindowKey, WindowState] = {}
+        self.conflicts = 0
+
+    # -- for tests -----------------------------------------------------------------
+
+    def window(self, key: WindowKey) -> WindowState:
+        """The durable window of a key (empty at version 0 when none)."""
+        return self.windows.get(key) or WindowState(Window(self.window_size), 0)
+
+    def bump(self, key: WindowKey, entries: Iterable[WindowEntry] = ()) -> WindowState:
+        """Another writer merges ``entries`` into a stored window: its version rises."""
+        stored = self.window(key)
+        state = WindowState(stored.window.merge(tuple(entries)), stored.version + 1)
+        self.windows[key] = state
+        self.journal.record("bump", [key_name(key)])
+        return state
+
+    # -- the port ------------------------------------------------------------------
+
+    @property
+    def cached_windows(self) -> int:
+        """How many windows this process holds in memory."""
+        return len(self.cached)
+
+    async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
+        """Join each record into its stored record; the stored records after the join."""
+        if not records:
+            return {}  # as DynamoStore: no call at all
+        ids = [r.order_id for r in records]
+        assert len(set(ids)) == len(ids), "apply_all takes distinct order ids"
+        await self.injections.enter("apply", ids)
+        expires_at = now + self.ttl_seconds
+        joined: dict[str, OrderRecord] = {}
+        for record in records:
+            stored = self.records.get(record.order_id) or OrderRecord(record.order_id)
+            joined[record.order_id] = self.records[record.order_id] = join_record(
+                stored, record, expires_at
+            )
+        self.injections.leave("apply", ids)
+        return joined
+
+    async def merge_all(
+        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+    ) -> list[WindowChange]:
+        """Join entries into the stored windows with conditional, versioned writes."""
+        if not entries:
+            return []
+        keys = [key_name(key) for key in entries]
+        await self.injections.enter("merge", keys)
+        states = {key: self.cached.get(key) or self.window(key) for key in entries}
+        changed: set[WindowKey] = set()
+        for _ in range(MAX_CONFLICT_ROUNDS):
+            proposals: dict[WindowKey, WindowState] = {}
+            for key, batch in entries.items():
+                merged = states[key].window.merge(tuple(batch))
+                if merged is not states[key].window:
+                    proposals[key] = WindowState(merged, states[key].version + 1)
+            if not proposals:
+                break
+            lost = [key for key in proposals if self.window(key).version != states[key].version]
+            if lost:  # the transaction is cancelled: re-read the losers, join again
+                for key in lost:
+                    self.conflicts += 1
+                    if self.observer is not None:
+                        self.observer.window_conflict()
+                    states[key] = self.window(key)
+                continue
+            for key, state in proposals.items():
+                self.windows[key] = states[key] = state
+                changed.add(key)
+        else:
+            raise DependencyError(
+                "window writes lost too many races", operation="fake.merge", code="Contention"
+            )
+        self.injections.leave("merge", keys)  # a lost answer leaves the cache stale
+        for key in entries:
+            self.cached[key] = states[key]
+        return [WindowChange(key, states[key], key in changed) for key in entries]
+
+
+# -- the publisher -----------------------------------------------------------------------
+
+
+class RecordingPublisher(Injectable):
+    """The AveragePublisher port in memory: keeps every detail it was asked to publish.
+
+    ``published``: every detail accepted, in order; ``batches``: one list per call.
+    Operation for ``fail``/``hold``: ``publish``. Journal entry: ``publish`` with
+    ``tenant/drink@version`` per detail.
+    """
+
+    def __init__(self, *, journal: Journal | None = None) -> None:
+        super().__init__("events", journal)
+        self.published: list[DrinkAverageTime] = []
+        self.batches: list[list[DrinkAverageTime]] = []
+
+    async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
+        """Record every detail, or raise an injected failure (nothing recorded then)."""
+        subjects = [f"{d.eventId}/{d.drink}@{d.version}" for d in details]
+        await self.injections.enter("publish", subjects)
+        self.published.extend(details)
+        self.batches.append(list(details))
+        self.injections.leave("publish", subjects)
+
+    def latest(self, key: WindowKey) -> DrinkAverageTime:
+        """The last detail published for a key (AssertionError when none)."""
+        for detail in reversed(self.published):
+            if (detail.eventId, detail.drink) == key:
+                return detail
+        raise AssertionError(f"nothing published for {key_name(key)}")
+
+
+# -- the observer ------------------------------------------------------------------------
+
+
+@dataclass
+class RecordingObserver:
+    """The Observer port in memory: counts every report and keeps its arguments.
+
+    ``counts``: calls per method name; ``calls``: every call in order, with its arguments.
+    ``ready`` follows ``retrying`` (False) and ``dependencies_ok`` (True); ``readiness``
+    is the value after each of those calls.
+    """
+
+    counts: Counter[str] = field(default_factory=Counter)
+    calls: list[tuple[str, dict[str, object]]] = field(default_factory=list)
+    ready: bool = True
+    readiness: list[bool] = field(default_factory=list)
+    poisoned: list[str] = field(default_factory=list)
+    anomalies: list[str] = field(default_factory=list)
+    averages: list[tuple[WindowKey, float | None, int]] = field(default_factory=list)
+    retries: list[tuple[str, WaitTimesError]] = field(default_factory=list)
+    flushes: list[dict[str, object]] = field(default_factory=list)
+
+    def _record(self, method: str, **arguments: object) -> None:
+        self.counts[method] += 1
+        self.calls.append((method, arguments))
+
+    def flush_started(self, messages: int, redelivered: int) -> None:
+        """Record a flush's start."""
+        self._record("flush_started", messages=messages, redelivered=redelivered)
+
+    def flush_finished(
+        self,
+        *,
+        processed: int,
+        ignored: int,
+        deleted: int,
+        seconds: float,
+        windows_tracked: int,
+        pending_orders: int,
+    ) -> None:
+        """Record what a flush did."""
+        arguments: dict[str, object] = {
+            "processed": processed,
+            "ignored": ignored,
+            "deleted": deleted,
+            "seconds": seconds,
+            "windows_tracked": windows_tracked,
+            "pending_orders": pending_orders,
+        }
+        self.flushes.append(arguments)
+        self._record("flush_finished", **arguments)
+
+    def poison(self, reason: str) -> None:
+        """Record a message on its way to the dead-letter queue."""
+        self.poisoned.append(reason)
+        self._record("poison", reason=reason)
+
+    def anomaly(self, kind: str) -> None:
+        """Record an order whose wait is never averaged."""
+        self.anomalies.append(kind)
+        self._record("anomaly", kind=kind)
+
+    def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
+        """Record a published average."""
+        self.averages.append((key, duration, samples))
+        self._record("average_published", key=key, duration=duration, samples=samples)
+
+    def visibility_extended(self) -> None:
+        """Record a heartbeat."""
+        self._record("visibility_extended")
+
+    def aws_call(self, service: str, operation: str) -> None:
+        """Record an API request."""
+        self._record("aws_call", service=service, operation=operation)
+
+    def items(self, operation: str, count: int) -> None:
+        """Record DynamoDB items written or read."""
+        self._record("items", operation=operation, count=count)
+
+    def window_conflict(self) -> None:
+        """Record a lost window race."""
+        self._record("window_conflict")
+
+    def events_published(self, accepted: int, refused: int) -> None:
+        """Record a PutEvents result."""
+        self._record("events_published", accepted=accepted, refused=refused)
+
+    def retrying(self, stage: str, error: WaitTimesError) -> None:
+        """Record a retry: not ready."""
+        self.retries.append((stage, error))
+        self.ready = False
+        self.readiness.append(False)
+        self._record("retrying", stage=stage, error=error)
+
+    def dependencies_ok(self) -> None:
+        """Record that dependencies answered: ready."""
+        self.ready = True
+        self.readiness.append(True)
+        self._record("dependencies_ok")
+
+    def stages_retried(self) -> list[str]:
+        """The stage of every retry, in order."""
+        return [stage for stage, _ in self.retries]
+
+
+@dataclass
+class Fakes:
+    """The three fake ports and an observer sharing one journal, ready for a Worker."""
+
+    journal: Journal
+    queue: FakeQueue
+    store: FakeStore
+    publisher: RecordingPublisher
+    observer: RecordingObserver
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        visibility_timeout: int = 30,
+        max_receive_count: int | None = 3,
+        window_size: int = 10,
+        clock: Callable[[], float] = anyio.current_time,
+    ) -> Fakes:
+        """Fresh fakes sharing one journal; the store reports window conflicts to the observer."""
+        journal = Journal()
+        observer = RecordingObserver()
+        return cls(
+            journal=journal,
+            queue=FakeQueue(
+                visibility_timeout=visibility_timeout,
+                max_receive_count=max_receive_count,
+                journal=journal,
+                clock=clock,
+            ),
+            store=FakeStore(window_size=window_size, journal=journal, observer=observer),
+            publisher=RecordingPublisher(journal=journal),
+            observer=observer,
+        )

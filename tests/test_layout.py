@@ -1,0 +1,96 @@
+"""The layout draws the architecture: one-way imports, a shallow stack, a worker free of adapters."""
+
+from __future__ import annotations
+
+import ast
+from functools import cache
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT
+
+pytestmark = pytest.mark.unit
+
+PACKAGE = ROOT / "service"
+# From the CLI down to the lowest module. Every import counts, module-level, TYPE_CHECKING
+# and the ones deferred into functions alike (the CLI defers the demo's): each is a floor
+# a reader walks down.
+MAX_FLOORS = 7
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+MODULES = {module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+@cache
+def imports_of(module: str) -> frozenset[str]:
+    """The service modules ``module`` imports, anywhere in it."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(MODULES[module].read_text())):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            names = [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+        else:
+            continue
+        found |= {name for name in names if name in MODULES and name != module}
+    return frozenset(found)
+
+
+@cache
+def floors(module: str) -> int:
+    """1 for a module importing no other service module, else 1 + its deepest import."""
+    return 1 + max((floors(m) for m in imports_of(module)), default=0)
+
+
+def closure(module: str) -> set[str]:
+    seen: set[str] = set()
+    todo = [module]
+    while todo:
+        for imported in imports_of(todo.pop()):
+            if imported not in seen:
+                seen.add(imported)
+                todo.append(imported)
+    return seen
+
+
+def deepest_chain(module: str) -> list[str]:
+    chain = [module]
+    while imports_of(chain[-1]):
+        chain.append(max(imports_of(chain[-1]), key=floors))
+    return chain
+
+
+def test_the_cli_stands_at_most_seven_floors_above_the_lowest_module() -> None:
+    assert floors("service.cli") <= MAX_FLOORS, " -> ".join(deepest_chain("service.cli"))
+    assert max(floors(m) for m in MODULES) <= MAX_FLOORS
+
+
+def test_the_worker_imports_no_adapter_and_no_tool_even_indirectly() -> None:
+    reached = closure("service.worker")
+    forbidden = sorted(m for m in reached if m.startswith(("service.aws", "service.tools")))
+    assert not forbidden, forbidden
+    assert {"service.ports", "service.core.events", "service.settings"} <= reached
+
+
+def test_the_core_and_the_ports_import_nothing_above_them() -> None:
+    for module in MODULES:
+        if module.startswith("service.core"):
+            assert closure(module) <= {m for m in MODULES if m.startswith("service.core")} | {
+                "service.errors"
+            }, module
+    assert not any(m.startswith(("service.aws", "service.tools")) for m in closure("service.ports"))
+
+
+def test_adapters_take_typed_clients() -> None:
+    for path in (PACKAGE / "aws").glob("*.py"):
+        text = path.read_text()
+        assert "client: Any" not in text, path.name
+        assert "client: object" not in text, path.name

@@ -1,0 +1,502 @@
+"""The worker on in-memory fakes of its ports (tests/fakes.py): the whole module in seconds.
+
+What a flush must keep (service/worker.py): write, merge, publish, and only then delete;
+ignored and duplicate messages are deleted, poison is released to the redrive policy and
+reported once; a redelivered message republishes its window; a lost window race is
+re-read and joined; dependency failures are retried (readiness false meanwhile), a
+non-retriable one leaves the messages to the visibility timeout, a configuration error
+stops the worker; heartbeats keep a slow flush invisible; a stop drains the flush in
+progress, or abandons it while a dependency keeps failing. What only a real endpoint can
+prove stays in the moto-backed tests (test_flush.py, test_end_to_end.py, reliability/).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import pytest
+
+from service.backoff import Backoff
+from service.core.events import SUBMITTED_DETAIL_TYPE
+from service.core.pairing import OrderRecord
+from service.core.window import WindowEntry, WindowKey
+from service.errors import ConfigurationError, DependencyError
+from service.settings import DEFAULT_SOURCE, Settings
+from service.worker import Worker
+from tests.fakes import Fakes, Injectable, join_record
+from tests.helpers import wait_until
+
+pytestmark = pytest.mark.unit
+
+T0 = 1_790_000_000  # event times: 2026-09-21
+NOW = T0 + 3600  # the worker's clock
+LATTE: WindowKey = ("NYC", "Latte")
+MOCHA: WindowKey = ("NYC", "Mocha")
+FLUSH = ["receive", "apply", "merge", "publish", "delete"]
+
+FAST: dict[str, Any] = {
+    "receive_wait_seconds": 0,
+    "visibility_timeout_seconds": 5,
+    "max_receive_count": 3,
+    "drain_seconds": 5.0,
+    "window_size": 10,
+}
+
+
+# -- building blocks ---------------------------------------------------------------------
+
+
+def stamp(at: int) -> str:
+    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def envelope(detail_type: str, detail: dict[str, Any], at: int = T0) -> str:
+    return json.dumps(
+        {
+            "id": f"{detail_type}-{detail.get('orderId')}-{at}",
+            "detail-type": detail_type,
+            "source": DEFAULT_SOURCE,
+            "time": stamp(at),
+            "detail": detail,
+        }
+    )
+
+
+def submitted(order_id: str, at: int, drink: str = "Latte", tenant: str = "NYC") -> str:
+    detail = {"orderId": order_id, "eventId": tenant, "drinkOrder": {"drink": drink}}
+    return envelope(SUBMITTED_DETAIL_TYPE, detail, at)
+
+
+def completed(order_id: str, at: int, tenant: str = "NYC") -> str:
+    return envelope(f"OrderManager.Order{tenant}-COMPLETED", {"orderId": order_id}, at)
+
+
+def send_order(fakes: Fakes, order_id: str, at: int, wait: int, drink: str = "Latte") -> list[str]:
+    """Both halves of an order on the queue; their message ids."""
+    return [
+        fakes.queue.send(submitted(order_id, at, drink)),
+        fakes.queue.send(completed(order_id, at + wait)),
+    ]
+
+
+def make_worker(fakes: Fakes, **overrides: Any) -> Worker:
+    settings = Settings(**{**FAST, **overrides})
+    return Worker(
+        fakes.queue,
+        fakes.store,
+        fakes.publisher,
+        settings,
+        fakes.observer,
+        max_receive_count=fakes.queue.max_receive_count,
+        clock=lambda: NOW,
+    )
+
+
+async def run_burst(worker: Worker) -> None:
+    await worker.run(burst=True)
+
+
+async def burst(worker: Worker, seconds: float = 2.0) -> None:
+    with anyio.fail_after(seconds):
+        await worker.run(burst=True)
+
+
+def leaves(error: BaseException) -> list[BaseException]:
+    """The exceptions inside (possibly nested) exception groups."""
+    if isinstance(error, BaseExceptionGroup):
+        return [leaf for inner in error.exceptions for leaf in leaves(inner)]
+    return [error]
+
+
+@pytest.fixture(autouse=True)
+def instant_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The worker's dependency retries without their backoff delays."""
+    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.0, cap=0.0))
+
+
+@pytest.fixture
+def fakes() -> Fakes:
+    return Fakes.create()
+
+
+# -- the fakes themselves ----------------------------------------------------------------
+
+
+async def test_the_fake_queue_redrives_and_ignores_stale_receipts() -> None:
+    fakes = Fakes.create(visibility_timeout=10, max_receive_count=2)
+    queue = fakes.queue
+    first_id = queue.send("a")
+    [first] = await queue.receive(0)
+    assert (first.message_id, first.receive_count) == (first_id, 1)
+    assert await queue.receive(0) == []  # in flight
+    queue.advance(10)
+    [second] = await queue.receive(0)
+    assert second.receive_count == 2
+    assert second.receipt_handle != first.receipt_handle
+    assert await queue.delete([first]) == 0  # stale: another receive holds it now
+    await queue.change_visibility([first], 0)  # stale: ignored
+    assert await queue.receive(0) == []
+    await queue.change_visibility([second], 0)
+    assert await queue.receive(0) == []  # received twice already: moved to the DLQ
+    assert [m.message_id for m in queue.dlq] == [first_id]
+    assert await queue.is_drained()
+
+
+def test_the_fake_store_joins_records_like_the_if_not_exists_update() -> None:
+    def record(**fields: Any) -> OrderRecord:
+        return OrderRecord("o1", **fields)
+
+    stored = join_record(record(), record(completed_at=T0 + 60), expires_at=100)
+    stored = join_record(stored, record(tenant="NYC", drink="Latte", submitted_at=T0), 200)
+    stored = join_record(stored, record(tenant="LDN", drink="Mocha", submitted_at=T0 - 5), 300)
+    stored = join_record(stored, record(cancelled=True), 400)
+    stored = join_record(stored, record(completed_at=T0 + 90), 500)
+    assert stored == OrderRecord("o1", "NYC", "Latte", T0, T0 + 60, True, 100)
+
+
+# -- a flush -----------------------------------------------------------------------------
+
+
+async def test_a_flush_writes_merges_publishes_and_only_then_deletes(fakes: Fakes) -> None:
+    ids = send_order(fakes, "o1", T0, 60) + send_order(fakes, "o2", T0 + 10, 120, "Mocha")
+    worker = make_worker(fakes)
+    publishing = fakes.publisher.hold("publish")
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, worker)
+            await publishing.entered.wait()
+            # Windows durable, publish under way: nothing may be deleted yet.
+            assert fakes.journal.operations() == ["receive", "apply", "merge"]
+            assert fakes.queue.deleted == []
+            assert fakes.store.window(LATTE).version == 1
+            publishing.release()
+    journal = fakes.journal
+    assert journal.operations() == FLUSH
+    assert journal.subjects("apply") == [("o1", "o2")]
+    assert sorted(journal.subjects("merge")[0]) == ["NYC/Latte", "NYC/Mocha"]
+    assert sorted(journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1"]
+    assert sorted(journal.subjects("delete")[0]) == sorted(ids)
+    assert sorted(fakes.queue.deleted) == sorted(ids)
+    assert not fakes.queue.messages
+    latte = fakes.publisher.latest(LATTE)
+    assert (latte.duration, latte.samples, latte.version, latte.window) == (60, 1, 1, 10)
+    assert fakes.publisher.latest(MOCHA).duration == 120
+    [flush] = fakes.observer.flushes
+    assert (flush["processed"], flush["ignored"], flush["deleted"]) == (4, 0, 4)
+    assert fakes.observer.counts["average_published"] == 2
+
+
+async def test_a_backlog_of_several_receives_is_one_flush(fakes: Fakes) -> None:
+    ids = [i for n in range(12) for i in send_order(fakes, f"o{n:02}", T0 + n, 30 + n)]
+    await burst(make_worker(fakes))
+    # 24 messages: receives of 10, 10 and 4, then one call of each kind for all of them.
+    assert fakes.journal.operations() == ["receive"] * 3 + FLUSH[1:]
+    assert len(fakes.journal.subjects("apply")[0]) == 12
+    assert sorted(fakes.journal.subjects("delete")[0]) == sorted(ids)
+    assert fakes.publisher.latest(LATTE).samples == 10
+
+
+async def test_an_ignored_detail_type_is_deleted_without_touching_the_store(
+    fakes: Fakes,
+) -> None:
+    ignored = fakes.queue.send(envelope("OrderProcessor.WorkflowStarted", {"orderId": "o1"}))
+    await burst(make_worker(fakes))
+    assert fakes.journal.operations() == ["receive", "delete"]
+    assert fakes.journal.subjects("delete") == [(ignored,)]
+    assert fakes.store.records == {}
+    assert fakes.publisher.published == []
+    [flush] = fakes.observer.flushes
+    assert (flush["processed"], flush["ignored"], flush["deleted"]) == (0, 1, 1)
+
+
+async def test_the_same_message_twice_in_one_flush_is_deleted_without_error(
+    fakes: Fakes,
+) -> None:
+    send_order(fakes, "o1", T0, 45)
+    worker = make_worker(fakes)
+    with anyio.fail_after(2):
+        received = await fakes.queue.receive(0)
+        outcome = await worker.process_batch([*received, received[1]])
+    assert (outcome.processed, outcome.poison, outcome.published) == (2, 0, 1)
+    assert not fakes.queue.messages
+    assert fakes.observer.flushes[-1]["deleted"] == 2
+    assert fakes.store.window(LATTE).window.entries == (WindowEntry(T0 + 45, "o1", 45),)
+
+
+async def test_poison_is_released_reported_once_and_ends_in_the_dlq(fakes: Fakes) -> None:
+    good = send_order(fakes, "o1", T0, 30)
+    poison = [
+        fakes.queue.send("{not json"),
+        fakes.queue.send(envelope(SUBMITTED_DETAIL_TYPE, {"drinkOrder": {"drink": "Latte"}})),
+    ]
+    await burst(make_worker(fakes))
+    queue = fakes.queue
+    assert [(m.message_id, m.receive_count) for m in queue.dlq] == [(p, 3) for p in poison]
+    assert sorted(queue.deleted) == sorted(good)  # the good ones went their way
+    assert fakes.journal.subjects("delete") == [tuple(good)]
+    # Released at once on each of the three receives, so the redrive policy is quick.
+    assert fakes.journal.subjects("release") == [tuple(poison)] * 3
+    # Reported once each, on the final receive only.
+    assert sorted(fakes.observer.poisoned) == ["missing_order_id", "not_json"]
+    reports = [name for name, _ in fakes.observer.calls if name in ("flush_started", "poison")]
+    assert reports == ["flush_started"] * 3 + ["poison"] * 2
+    assert fakes.journal.subjects("apply") == [("o1",)]
+
+
+# -- redelivery --------------------------------------------------------------------------
+
+
+async def test_a_redelivered_message_republishes_its_window_at_the_same_version(
+    fakes: Fakes,
+) -> None:
+    send_order(fakes, "o1", T0, 90)
+    publishing = fakes.publisher.hold("publish")
+    crashed = make_worker(fakes)
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, crashed)
+            await publishing.entered.wait()
+            group.cancel_scope.cancel()  # the worker dies between the merge and the publish
+    assert fakes.store.window(LATTE).version == 1
+    assert fakes.publisher.published == []
+    assert fakes.queue.deleted == []
+
+    fakes.store.cached.clear()  # a new process
+    fakes.queue.advance(fakes.queue.visibility_timeout)
+    await burst(make_worker(fakes))
+    assert [(d.drink, d.version, d.duration) for d in fakes.publisher.published] == [
+        ("Latte", 1, 90)
+    ]
+    assert fakes.store.window(LATTE).version == 1  # republished, not bumped
+    assert [c[1]["redelivered"] for c in fakes.observer.calls if c[0] == "flush_started"] == [
+        0,
+        2,
+    ]
+    assert not fakes.queue.messages
+
+
+async def test_a_first_delivery_of_an_applied_order_publishes_nothing(fakes: Fakes) -> None:
+    send_order(fakes, "o1", T0, 90)
+    worker = make_worker(fakes)
+    await burst(worker)
+    assert len(fakes.publisher.published) == 1
+    again = fakes.queue.send(completed("o1", T0 + 90))  # the same event, a new message
+    await burst(worker)
+    assert fakes.journal.operations()[len(FLUSH) :] == ["receive", "apply", "merge", "delete"]
+    assert len(fakes.publisher.published) == 1
+    assert fakes.queue.deleted[-1] == again
+
+
+async def test_a_lost_window_race_is_reread_and_joined(fakes: Fakes) -> None:
+    worker = make_worker(fakes)
+    send_order(fakes, "o1", T0, 60)
+    await burst(worker)
+    # Another worker writes the same window behind this one's cache.
+    fakes.store.bump(LATTE, [WindowEntry(T0 + 200, "theirs", 100)])
+    send_order(fakes, "o2", T0 + 300, 30)
+    await burst(worker)
+    latest = fakes.publisher.latest(LATTE)
+    assert (latest.version, latest.samples, latest.duration) == (3, 3, round(190 / 3, 3))
+    assert [e.order_id for e in fakes.store.window(LATTE).window.entries] == [
+        "o2",
+        "theirs",
+        "o1",
+    ]
+    assert fakes.observer.counts["window_conflict"] == 1
+
+
+# -- dependency failures -----------------------------------------------------------------
+
+
+def target(fakes: Fakes, stage: str) -> Injectable:
+    if stage in ("receive", "delete"):
+        return fakes.queue
+    if stage in ("apply", "merge"):
+        return fakes.store
+    return fakes.publisher
+
+
+@pytest.mark.parametrize("stage", ["receive", "apply", "merge", "publish", "delete"])
+async def test_a_retriable_failure_is_retried_until_it_succeeds(fakes: Fakes, stage: str) -> None:
+    target(fakes, stage).fail(stage, times=2)
+    ids = send_order(fakes, "o1", T0, 60)
+    await burst(make_worker(fakes))
+    expected = list(FLUSH)
+    at = expected.index(stage)
+    expected[at:at] = [f"{stage}:failed"] * 2
+    assert fakes.journal.operations() == expected
+    assert fakes.observer.stages_retried() == [stage, stage]
+    assert fakes.observer.readiness == [False, False, True]  # not ready, then ready again
+    assert fakes.observer.ready
+    assert [d.version for d in fakes.publisher.published] == [1]
+    assert sorted(fakes.queue.deleted) == sorted(ids)
+
+
+async def test_a_publish_that_fails_after_the_merge_is_retried_alone(fakes: Fakes) -> None:
+    fakes.publisher.fail("publish")
+    send_order(fakes, "o1", T0, 60)
+    await burst(make_worker(fakes))
+    journal = fakes.journal
+    assert journal.operations() == ["receive", "apply", "merge", "publish:failed", *FLUSH[3:]]
+    assert journal.subjects("publish:failed") == journal.subjects("publish") == [("NYC/Latte@1",)]
+    assert fakes.store.window(LATTE).version == 1
+    assert len(fakes.publisher.published) == 1
+
+
+async def test_a_merge_retried_after_its_write_landed_publishes_every_window_of_the_flush(
+    fakes: Fakes,
+) -> None:
+    # The windows are written, the answer is lost: the retry finds nothing to change, and
+    # the publish of both windows must not be lost with it.
+    fakes.store.fail("merge", after_effect=True)
+    send_order(fakes, "o1", T0, 60)
+    send_order(fakes, "o2", T0, 80, "Mocha")
+    await burst(make_worker(fakes))
+    assert fakes.journal.operations() == ["receive", "apply", "merge:lost", *FLUSH[2:]]
+    assert sorted(fakes.journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1"]
+    assert fakes.store.window(LATTE).version == fakes.store.window(MOCHA).version == 1
+    assert not fakes.queue.messages
+
+
+async def test_a_non_retriable_failure_leaves_the_messages_to_the_visibility_timeout(
+    fakes: Fakes,
+) -> None:
+    denied = DependencyError("AccessDenied", code="AccessDeniedException", retriable=False)
+    fakes.store.fail("apply", error=denied)
+    ids = send_order(fakes, "o1", T0, 60)
+    worker = make_worker(fakes)
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, worker)
+            await wait_until(
+                lambda: "apply:failed" in fakes.journal.operations(), 2, "the failed apply"
+            )
+            await anyio.sleep(0.1)  # the worker keeps polling meanwhile
+            assert fakes.queue.deleted == []
+            assert {m.message_id for m in fakes.queue.in_flight()} == set(ids)
+            assert not worker.finished.is_set()
+            fakes.queue.advance(fakes.queue.visibility_timeout)
+    assert fakes.journal.operations() == ["receive", "apply:failed", *FLUSH]
+    assert fakes.observer.retries == []  # not retried in place
+    assert fakes.observer.ready
+    assert sorted(fakes.queue.deleted) == sorted(ids)
+    assert [d.version for d in fakes.publisher.published] == [1]
+
+
+async def test_a_configuration_error_stops_the_worker(fakes: Fakes) -> None:
+    fakes.store.fail("apply", error=ConfigurationError("table wait-times does not exist"))
+    send_order(fakes, "o1", T0, 60)
+    worker = make_worker(fakes)
+    with (
+        anyio.fail_after(2),
+        pytest.raises((ConfigurationError, BaseExceptionGroup)) as raised,
+    ):
+        await worker.run(burst=True)
+    # The flush's task group may wrap it; the CLI looks inside groups (service/cli.py).
+    [error] = leaves(raised.value)
+    assert isinstance(error, ConfigurationError)
+    assert "does not exist" in str(error)
+    assert worker.finished.is_set()
+    assert fakes.queue.deleted == []
+    assert fakes.journal.operations() == ["receive", "apply:failed"]
+
+
+# -- heartbeats and stopping -------------------------------------------------------------
+
+
+async def test_a_slow_flush_is_kept_invisible_by_heartbeats() -> None:
+    # Heartbeat every max(1, 3 / 3) = 1 s: the fastest the worker allows.
+    fakes = Fakes.create(visibility_timeout=3)
+    ids = send_order(fakes, "o1", T0, 60)
+    applying = fakes.store.hold("apply")
+    worker = make_worker(fakes)
+    with anyio.fail_after(4):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, worker)
+            await applying.entered.wait()
+            invisible_until = max(m.visible_at for m in fakes.queue.messages.values())
+            await wait_until(
+                lambda: fakes.observer.counts["visibility_extended"] >= 1, 2, "a heartbeat"
+            )
+            assert fakes.journal.subjects("extend") == [tuple(ids)]
+            assert all(m.visible_at > invisible_until for m in fakes.queue.messages.values())
+            applying.release()
+    assert sorted(fakes.queue.deleted) == sorted(ids)
+
+
+async def test_stop_drains_the_flush_in_progress(fakes: Fakes) -> None:
+    ids = send_order(fakes, "o1", T0, 60)
+    applying = fakes.store.hold("apply")
+    worker = make_worker(fakes, drain_seconds=5.0)
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await applying.entered.wait()
+            worker.stop()
+            late = fakes.queue.send(submitted("o2", T0))  # arrives after the stop
+            await anyio.sleep(0.1)
+            assert not worker.finished.is_set()  # the held flush keeps run going
+            applying.release()
+            await worker.finished.wait()
+    assert fakes.journal.operations() == FLUSH
+    assert sorted(fakes.queue.deleted) == sorted(ids)
+    assert list(fakes.queue.messages) == [late]  # never received
+    assert len(fakes.publisher.published) == 1
+
+
+async def test_stop_cancels_a_flush_that_outlasts_the_drain_budget(fakes: Fakes) -> None:
+    ids = send_order(fakes, "o1", T0, 60)
+    applying = fakes.store.hold("apply")  # never released
+    worker = make_worker(fakes, drain_seconds=0.2)
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await applying.entered.wait()
+            stopped_at = anyio.current_time()
+            worker.stop()
+            await worker.finished.wait()
+    assert anyio.current_time() - stopped_at < 1.0
+    assert fakes.queue.deleted == []
+    assert {m.message_id for m in fakes.queue.in_flight()} == set(ids)  # back after the timeout
+
+
+async def test_stop_while_a_dependency_keeps_failing_abandons_the_flush(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
+    fakes.store.fail("apply", times=None)  # an outage that does not end
+    ids = send_order(fakes, "o1", T0, 60)
+    worker = make_worker(fakes, drain_seconds=30.0)
+    with anyio.fail_after(3):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await wait_until(lambda: fakes.observer.counts["retrying"] >= 3, 2, "retries")
+            assert not fakes.observer.ready
+            stopped_at = anyio.current_time()
+            worker.stop()
+            await worker.finished.wait()
+    assert anyio.current_time() - stopped_at < 0.5  # not the 30 s drain budget
+    assert fakes.queue.deleted == []
+    assert {m.message_id for m in fakes.queue.in_flight()} == set(ids)
+    assert "apply" not in fakes.journal.operations()
+    assert fakes.publisher.published == []
+
+
+async def test_stop_in_burst_mode_while_the_queue_keeps_failing_returns(
+    fakes: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Burst mode asks is_drained between receives; a stop during that outage must end
+    # run like any other stop ("Run until stop()"), not raise out of it.
+    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
+    fakes.queue.fail("is_drained", times=None)
+    worker = make_worker(fakes)
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, worker)
+            await wait_until(lambda: fakes.observer.counts["retrying"] >= 2, 1, "retries")
+            worker.stop()
+            await worker.finished.wait()
+    assert fakes.observer.stages_retried()[-1] == "is_drained"

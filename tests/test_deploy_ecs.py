@@ -395,6 +395,25 @@ def test_what_losing_would_hurt_survives_deletion_and_replacement() -> None:
         assert "Condition" not in RESOURCES[name], name
 
 
+# The AWS CLI command that removes a retained resource of each type.
+REMOVE_COMMAND = {
+    "AWS::SQS::Queue": "aws sqs delete-queue",
+    "AWS::DynamoDB::Table": "aws dynamodb delete-table",
+    "AWS::Logs::LogGroup": "aws logs delete-log-group",
+}
+
+
+@pytest.mark.unit
+def test_the_guide_ends_with_a_cleanup_that_removes_what_is_retained() -> None:
+    guide = (ROOT / "docs" / "deploying.md").read_text()
+    title, _, cleanup = guide.rpartition("\n## ")[2].partition("\n")
+    assert title == "Cleanup"
+    assert "aws cloudformation delete-stack --stack-name wait-times" in cleanup
+    assert "aws ecr delete-repository" in cleanup  # the image repository is not the stack's
+    for name in RETAINED:
+        assert REMOVE_COMMAND[RESOURCES[name]["Type"]] in cleanup, name
+
+
 @pytest.mark.unit
 def test_capacity_provider_is_a_parameter_of_the_service() -> None:
     parameter = TEMPLATE["Parameters"]["CapacityProvider"]

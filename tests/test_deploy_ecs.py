@@ -1,13 +1,14 @@
-"""deploy/ecs/wait-times.yaml: cfn-lint, least-privilege IAM, agreement with the code, and
-the stack's non-ECS half created through the emulator's CloudFormation API and served by
-the worker.
+"""deploy/ecs/wait-times.yaml: cfn-lint, least-privilege IAM, agreement with the code, what is
+retained, the image and capacity parameters, references every CloudFormation engine accepts,
+and the stack's non-ECS half created (and deleted) through the emulator's CloudFormation API.
 
-moto's CloudFormation creates the queues, rule, table and task role from the template, but
-has no AWS::SQS::QueuePolicy nor AWS::CloudWatch::Alarm (it skips them with a warning and
-still completes), no AWS::ApplicationAutoScaling::* nor AWS::APS::Workspace, ignores the
-table's TimeToLiveSpecification and PointInTimeRecoverySpecification, and fails on an
-AWS::NoValue inside a task definition's ContainerDefinitions. So the test deploys with
-DeployService=false and checks the rest statically.
+moto's CloudFormation creates the queues, rule, table, roles, log group and cluster from the
+template, but has no AWS::SQS::QueuePolicy nor AWS::CloudWatch::Alarm (it skips them with a
+warning and still completes), no AWS::ApplicationAutoScaling::* nor AWS::APS::Workspace,
+ignores the table's TimeToLiveSpecification and PointInTimeRecoverySpecification and the
+cluster's properties, and fails on an AWS::NoValue inside a task definition's
+ContainerDefinitions. So the tests deploy with DeployService=false and check the rest
+statically.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ import anyio
 import pytest
 import yaml
 from aiobotocore.session import get_session
+from botocore.exceptions import ClientError
 
 from service.app import run_worker
 from service.aws.clients import open_clients
@@ -54,7 +57,29 @@ WORKER_ACTIONS = {
         "dynamodb:UpdateItem",
         "dynamodb:DescribeTable",
     },
+    "DeadLetterQueue": {"sqs:GetQueueAttributes"},  # its depth, exported as a metric
     "Bus": {"events:PutEvents"},
+}
+
+# The parameters a stack needs on the emulator: no service, so network ids are placeholders.
+EMULATOR_PARAMETERS = [
+    {"ParameterKey": "DeployService", "ParameterValue": "false"},
+    {"ParameterKey": "ImageTag", "ParameterValue": "3f2a9c1"},
+    {"ParameterKey": "SubnetIds", "ParameterValue": "subnet-0123456789abcdef0"},
+    {"ParameterKey": "SecurityGroupIds", "ParameterValue": "sg-0123456789abcdef0"},
+]
+# What losing would hurt: dead-lettered messages, the windows, what the worker logged.
+RETAINED = {"DeadLetterQueue", "Table", "LogGroup"}
+# What the emulator creates of the stack with DeployService=false (see the docstring).
+EMULATED = {
+    "DeadLetterQueue": "AWS::SQS::Queue",
+    "Queue": "AWS::SQS::Queue",
+    "OrdersRule": "AWS::Events::Rule",
+    "Table": "AWS::DynamoDB::Table",
+    "TaskRole": "AWS::IAM::Role",
+    "ExecutionRole": "AWS::IAM::Role",
+    "LogGroup": "AWS::Logs::LogGroup",
+    "Cluster": "AWS::ECS::Cluster",
 }
 
 # The IAM actions that authorize an API operation, where they are not "service:Operation".
@@ -184,6 +209,8 @@ def test_task_role_grants_exactly_the_worker_calls_on_exact_resources() -> None:
         resource = statement["Resource"]
         if resource == {"Fn::GetAtt": ["Queue", "Arn"]}:
             key = "Queue"
+        elif resource == {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}:
+            key = "DeadLetterQueue"
         elif resource == {"Fn::GetAtt": ["Table", "Arn"]}:
             key = "Table"
         elif isinstance(resource, dict) and "Fn::Sub" in resource:
@@ -292,6 +319,222 @@ def test_task_definition_and_service_are_production_shaped() -> None:
     assert age_alarm["MetricName"] == "ApproximateAgeOfOldestMessage"
 
 
+DIGEST = "sha256:" + "0123456789abcdef" * 4
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("value", "accepted"),
+    [
+        ("3f2a9c1", True),  # a short commit, what docs/deploying.md deploys
+        ("v1.4.0", True),
+        ("release_2024-11-02", True),
+        (DIGEST, True),
+        ("latest", False),
+        ("", False),
+        ("sha256:0123", False),  # not a whole digest
+        ("wait-times:3f2a9c1", False),  # a reference, not a tag
+        ("-3f2a9c1", False),  # tags start with a letter, digit or underscore
+        ("a" * 129, False),  # tags are at most 128 characters
+    ],
+)
+def test_image_tag_has_no_default_and_refuses_a_mutable_tag(value: str, accepted: bool) -> None:
+    parameter = TEMPLATE["Parameters"]["ImageTag"]
+    assert "Default" not in parameter
+    assert "latest" in parameter.get("ConstraintDescription", "")
+    # CloudFormation matches AllowedPattern as a Java regex; this one (anchors, a negative
+    # lookahead, classes and counts) means the same in Python's re.
+    pattern = re.compile(parameter.get("AllowedPattern", ".*"))
+    assert (pattern.fullmatch(value) is not None) is accepted
+
+
+def evaluate(node: Any, parameters: dict[str, str]) -> Any:
+    """The value of the few intrinsic functions the image reference uses."""
+    if isinstance(node, dict) and len(node) == 1:
+        ((function, arguments),) = node.items()
+        if function == "Fn::Sub":
+            return re.sub(r"\$\{([^}]+)\}", lambda m: parameters[m.group(1)], arguments)
+        if function == "Fn::Split":
+            separator, source = arguments
+            return evaluate(source, parameters).split(separator)
+        if function == "Fn::Join":
+            separator, values = arguments
+            return separator.join(evaluate(values, parameters))
+        raise AssertionError(f"unexpected {function}")
+    return node
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("image_tag", "reference"),
+    [
+        ("3f2a9c1", "123456789012.dkr.ecr.eu-west-1.amazonaws.com/wait-times:3f2a9c1"),
+        (DIGEST, f"123456789012.dkr.ecr.eu-west-1.amazonaws.com/wait-times@{DIGEST}"),
+    ],
+)
+def test_image_is_pulled_by_tag_or_by_digest(image_tag: str, reference: str) -> None:
+    worker = RESOURCES["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    parameters = {
+        "AWS::AccountId": "123456789012",
+        "AWS::Region": "eu-west-1",
+        "AWS::URLSuffix": "amazonaws.com",
+        "EcrRepositoryName": TEMPLATE["Parameters"]["EcrRepositoryName"]["Default"],
+        "ImageTag": image_tag,
+    }
+    assert evaluate(worker["Image"], parameters) == reference
+
+
+@pytest.mark.unit
+def test_what_losing_would_hurt_survives_deletion_and_replacement() -> None:
+    retained = {name for name, r in RESOURCES.items() if r.get("DeletionPolicy") == "Retain"}
+    assert retained == RETAINED
+    for name in RETAINED:
+        assert RESOURCES[name].get("UpdateReplacePolicy") == "Retain", name
+        # A retained resource must exist whatever the parameters, or a stack update that
+        # turns its condition off would delete it after all.
+        assert "Condition" not in RESOURCES[name], name
+
+
+# The AWS CLI command that removes a retained resource of each type.
+REMOVE_COMMAND = {
+    "AWS::SQS::Queue": "aws sqs delete-queue",
+    "AWS::DynamoDB::Table": "aws dynamodb delete-table",
+    "AWS::Logs::LogGroup": "aws logs delete-log-group",
+}
+
+
+@pytest.mark.unit
+def test_the_guide_ends_with_a_cleanup_that_removes_what_is_retained() -> None:
+    guide = (ROOT / "docs" / "deploying.md").read_text()
+    title, _, cleanup = guide.rpartition("\n## ")[2].partition("\n")
+    assert title == "Cleanup"
+    assert "aws cloudformation delete-stack --stack-name wait-times" in cleanup
+    assert "aws ecr delete-repository" in cleanup  # the image repository is not the stack's
+    for name in RETAINED:
+        assert REMOVE_COMMAND[RESOURCES[name]["Type"]] in cleanup, name
+
+
+@pytest.mark.unit
+def test_capacity_provider_is_a_parameter_of_the_service() -> None:
+    parameter = TEMPLATE["Parameters"]["CapacityProvider"]
+    assert parameter["AllowedValues"] == ["FARGATE", "FARGATE_SPOT"]
+    assert parameter["Default"] == "FARGATE"
+    service = RESOURCES["Service"]["Properties"]
+    assert service["CapacityProviderStrategy"] == [
+        {"CapacityProvider": {"Ref": "CapacityProvider"}, "Weight": 1}
+    ]
+    assert "LaunchType" not in service  # ECS refuses a launch type beside a strategy
+    # The cluster is the stack's own: both providers enabled, so either value deploys.
+    assert RESOURCES["Service"]["Properties"]["Cluster"] == {"Ref": "Cluster"}
+    assert set(RESOURCES["Cluster"]["Properties"]["CapacityProviders"]) == {
+        "FARGATE",
+        "FARGATE_SPOT",
+    }
+    # Fargate Spot takes ARM64 tasks on platform version 1.4.0 or later (ECS API reference,
+    # CapacityProviderStrategyItem), so no rule refuses ARM64 with FARGATE_SPOT, and the
+    # service runs on LATEST, which is 1.4.0.
+    assert service["PlatformVersion"] in ("LATEST", "1.4.0")
+    assert "Rules" not in TEMPLATE
+    assert TEMPLATE["Parameters"]["CpuArchitecture"]["AllowedValues"] == ["X86_64", "ARM64"]
+
+
+def condition_implies(template: dict[str, Any], name: str, target: str) -> bool:
+    """Whether condition ``name`` being true makes ``target`` true (itself, or an Fn::And
+    of conditions one of which implies it)."""
+    if name == target:
+        return True
+    definition = template.get("Conditions", {}).get(name)
+    if isinstance(definition, dict) and "Fn::And" in definition:
+        return any(
+            isinstance(part, dict)
+            and "Condition" in part
+            and condition_implies(template, part["Condition"], target)
+            for part in definition["Fn::And"]
+        )
+    return False
+
+
+def references(
+    node: Any, guards: frozenset[str] = frozenset()
+) -> Iterator[tuple[str, frozenset[str]]]:
+    """(logical id, conditions of the Fn::If true branches around it) for every Ref,
+    Fn::GetAtt and ${...} of an Fn::Sub in ``node``."""
+    if isinstance(node, list):
+        for item in node:
+            yield from references(item, guards)
+    elif isinstance(node, dict):
+        if "Fn::If" in node:
+            condition, when_true, when_false = node["Fn::If"]
+            yield from references(when_true, guards | {condition})
+            yield from references(when_false, guards)
+            return
+        for key, value in node.items():
+            if key == "Ref" and isinstance(value, str):
+                yield value, guards
+            elif key == "Fn::GetAtt":
+                yield value[0], guards
+            elif key == "Fn::Sub":
+                text, variables = (value, {}) if isinstance(value, str) else value
+                for name in re.findall(r"\$\{([^}!][^}]*)\}", text):
+                    if name not in variables:
+                        yield name.split(".")[0], guards
+                yield from references(variables, guards)
+            else:
+                yield from references(value, guards)
+
+
+def unguarded_references(template: dict[str, Any]) -> list[str]:
+    """References to a conditional resource that are not inside an Fn::If on its condition.
+
+    The rule every engine accepts. CloudFormation itself accepts more: a resource that
+    depends on one that is not created is not created either (CloudFormation Template
+    Reference, "Condition attribute"). LocalStack's engine resolves the properties of every
+    resource, created or not, and every output, and refuses a template whose Fn::GetAtt or
+    Fn::Sub names a resource that is not created ("Unresolved resource dependencies"); it
+    does honour Fn::If, evaluating only the branch taken. DependsOn cannot be guarded."""
+    resources = template["Resources"]
+    conditional = {name: r["Condition"] for name, r in resources.items() if "Condition" in r}
+    found = []
+    for section in ("Resources", "Outputs"):
+        for name, body in template.get(section, {}).items():
+            refs = list(references(body))
+            refs += [(d, frozenset()) for d in as_list(body.get("DependsOn", []))]
+            for target, guards in refs:
+                if target in conditional and not any(
+                    condition_implies(template, g, conditional[target]) for g in guards
+                ):
+                    found.append(f"{section}.{name} -> {target}")
+    return found
+
+
+@pytest.mark.unit
+def test_every_reference_to_a_conditional_resource_is_guarded_by_its_condition() -> None:
+    assert unguarded_references(TEMPLATE) == []
+    conditional = {name for name, r in RESOURCES.items() if "Condition" in r}
+    guarded = {
+        target
+        for body in [*RESOURCES.values(), *TEMPLATE["Outputs"].values()]
+        for target, guards in references(body)
+        if guards and target in conditional
+    }
+    # The walk is not vacuous: every conditional resource that others use is reached.
+    assert guarded == conditional - {"BacklogPerTaskScaling"}
+    # And it catches the construct LocalStack refused (issue 13): a conditional resource
+    # reading an attribute of another conditional one without an Fn::If.
+    refused = {
+        "Conditions": {"C": {"Fn::Equals": ["a", "b"]}},
+        "Resources": {
+            "LogGroup": {"Type": "AWS::Logs::LogGroup", "Condition": "C"},
+            "Role": {
+                "Type": "AWS::IAM::Role",
+                "Condition": "C",
+                "Properties": {"Resource": {"Fn::GetAtt": ["LogGroup", "Arn"]}},
+            },
+        },
+    }
+    assert unguarded_references(refused) == ["Resources.Role -> LogGroup"]
+
+
 @pytest.mark.integration
 async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> None:
     """Create the non-ECS half through CloudFormation, then run the worker on it."""
@@ -309,11 +552,7 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
             StackName="wait-times",
             TemplateBody=TEMPLATE_PATH.read_text(),
             Capabilities=["CAPABILITY_IAM"],
-            Parameters=[
-                {"ParameterKey": "DeployService", "ParameterValue": "false"},
-                {"ParameterKey": "SubnetIds", "ParameterValue": "subnet-0123456789abcdef0"},
-                {"ParameterKey": "SecurityGroupIds", "ParameterValue": "sg-0123456789abcdef0"},
-            ],
+            Parameters=EMULATOR_PARAMETERS,
         )
         described = (await cloudformation.describe_stacks(StackName="wait-times"))["Stacks"][0]
         assert described["StackStatus"] == "CREATE_COMPLETE"
@@ -324,13 +563,7 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
             ]
             if "LogicalResourceId" in r  # moto lists the types it skips without an id
         }
-        assert created == {
-            "DeadLetterQueue": "AWS::SQS::Queue",
-            "Queue": "AWS::SQS::Queue",
-            "OrdersRule": "AWS::Events::Rule",
-            "Table": "AWS::DynamoDB::Table",
-            "TaskRole": "AWS::IAM::Role",
-        }
+        assert created == EMULATED
 
         # What the stack made matches what `provision` makes with default settings.
         reference = Settings(
@@ -376,6 +609,140 @@ async def test_stack_on_the_emulator_serves_the_worker(emulator: Emulator) -> No
         for service, operation in made:
             needed = IAM_ACTIONS_OF.get((service, operation), {f"{service}:{operation}"})
             assert needed <= granted, f"{service}.{operation} needs {needed - granted}"
+
+
+@pytest.mark.integration
+async def test_deleting_the_stack_leaves_what_is_retained_and_the_core_app_untouched(
+    emulator: Emulator,
+) -> None:
+    """Create the non-ECS half, delete it: only the retained resources remain, and the bus,
+    the core app's rule on it and that rule's target are as they were.
+
+    What moto 5.2.5 does, read in its source: it honours DeletionPolicy: Retain for every
+    resource type (moto/cloudformation/parsing.py, ResourceMap.delete skips resources marked
+    Retain), so what remains is what the template retains, not what moto forgot. Two
+    exceptions, both moto's: it has no CloudFormation delete for AWS::ECS::Cluster (the class
+    defines no delete_from_cloudformation_json), so the cluster outlives the stack here and
+    not on AWS; and DescribeStacks on a deleted stack resolves its Outputs again, which
+    re-creates every resource they refer to, so the status is read with ListStacks.
+    UpdateReplacePolicy is not exercised by a deletion. The queue policy and the alarms,
+    which moto does not create, cannot be checked here.
+    """
+    emulator.reset()
+    settings = make_settings(emulator)
+    async with AsyncExitStack() as stack:
+        clients = await open_clients(settings, stack)
+
+        session, region, endpoint = get_session(), settings.region, settings.endpoint_url
+        cloudformation = await stack.enter_async_context(
+            session.create_client("cloudformation", region_name=region, endpoint_url=endpoint)
+        )
+        iam = await stack.enter_async_context(
+            session.create_client("iam", region_name=region, endpoint_url=endpoint)
+        )
+        logs = await stack.enter_async_context(
+            session.create_client("logs", region_name=region, endpoint_url=endpoint)
+        )
+        ecs = await stack.enter_async_context(
+            session.create_client("ecs", region_name=region, endpoint_url=endpoint)
+        )
+        events, sqs, dynamodb = clients.events, clients.sqs, clients.dynamodb
+
+        # The core app: its bus, and a rule of its own on it with a target.
+        bus = settings.event_bus
+        await events.create_event_bus(Name=bus)
+        core_queue = (await sqs.create_queue(QueueName="core-app-orders"))["QueueUrl"]
+        core_queue_arn = (
+            await sqs.get_queue_attributes(QueueUrl=core_queue, AttributeNames=["QueueArn"])
+        )["Attributes"]["QueueArn"]
+        core_pattern = json.dumps({"source": ["awsserverlessda.serverlesspresso"]})
+        await events.put_rule(Name="core-app-orders", EventBusName=bus, EventPattern=core_pattern)
+        await events.put_targets(
+            Rule="core-app-orders",
+            EventBusName=bus,
+            Targets=[{"Id": "orders", "Arn": core_queue_arn}],
+        )
+
+        async def core_app() -> dict[str, Any]:
+            rules = (await events.list_rules(EventBusName=bus))["Rules"]
+            targets = await events.list_targets_by_rule(Rule="core-app-orders", EventBusName=bus)
+            return {
+                "bus": (await events.describe_event_bus(Name=bus))["Name"],
+                "rules": sorted(r["Name"] for r in rules),
+                "pattern": json.loads(
+                    (await events.describe_rule(Name="core-app-orders", EventBusName=bus))[
+                        "EventPattern"
+                    ]
+                ),
+                "targets": [(t["Id"], t["Arn"]) for t in targets["Targets"]],
+            }
+
+        before = await core_app()
+        stack_id = (
+            await cloudformation.create_stack(
+                StackName="wait-times",
+                TemplateBody=TEMPLATE_PATH.read_text(),
+                Capabilities=["CAPABILITY_IAM"],
+                Parameters=EMULATOR_PARAMETERS,
+            )
+        )["StackId"]
+        physical = {
+            r["LogicalResourceId"]: r["PhysicalResourceId"]
+            for r in (await cloudformation.describe_stack_resources(StackName=stack_id))[
+                "StackResources"
+            ]
+            if "LogicalResourceId" in r
+        }
+        assert set(physical) == set(EMULATED)
+        assert (await core_app())["rules"] == sorted(["core-app-orders", settings.rule_name])
+
+        await cloudformation.delete_stack(StackName=stack_id)
+        with anyio.fail_after(30):
+            while True:
+                (status,) = [
+                    s
+                    for s in (await cloudformation.list_stacks())["StackSummaries"]
+                    if s["StackId"] == stack_id
+                ]
+                if not status["StackStatus"].endswith("_IN_PROGRESS"):
+                    break
+                await anyio.sleep(0.2)
+        assert status["StackStatus"] == "DELETE_COMPLETE", status.get("StackStatusReason")
+
+        # What is left of the stack, resource by resource.
+        queues = set((await sqs.list_queues()).get("QueueUrls", []))
+        queue_names = {url.rsplit("/", 1)[-1] for url in queues}
+        tables = set((await dynamodb.list_tables())["TableNames"])
+        log_groups = {g["logGroupName"] for g in (await logs.describe_log_groups())["logGroups"]}
+        roles = {r["RoleName"] for r in (await iam.list_roles())["Roles"]}
+        clusters = (await ecs.describe_clusters(clusters=[physical["Cluster"]]))["clusters"]
+        left = {
+            "DeadLetterQueue": settings.dlq_name in queue_names,
+            "Queue": settings.queue_name in queue_names,
+            "Table": settings.table_name in tables,
+            "LogGroup": physical["LogGroup"] in log_groups,
+            "TaskRole": physical["TaskRole"] in roles,
+            "ExecutionRole": physical["ExecutionRole"] in roles,
+            "Cluster": any(c.get("status") == "ACTIVE" for c in clusters),
+            "OrdersRule": settings.rule_name in (await core_app())["rules"],
+        }
+        assert set(left) == set(EMULATED)
+        moto_cannot_delete = {"Cluster"}  # see the docstring; an empty cluster costs nothing
+        assert {name for name, exists in left.items() if exists} - moto_cannot_delete == RETAINED
+        # Nothing else of the stack's either: the only queues are the DLQ and the core app's.
+        assert queue_names == {settings.dlq_name, "core-app-orders"}
+        with pytest.raises(ClientError):
+            await events.describe_rule(Name=settings.rule_name, EventBusName=bus)
+
+        # The core app: bus, its rule, its pattern and its target, exactly as before.
+        assert await core_app() == before
+        # The retained resources still work: the DLQ answers, the table is active.
+        dlq = (await sqs.get_queue_url(QueueName=settings.dlq_name))["QueueUrl"]
+        assert (await sqs.get_queue_attributes(QueueUrl=dlq, AttributeNames=["QueueArn"]))[
+            "Attributes"
+        ]
+        table = (await dynamodb.describe_table(TableName=settings.table_name))["Table"]
+        assert table["TableStatus"] == "ACTIVE"
 
 
 async def describe(clients: Any, settings: Settings) -> dict[str, Any]:

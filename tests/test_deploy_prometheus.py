@@ -1,8 +1,9 @@
 """deploy/prometheus and deploy/grafana: promtool on the config, rules and their unit tests,
-`promtool check metrics` on a live worker, and a real Prometheus scraping a real worker.
+`promtool check metrics` on a live worker, a real Prometheus scraping a real worker and
+evaluating the rules, and the dashboard's data source and per-key queries.
 
-Needs the Debian package ``prometheus`` (``.ci/run`` installs it). Without it the tests
-skip, except under CI, where a missing binary is a failure.
+The promtool and Prometheus tests need the Debian package ``prometheus`` (``.ci/run``
+installs it). Without it they skip, except under CI, where a missing binary is a failure.
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ import yaml
 from service.metrics import Metrics
 from service.tools.emulator import Emulator
 
-pytestmark = pytest.mark.integration
-
 ROOT = Path(__file__).resolve().parent.parent
 PROMETHEUS_DIR = ROOT / "deploy" / "prometheus"
 DASHBOARD = ROOT / "deploy" / "grafana" / "dashboards" / "wait-times.json"
+GRAFANA_DATASOURCES = ROOT / "deploy" / "grafana" / "provisioning" / "datasources"
+RULES = yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
+ALERTS = {r["alert"] for g in RULES for r in g["rules"] if "alert" in r}
+RECORDED = {r["record"] for g in RULES for r in g["rules"] if "record" in r}
+# The dashboard reads every worker's per-key gauges through these (see alerts.yml).
+FRESHEST = {
+    "wait_times_average_wait_seconds": "wait_times:average_wait_seconds:freshest",
+    "wait_times_window_samples": "wait_times:window_samples:freshest",
+}
 WAIT_TIMES = str(Path(sys.executable).with_name("wait-times"))
 # Series the dashboard and rules may use that the worker does not export itself.
 EXTERNAL_SERIES = {
@@ -100,46 +108,47 @@ def exported_metric_names() -> set[str]:
     return names
 
 
+@pytest.mark.integration
 def test_promtool_check_config_and_rules() -> None:
     config = promtool("check", "config", "prometheus.yml")
     assert config.returncode == 0, config.stdout + config.stderr
     rules = promtool("check", "rules", "alerts.yml")
     assert rules.returncode == 0, rules.stdout + rules.stderr
-    assert "SUCCESS: 6 rules found" in rules.stdout
+    assert f"SUCCESS: {len(ALERTS) + len(RECORDED)} rules found" in rules.stdout
 
 
-def test_promtool_unit_tests_cover_every_alert() -> None:
+@pytest.mark.integration
+def test_promtool_unit_tests_cover_every_alert_and_recording_rule() -> None:
     result = promtool("test", "rules", "alerts_test.yml")
     assert result.returncode == 0, result.stdout + result.stderr
-    alerts = {
-        rule["alert"]
-        for group in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-        for rule in group["rules"]
-    }
     tests = yaml.safe_load((PROMETHEUS_DIR / "alerts_test.yml").read_text())["tests"]
-    firing = {
-        case["alertname"]
-        for test in tests
-        for case in test.get("alert_rule_test", [])
-        if case.get("exp_alerts")
-    }
-    assert firing == alerts
+    cases = [case for test in tests for case in test.get("alert_rule_test", [])]
+    # Each alert fires in some case and stays silent in another.
+    assert {case["alertname"] for case in cases if case.get("exp_alerts")} == ALERTS
+    assert {case["alertname"] for case in cases if not case.get("exp_alerts")} == ALERTS
+    assert "WaitTimesNoAveragesPublished" in ALERTS
+    # Each recording rule's series is checked by value somewhere.
+    checked = " ".join(case["expr"] for test in tests for case in test.get("promql_expr_test", []))
+    assert {name for name in RECORDED if name in checked} >= set(FRESHEST.values())
 
 
+def series_names(expr: str) -> set[str]:
+    """Metric names (recorded ones included) an expression reads."""
+    bare = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^]]*\]', " ", expr)
+    bare = re.sub(r"\b(by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)", " ", bare)
+    keywords = {"and", "or", "unless", "bool", "offset", "group_left", "group_right"}
+    names = set(re.findall(r"(?<![\w:])([a-z_][a-z0-9_:]*)(?![\w:])(?!\s*\()", bare))
+    return names - keywords
+
+
+@pytest.mark.integration
 def test_rules_and_dashboard_use_only_series_that_exist(tmp_path: Path) -> None:
-    known = exported_metric_names() | EXTERNAL_SERIES
+    known = exported_metric_names() | EXTERNAL_SERIES | RECORDED
     dashboard = json.loads(DASHBOARD.read_text())
     expressions = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
-    expressions += [
-        r["expr"]
-        for g in yaml.safe_load((PROMETHEUS_DIR / "alerts.yml").read_text())["groups"]
-        for r in g["rules"]
-    ]
-    keywords = {"and", "or", "unless", "bool"}
+    expressions += [r["expr"] for g in RULES for r in g["rules"]]
     for expr in expressions:
-        bare = re.sub(r'"[^"]*"|\{[^}]*\}|\[[^]]*\]', " ", expr)
-        bare = re.sub(r"\b(by|on|without|ignoring)\s*\([^)]*\)", " ", bare)
-        names = set(re.findall(r"\b([a-z_][a-z0-9_]*)\b(?!\s*\()", bare)) - keywords
+        names = series_names(expr)
         assert names, expr
         assert names <= known, f"unknown series {names - known} in {expr}"
     # The dashboard's PromQL parses: load it as recording rules (Grafana variables filled in).
@@ -218,6 +227,7 @@ def worker(provisioned: dict[str, str]) -> Iterator[int]:
         assert code == 0, stderr
 
 
+@pytest.mark.integration
 def test_promtool_check_metrics_on_a_live_worker(worker: int) -> None:
     status, body = get(f"http://127.0.0.1:{worker}/metrics")
     assert status == 200
@@ -235,6 +245,7 @@ def query(port: int, promql: str) -> list[dict[str, Any]]:
     return list(answer["data"]["result"])
 
 
+@pytest.mark.integration
 def test_prometheus_scrapes_the_worker(worker: int, tmp_path: Path) -> None:
     binary = require_binary("prometheus")
     # The compose configuration, with the replicas' DNS discovery swapped for the worker here.
@@ -275,8 +286,24 @@ def test_prometheus_scrapes_the_worker(worker: int, tmp_path: Path) -> None:
         assert query(port, "wait_times_ready")[0]["value"][1] == "1"
         status, body = get(f"http://127.0.0.1:{port}/api/v1/rules")
         assert status == 200
-        loaded = [r["name"] for g in json.loads(body)["data"]["groups"] for r in g["rules"]]
-        assert len(loaded) == 6
+        loaded = {r["name"] for g in json.loads(body)["data"]["groups"] for r in g["rules"]}
+        assert loaded == ALERTS | RECORDED
+        # The recording rules run on a real Prometheus: one worker, so the freshest average
+        # of each key is that worker's.
+        wait_for(
+            lambda: bool(query(port, "wait_times:average_wait_seconds:freshest")),
+            30,
+            "the freshest averages recorded",
+        )
+        freshest = {
+            (s["metric"]["tenant"], s["metric"]["drink"]): s["value"][1]
+            for s in query(port, "wait_times:average_wait_seconds:freshest")
+        }
+        latest = {
+            (s["metric"]["tenant"], s["metric"]["drink"]): s["value"][1]
+            for s in query(port, "wait_times_average_wait_seconds")
+        }
+        assert freshest == latest
     finally:
         process.terminate()
         try:
@@ -285,3 +312,59 @@ def test_prometheus_scrapes_the_worker(worker: int, tmp_path: Path) -> None:
             process.kill()
             process.wait()
         process.communicate()
+
+
+def datasource_references(node: Any) -> list[Any]:
+    """Every "datasource" value anywhere in the dashboard."""
+    found: list[Any] = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "datasource":
+                found.append(value)
+            found.extend(datasource_references(value))
+    elif isinstance(node, list):
+        for item in node:
+            found.extend(datasource_references(item))
+    return found
+
+
+@pytest.mark.unit
+def test_dashboard_takes_its_data_source_from_a_variable() -> None:
+    """Imported into Amazon Managed Grafana, a hard-coded uid names a data source that does
+    not exist there; a data source variable lets the importer pick its own."""
+    dashboard = json.loads(DASHBOARD.read_text())
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource"
+    assert variables["datasource"]["query"] == "prometheus"
+    assert dashboard["templating"]["list"][0]["name"] == "datasource"  # before what uses it
+    references = datasource_references(dashboard)
+    assert len(references) >= 1 + len(dashboard["panels"])
+    assert all(ref == {"type": "prometheus", "uid": "${datasource}"} for ref in references), [
+        ref for ref in references if ref != {"type": "prometheus", "uid": "${datasource}"}
+    ]
+    # Compose provisioning: the variable's default is the default Prometheus data source.
+    (provisioned,) = yaml.safe_load((GRAFANA_DATASOURCES / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert provisioned["type"] == variables["datasource"]["query"]
+    assert provisioned["isDefault"] is True
+
+
+@pytest.mark.unit
+def test_dashboard_reads_per_key_values_from_the_freshest_series() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    used = {
+        name
+        for panel in dashboard["panels"]
+        for target in panel["targets"]
+        for name in series_names(target["expr"])
+    }
+    # Never a worker's per-key gauge aggregated across workers (max by mixed stale values).
+    assert used.isdisjoint(FRESHEST), used & set(FRESHEST)
+    assert set(FRESHEST.values()) <= used
+    assert set(FRESHEST.values()) <= RECORDED
+    for panel in dashboard["panels"]:
+        if any(name in target["expr"] for target in panel["targets"] for name in FRESHEST.values()):
+            assert "changed" in panel.get("description", ""), panel["title"]
+    tenant = next(v for v in dashboard["templating"]["list"] if v["name"] == "tenant")
+    assert FRESHEST["wait_times_average_wait_seconds"] in tenant["definition"]

@@ -129,7 +129,7 @@ async def seed_service(clients: Any, settings: Settings, history: list[PlannedEv
                 "tenant": {"S": tenant},
                 "drink": {"S": drink},
                 "v": {"N": "1"},
-                "e": {"S": encode_entries(window)},
+                "e": {"S": encode_entries(window.entries)},
                 "updatedAt": {"S": "2026-01-01T00:00:00Z"},
             }
         )

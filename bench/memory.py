@@ -96,9 +96,9 @@ def _order_id(rng: random.Random) -> str:
 
 def fill(worker: Any, rng: random.Random) -> None:
     """The state of 10,000 windows and 100,000 open orders, through the worker's own code."""
-    from service.core.pairing import OrderRecord  # noqa: PLC0415
+    from service.aws.store import _Stored  # noqa: PLC0415
+    from service.core.pairing import KeyState, OrderRecord  # noqa: PLC0415
     from service.core.window import Window, WindowEntry  # noqa: PLC0415
-    from service.ports import WindowState  # noqa: PLC0415
 
     size = worker.settings.window_size
     all_keys = keys()
@@ -111,13 +111,15 @@ def fill(worker: Any, rng: random.Random) -> None:
             entries.append(WindowEntry(completed, _order_id(rng), wait))
         window = Window(size).merge(entries)
         assert len(window.entries) == size
-        worker.store._remember(key, WindowState(window, size))
+        # Orders older than the expiry horizon: the key's state holds them settled.
+        state = KeyState(key, size, {}, window.entries)
+        worker.store._remember(key, _Stored(state, window, size))
         worker.observer.average_published(key, window.duration, window.samples)
     for _ in range(OPEN_ORDERS):
         tenant, drink = rng.choice(all_keys)
         submitted = BASE_TIME - rng.randint(0, 3600)
         worker._track_pending(
-            OrderRecord(_order_id(rng), tenant, drink, submitted, None, False, submitted + 86400)
+            OrderRecord.of(_order_id(rng), tenant, drink, submitted, expires_at=submitted + 86400)
         )
     assert worker.store.cached_windows == WINDOWS, worker.store.cached_windows
     assert len(worker._pending) == OPEN_ORDERS

@@ -47,6 +47,7 @@ def build_worker(
         settings.table_name,
         window_size=settings.window_size,
         ttl_seconds=settings.pending_ttl_seconds,
+        max_wait_seconds=settings.max_wait_seconds,
         observer=observer,
         max_cached_windows=settings.max_windows_in_memory,
     )

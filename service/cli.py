@@ -189,7 +189,9 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
             window_size=settings.window_size,
             max_wait_seconds=settings.max_wait_seconds,
             ttl_seconds=settings.pending_ttl_seconds,
+            max_clock_skew_seconds=settings.max_clock_skew_seconds,
             source=settings.source,
+            completion=settings.completion_event,
         )
     except (ValueError, UnicodeDecodeError) as exc:
         print(f"wait-times replay: not JSON or JSON Lines: {exc}", file=sys.stderr)
@@ -199,7 +201,7 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
     print(
         f"replayed {result.events} events: {result.ignored} ignored, "
         f"{sum(result.poison.values())} unprocessable {result.poison or ''}, "
-        f"{result.anomalies} anomalies",
+        f"{result.anomalies} anomalies, {result.late_halves} halves after their order expired",
         file=sys.stderr,
     )
     return 0

@@ -87,6 +87,11 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.expired_halves = Counter(
+            "wait_times_expired_halves",
+            "Halves of orders whose record had already expired: never paired",
+            registry=r,
+        )
         self.aws_retries = Counter(
             "wait_times_aws_retries",
             "AWS calls retried after a retriable failure",
@@ -221,6 +226,10 @@ class PrometheusObserver:
     def anomaly(self, kind: str) -> None:
         """Count an order whose wait is never averaged."""
         self.metrics.anomalies.labels(kind).inc()
+
+    def late_half(self, count: int) -> None:
+        """Count halves that came after their order's record expired."""
+        self.metrics.expired_halves.inc(count)
 
     def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
         """Export a key's average (within the series cap)."""

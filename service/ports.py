@@ -15,7 +15,7 @@ from typing import Protocol
 
 from service.core.events import DrinkAverageTime
 from service.core.pairing import OrderRecord
-from service.core.window import Window, WindowEntry, WindowKey
+from service.core.window import Window, WindowKey
 from service.errors import WaitTimesError
 
 SQS_BATCH_LIMIT = 10  # messages per receive, entries per delete or visibility batch
@@ -91,9 +91,15 @@ class OrderStore(Protocol):
         ...
 
     async def merge_all(
-        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join entries into their keys' stored windows durably (one change per key)."""
+        """Join order records into their keys' stored states durably, settling what expired
+        by ``now``; one change per key, ``changed`` when its window (the view) changed."""
+        ...
+
+    async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
+        """Mark orders (order id → anomaly kind) as reported, once: returns those this call
+        marked (another worker, or an earlier delivery, may have marked the rest)."""
         ...
 
 
@@ -130,7 +136,11 @@ class Observer(Protocol):
         ...
 
     def anomaly(self, kind: str) -> None:
-        """A paired order whose wait is never averaged."""
+        """A paired order whose wait is never averaged (reported once per order)."""
+        ...
+
+    def late_half(self, count: int) -> None:
+        """Halves of orders whose record had already expired: never paired."""
         ...
 
     def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:

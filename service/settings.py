@@ -30,6 +30,9 @@ class Settings(BaseSettings):
     max_wait_seconds: int = Field(7200, ge=1)
     pending_ttl_seconds: int = Field(86400, ge=60)
     max_clock_skew_seconds: int = Field(86400, ge=0)
+    completion_event: Literal["completed", "order-finished"] = Field(
+        "completed", description="the event that ends a wait (docs/design.md, Events in)"
+    )
     metrics_host: str = "0.0.0.0"  # noqa: S104 - the container must be scrapable from outside
     metrics_port: int = Field(9102, ge=0, le=65535)
     max_receives_per_flush: int = Field(10, ge=1, le=100)

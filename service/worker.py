@@ -38,9 +38,9 @@ from anyio.abc import TaskStatus
 
 from service.backoff import DEPENDENCY_RETRY
 from service.core.events import average_event, parse_body
-from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, OrderRecord, Paired, outcome
-from service.core.window import WindowEntry, WindowKey
+from service.core.orders import OrderEvent
+from service.core.pairing import Anomalous, OrderRecord, outcome
+from service.core.window import WindowKey
 from service.errors import ConfigurationError, PoisonMessageError, WaitTimesError, first_error
 from service.ports import (
     SQS_BATCH_LIMIT,
@@ -293,9 +293,11 @@ class Worker:
         records = await self._until_done(
             "apply", lambda: self.store.apply_all(list(joined.values()), now)
         )
-        entries, redelivered = self._pair(triage.orders, records)
-        to_publish = await self._commit_windows(entries, redelivered)
+        by_key, redelivered, anomalous = self._pair(triage.orders, records, now)
+        to_publish = await self._commit_windows(by_key, redelivered, now)
         await self._publish(to_publish)
+        if anomalous:
+            await self._report_anomalies(anomalous)
 
         to_delete = triage.to_delete + [message for message, _ in triage.orders]
         deleted = (
@@ -333,7 +335,12 @@ class Worker:
             if message.receive_count > 1:
                 triage.redelivered += 1
             try:
-                event = parse_body(message.body, source=self.settings.source, not_after=not_after)
+                event = parse_body(
+                    message.body,
+                    source=self.settings.source,
+                    not_after=not_after,
+                    completion=self.settings.completion_event,
+                )
             except PoisonMessageError as exc:
                 triage.poison.append((message, exc))
                 continue
@@ -345,65 +352,87 @@ class Worker:
         return triage
 
     def _pair(
-        self, orders: list[tuple[Message, OrderEvent]], records: dict[str, OrderRecord]
-    ) -> tuple[dict[WindowKey, list[WindowEntry]], dict[WindowKey, set[str]]]:
-        """One outcome per order, however many of its events (and redeliveries) the flush
-        holds: the window entries to merge, and the redelivered orders per key."""
+        self, orders: list[tuple[Message, OrderEvent]], records: dict[str, OrderRecord], now: int
+    ) -> tuple[dict[WindowKey, list[OrderRecord]], dict[WindowKey, set[str]], dict[str, Anomalous]]:
+        """Sort a flush's stored records out, once per order however many of its events the
+        flush holds: the records each key's state must join (every key an order's
+        submissions name, once it has a completion), the redelivered orders per key, and
+        the anomalous orders not yet reported."""
         by_order: dict[str, list[tuple[Message, OrderEvent]]] = defaultdict(list)
         for message, event in orders:
             by_order[event.order_id].append((message, event))
-        entries: dict[WindowKey, list[WindowEntry]] = defaultdict(list)
+        by_key: dict[WindowKey, list[OrderRecord]] = defaultdict(list)
         redelivered: dict[WindowKey, set[str]] = defaultdict(set)
+        anomalous: dict[str, Anomalous] = {}
         for order_id, its_events in by_order.items():
             record = records[order_id]
+            if record.expires_at is not None and record.expires_at <= now:
+                # Its record expired before these halves came (DynamoDB deletes expired
+                # items lazily): the order is done, never paired (docs/design.md, Expiry).
+                self.observer.late_half(len(its_events))
+                continue
             self._track_pending(record)
-            found = outcome(record, self.settings.max_wait_seconds)
-            if isinstance(found, Paired):
-                entries[found.key].append(found.entry)
+            if not record.completions:
+                continue
+            for key in record.keys:
+                by_key[key].append(record)
                 if any(message.receive_count > 1 for message, _ in its_events):
-                    redelivered[found.key].add(order_id)
-            elif isinstance(found, Anomalous) and any(
-                event.role is not Role.CANCELLED for _, event in its_events
-            ):
-                self.observer.anomaly(found.anomaly.value)
-                log.warning(
-                    "wait_anomaly",
-                    order_id=found.order_id,
-                    tenant=found.key[0],
-                    drink=found.key[1],
-                    wait_s=found.wait,
-                    kind=found.anomaly.value,
-                )
-        return entries, redelivered
+                    redelivered[key].add(order_id)
+            found = outcome(record, self.settings.max_wait_seconds)
+            if isinstance(found, Anomalous) and not record.anomaly_reported:
+                anomalous[order_id] = found
+        return by_key, redelivered, anomalous
 
     async def _commit_windows(
-        self, entries: dict[WindowKey, list[WindowEntry]], redelivered: dict[WindowKey, set[str]]
+        self,
+        records: dict[WindowKey, list[OrderRecord]],
+        redelivered: dict[WindowKey, set[str]],
+        now: int,
     ) -> list[WindowChange]:
-        """Merge entries into the stored windows; the changes to publish.
+        """Join records into the stored key states; the changes to publish.
 
-        A changed window is published; so is one holding a redelivered order (its publish
-        may have been lost with a crashed worker). When the merge had to be tried again, an
-        earlier attempt may have written some windows before failing, so every window
-        holding one of this flush's orders is published.
+        A key whose window changed is published; so is one whose window holds a
+        redelivered order (its publish may have been lost with a crashed worker). When the
+        merge had to be tried again, an earlier attempt may have written some keys before
+        failing, so every key whose window holds one of this flush's orders is published.
         """
-        if not entries:
+        if not records:
             return []
         attempts = 0
 
         async def merge() -> list[WindowChange]:
             nonlocal attempts
             attempts += 1
-            return await self.store.merge_all(entries)
+            return await self.store.merge_all(records, now)
 
         changes = await self._until_done("merge", merge)
         if attempts > 1:
-            redelivered = {key: {e.order_id for e in batch} for key, batch in entries.items()}
+            redelivered = {key: {r.order_id for r in batch} for key, batch in records.items()}
         return [
             change
             for change in changes
-            if change.changed
-            or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
+            if change.state.window.samples
+            and (
+                change.changed
+                or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
+            )
         ]
+
+    async def _report_anomalies(self, anomalous: dict[str, Anomalous]) -> None:
+        """Count and log each anomalous order once: only the worker that marks it reports."""
+        kinds = {order_id: found.anomaly.value for order_id, found in anomalous.items()}
+        marked = await self._until_done("mark", lambda: self.store.mark_anomalies(kinds))
+        for order_id in sorted(marked):
+            found = anomalous[order_id]
+            self.observer.anomaly(found.anomaly.value)
+            log.warning(
+                "wait_anomaly",
+                order_id=order_id,
+                tenant=found.key[0],
+                drink=found.key[1],
+                wait_s=found.wait,
+                kind=found.anomaly.value,
+            )
 
     async def _publish(self, changes: list[WindowChange]) -> None:
         if not changes:
@@ -440,7 +469,7 @@ class Worker:
             log.warning("poison_release_failed", error=str(exc)[:300])
 
     def _track_pending(self, record: OrderRecord) -> None:
-        half_open = (record.submitted_at is None) != (record.completed_at is None)
+        half_open = (not record.submissions) != (not record.completions)
         if half_open and not record.cancelled:
             self._pending[record.order_id] = None
             self._pending.move_to_end(record.order_id)

@@ -23,13 +23,14 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import anyio
 from anyio.lowlevel import checkpoint
 
 from service.core.events import DrinkAverageTime
-from service.core.pairing import OrderRecord
-from service.core.window import Window, WindowEntry, WindowKey
+from service.core.pairing import KeyState, OrderRecord
+from service.core.window import Window, WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import SQS_BATCH_LIMIT, Message, Observer, WindowChange, WindowState
 
@@ -351,41 +352,36 @@ class FakeQueue(Injectable):
 
 def join_record(stored: OrderRecord, incoming: OrderRecord, expires_at: int) -> OrderRecord:
     """``incoming`` joined into ``stored`` as the DynamoDB update does it
-    (``service.aws.items.order_update``): every attribute ``if_not_exists``, so the first
-    stored submission (tenant, drink, time) and completion win; a cancellation is sticky;
-    the expiry is set once."""
-    tenant, drink, submitted_at = stored.tenant, stored.drink, stored.submitted_at
-    if incoming.submitted_at is not None:
-        tenant = tenant if tenant is not None else incoming.tenant or ""
-        drink = drink if drink is not None else incoming.drink or ""
-        submitted_at = submitted_at if submitted_at is not None else incoming.submitted_at
-    return OrderRecord(
-        order_id=stored.order_id,
-        tenant=tenant,
-        drink=drink,
-        submitted_at=submitted_at,
-        completed_at=(
-            stored.completed_at if stored.completed_at is not None else incoming.completed_at
-        ),
-        cancelled=stored.cancelled or incoming.cancelled,
-        expires_at=stored.expires_at if stored.expires_at is not None else expires_at,
-    )
+    (``service.aws.items.order_update``): submissions and completions added to sets, a
+    cancellation sticky, the expiry set once."""
+    joined = stored.join(incoming._replace(expires_at=None, anomaly_reported=False))
+    return joined if joined.expires_at is not None else joined._replace(expires_at=expires_at)
+
+
+class Stored(NamedTuple):
+    """A key as last written: its state, its view (the window), its version."""
+
+    state: KeyState
+    view: Window
+    version: int
 
 
 class FakeStore(Injectable):
     """The OrderStore port in memory, on the pure core, with DynamoStore's semantics.
 
     - ``records``: order records, each call's records joined in with ``join_record``.
-    - ``windows``: the durable windows with their versions. ``merge_all`` starts from this
-      process's cache (``cached``; the durable copy for a key not cached), proposes each
-      changed window at version + 1 and writes them all only if every expected version
-      still holds (a transaction); keys that lost are re-read, joined and proposed again.
-    - ``bump(key, entries)``: another writer changes a stored window (version + 1) behind
-      this process's cache, so the next merge of that key must re-read and join.
+    - ``keys``: each key's durable state (``KeyState``), view and version. ``merge_all``
+      starts from this process's cache (``cached``; the durable copy for a key not cached),
+      proposes each changed state at version + 1 and writes them all only if every
+      expected version still holds (a transaction); keys that lost are re-read, joined and
+      proposed again.
+    - ``bump(key, records)``: another writer joins records into a key behind this
+      process's cache, so the next merge of that key must re-read and join.
 
-    Operations for ``fail``/``hold``: ``apply``, ``merge``. A lost answer on ``merge``
-    (``after_effect``) leaves the windows written but the cache stale, as a timed-out
-    write does. Journal entries: ``apply`` (order ids), ``merge`` (keys), ``bump``.
+    Operations for ``fail``/``hold``: ``apply``, ``merge``, ``mark``. A lost answer on
+    ``merge`` (``after_effect``) leaves the keys written but the cache stale, as a
+    timed-out write does. Journal entries: ``apply`` (order ids), ``merge`` (keys),
+    ``mark`` (order ids), ``bump``.
     """
 
     def __init__(
@@ -393,31 +389,40 @@ class FakeStore(Injectable):
         *,
         window_size: int = 10,
         ttl_seconds: int = 86400,
+        max_wait_seconds: int = 7200,
         journal: Journal | None = None,
         observer: Observer | None = None,
     ) -> None:
         super().__init__("dynamodb", journal)
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
+        self.max_wait_seconds = max_wait_seconds
         self.observer = observer
         self.records: dict[str, OrderRecord] = {}
-        self.windows: dict[WindowKey, WindowState] = {}
-        self.cached: dict[WindowKey, WindowState] = {}
+        self.keys: dict[WindowKey, Stored] = {}
+        self.cached: dict[WindowKey, Stored] = {}
         self.conflicts = 0
 
     # -- for tests -----------------------------------------------------------------
 
+    def stored(self, key: WindowKey) -> Stored:
+        """The durable state of a key (empty at version 0 when none)."""
+        return self.keys.get(key) or Stored(
+            KeyState(key, self.window_size), Window(self.window_size), 0
+        )
+
     def window(self, key: WindowKey) -> WindowState:
         """The durable window of a key (empty at version 0 when none)."""
-        return self.windows.get(key) or WindowState(Window(self.window_size), 0)
+        stored = self.stored(key)
+        return WindowState(stored.view, stored.version)
 
-    def bump(self, key: WindowKey, entries: Iterable[WindowEntry] = ()) -> WindowState:
-        """Another writer merges ``entries`` into a stored window: its version rises."""
-        stored = self.window(key)
-        state = WindowState(stored.window.merge(tuple(entries)), stored.version + 1)
-        self.windows[key] = state
+    def bump(self, key: WindowKey, records: Iterable[OrderRecord] = ()) -> WindowState:
+        """Another writer joins ``records`` into a stored key: its version rises."""
+        current = self.stored(key)
+        state = current.state.add(records)
+        self.keys[key] = Stored(state, state.view(self.max_wait_seconds), current.version + 1)
         self.journal.record("bump", [key_name(key)])
-        return state
+        return self.window(key)
 
     # -- the port ------------------------------------------------------------------
 
@@ -443,43 +448,65 @@ class FakeStore(Injectable):
         self.injections.leave("apply", ids)
         return joined
 
+    async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
+        """Set each order's anomaly mark once; the orders this call marked."""
+        ids = sorted(kinds)
+        await self.injections.enter("mark", ids)
+        marked = set()
+        for order_id in ids:
+            stored = self.records.get(order_id) or OrderRecord(order_id)
+            if not stored.anomaly_reported:
+                self.records[order_id] = stored._replace(anomaly_reported=True)
+                marked.add(order_id)
+        self.injections.leave("mark", ids)
+        return marked
+
     async def merge_all(
-        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join entries into the stored windows with conditional, versioned writes."""
-        if not entries:
+        """Join records into the stored key states with conditional, versioned writes."""
+        if not records:
             return []
-        keys = [key_name(key) for key in entries]
+        keys = [key_name(key) for key in records]
         await self.injections.enter("merge", keys)
-        states = {key: self.cached.get(key) or self.window(key) for key in entries}
-        changed: set[WindowKey] = set()
+        states = {key: self.cached.get(key) or self.stored(key) for key in records}
+        before = {key: stored.view for key, stored in states.items()}
         for _ in range(MAX_CONFLICT_ROUNDS):
-            proposals: dict[WindowKey, WindowState] = {}
-            for key, batch in entries.items():
-                merged = states[key].window.merge(tuple(batch))
-                if merged is not states[key].window:
-                    proposals[key] = WindowState(merged, states[key].version + 1)
+            proposals: dict[WindowKey, Stored] = {}
+            for key, batch in records.items():
+                current = states[key]
+                state = current.state.add(batch).settle(now, self.max_wait_seconds, 2000)
+                if state is not current.state:
+                    proposals[key] = Stored(
+                        state, state.view(self.max_wait_seconds), current.version + 1
+                    )
             if not proposals:
                 break
-            lost = [key for key in proposals if self.window(key).version != states[key].version]
+            lost = [key for key in proposals if self.stored(key).version != states[key].version]
             if lost:  # the transaction is cancelled: re-read the losers, join again
                 for key in lost:
                     self.conflicts += 1
                     if self.observer is not None:
                         self.observer.window_conflict()
-                    states[key] = self.window(key)
+                    states[key] = self.stored(key)
                 continue
-            for key, state in proposals.items():
-                self.windows[key] = states[key] = state
-                changed.add(key)
+            for key, stored in proposals.items():
+                self.keys[key] = states[key] = stored
         else:
             raise DependencyError(
                 "window writes lost too many races", operation="fake.merge", code="Contention"
             )
         self.injections.leave("merge", keys)  # a lost answer leaves the cache stale
-        for key in entries:
+        for key in records:
             self.cached[key] = states[key]
-        return [WindowChange(key, states[key], key in changed) for key in entries]
+        return [
+            WindowChange(
+                key,
+                WindowState(states[key].view, states[key].version),
+                states[key].view != before[key],
+            )
+            for key in records
+        ]
 
 
 # -- the publisher -----------------------------------------------------------------------
@@ -532,6 +559,7 @@ class RecordingObserver:
     readiness: list[bool] = field(default_factory=list)
     poisoned: list[str] = field(default_factory=list)
     anomalies: list[str] = field(default_factory=list)
+    late_halves: int = 0
     averages: list[tuple[WindowKey, float | None, int]] = field(default_factory=list)
     retries: list[tuple[str, WaitTimesError]] = field(default_factory=list)
     flushes: list[dict[str, object]] = field(default_factory=list)
@@ -575,6 +603,11 @@ class RecordingObserver:
         """Record an order whose wait is never averaged."""
         self.anomalies.append(kind)
         self._record("anomaly", kind=kind)
+
+    def late_half(self, count: int) -> None:
+        """Record halves that came after their order's record expired."""
+        self.late_halves += count
+        self._record("late_half", count=count)
 
     def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
         """Record a published average."""

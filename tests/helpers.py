@@ -102,6 +102,7 @@ class Aws:
                 "samples": s.window.samples,
             }
             for (t, d), s in sorted(windows.items())
+            if s.window.samples
         ]
 
     async def drain_queue(self, url: str) -> list[dict[str, Any]]:
@@ -207,8 +208,8 @@ async def scan_windows(clients: AwsClients, settings: Settings) -> dict[WindowKe
         for item in page.get("Items", []):
             stored = items.window_from_item(item, settings.window_size)
             if stored is not None:
-                key, window, version = stored
-                windows[key] = WindowState(window, version)
+                state, window, version = stored
+                windows[state.key] = WindowState(window, version)
         if "LastEvaluatedKey" not in page:
             return windows
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]

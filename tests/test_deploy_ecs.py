@@ -240,7 +240,15 @@ def test_template_agrees_with_the_code() -> None:
             json.dumps({"Ref": "EventSource"}), json.dumps(DEFAULT_SOURCE)
         )
     )
-    assert pattern == consumed_event_pattern(DEFAULT_SOURCE)
+    condition, order_finished, completed = pattern["detail-type"]["Fn::If"]
+    assert condition == "OrderFinishedCompletes"
+    assert TEMPLATE["Conditions"][condition] == {
+        "Fn::Equals": [{"Ref": "CompletionEvent"}, "order-finished"]
+    }
+    assert parameters["CompletionEvent"]["Default"] == defaults.completion_event
+    for completion, types in (("completed", completed), ("order-finished", order_finished)):
+        expected = consumed_event_pattern(DEFAULT_SOURCE, completion)
+        assert {**pattern, "detail-type": types} == expected, completion
     assert rule["EventBusName"] == {"Ref": "EventBusName"}
     assert rule["Targets"] == [{"Id": "queue", "Arn": {"Fn::GetAtt": ["Queue", "Arn"]}}]
 

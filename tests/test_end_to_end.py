@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from typing import Any
 
 import anyio
 import pytest
@@ -129,6 +130,51 @@ async def test_two_workers_on_one_queue_give_the_same_windows_as_one(aws: Aws) -
     assert first.messages_received._value.get() > 0
     assert second.messages_received._value.get() > 0
     expected = expected_rows(as_envelopes(events, aws.settings.source), aws.settings)
+    assert await aws.stored_rows() == expected
+    assert latest_by_key(await aws.published()) == expected
+
+
+async def test_conflicting_duplicates_through_the_bus_to_two_workers(aws: Aws) -> None:
+    """Retried producers: an order submitted twice 20 s apart (the later delivered first),
+    completed 60 s after the earlier; another completed twice; a third re-submitted for
+    another drink; a fourth completed and then cancelled. Earliest wins, everywhere."""
+    base = 1_790_000_000
+
+    def envelope(kind: str, order: str, at: int, drink: str = "Latte") -> dict[str, Any]:
+        detail: dict[str, Any] = {"orderId": order, "eventId": "NYC"}
+        if kind == "OrderManager.WaitingCompletion":
+            detail["drinkOrder"] = {"drink": drink}
+        return {
+            "detail-type": kind,
+            "source": aws.settings.source,
+            "time": datetime.fromtimestamp(at, UTC).isoformat(),
+            "detail": detail,
+        }
+
+    submitted, done = "OrderManager.WaitingCompletion", "OrderManager.OrderNYC-COMPLETED"
+    cancelled = "OrderManager.OrderNYC-CANCELLED"
+    envelopes = [
+        envelope(submitted, "a", base + 20),  # the retry, delivered first
+        envelope(submitted, "a", base),
+        envelope(done, "a", base + 60),
+        envelope(submitted, "b", base + 100),
+        envelope(done, "b", base + 190),  # the retry of the completion below
+        envelope(done, "b", base + 130),
+        envelope(submitted, "c", base + 200, "Mocha"),
+        envelope(submitted, "c", base + 195, "Latte"),  # earlier: c is a Latte
+        envelope(done, "c", base + 240),
+        envelope(submitted, "d", base + 300),
+        envelope(done, "d", base + 330),
+        envelope(cancelled, "d", base + 331),
+    ]
+    await play_recording(aws.clients.events, aws.settings.event_bus, envelopes, speed=0)
+    async with anyio.create_task_group() as group:
+        group.start_soon(burst, aws.settings, Metrics())
+        group.start_soon(burst, aws.settings, Metrics())
+    # a waited 60 s, b 30 s, c 45 s (as a Latte); d was cancelled: it takes no slot.
+    expected = [{"eventId": "NYC", "drink": "Latte", "duration": 45.0, "samples": 3}]
+    assert expected_rows(envelopes, aws.settings) == expected
+    assert expected_rows(envelopes[::-1], aws.settings) == expected
     assert await aws.stored_rows() == expected
     assert latest_by_key(await aws.published()) == expected
 

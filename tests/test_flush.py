@@ -23,7 +23,7 @@ from service.aws.store import DynamoStore
 from service.core.events import role_of
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
-from service.core.window import WindowEntry, WindowKey
+from service.core.window import WindowKey
 from service.errors import DependencyError
 from service.metrics import Health, Metrics, PrometheusObserver
 from service.ports import Message, WindowChange
@@ -110,13 +110,17 @@ async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws
     stale.observer = Conflicts(conflicts)  # type: ignore[assignment]
     fresh = aws.store()
 
-    def entries(prefix: str, at: int) -> dict[WindowKey, list[WindowEntry]]:
-        return {key: [WindowEntry(at, f"{prefix}-{key[1]}", 60)] for key in keys}
+    def records(prefix: str, at: int) -> dict[WindowKey, list[OrderRecord]]:
+        return {
+            key: [OrderRecord.of(f"{prefix}-{key[1]}", *key, at - 60, at, expires_at=10**9)]
+            for key in keys
+        }
 
     # Both stores cache every key at version 1; then the fresh one moves them all to 2.
-    await stale.merge_all(entries("a", 100))
-    await fresh.merge_all(entries("b", 200))
-    changes = await stale.merge_all(entries("c", 300))  # stale versions: the transaction fails
+    await stale.merge_all(records("a", 100), now=1_000)
+    await fresh.merge_all(records("b", 200), now=1_000)
+    # Stale versions: the transaction fails.
+    changes = await stale.merge_all(records("c", 300), now=1_000)
 
     assert conflicts  # the condition failed, was counted, and the keys were re-read
     stored = await scan_windows(aws.clients, aws.settings)
@@ -168,9 +172,12 @@ class FailsOnOneOrder:
         return await self.store.apply_all(records, now)
 
     async def merge_all(
-        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        return await self.store.merge_all(entries)
+        return await self.store.merge_all(records, now)
+
+    async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
+        return await self.store.mark_anomalies(kinds)
 
 
 async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush(

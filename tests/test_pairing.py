@@ -10,7 +10,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, Anomaly, OrderBook, OrderRecord, Paired, outcome
+from service.core.pairing import (
+    Anomalous,
+    Anomaly,
+    KeyState,
+    OrderBook,
+    OrderRecord,
+    Paired,
+    outcome,
+)
 from service.core.window import WindowEntry
 from service.tools.replay import replay
 
@@ -29,10 +37,10 @@ def cancelled(order: str, at: int) -> OrderEvent:
     return OrderEvent(Role.CANCELLED, order, at)
 
 
-def record(*events: OrderEvent) -> OrderRecord:
+def record(*events: OrderEvent, expires: int = 10_000) -> OrderRecord:
     current = OrderRecord(events[0].order_id)
     for event in events:
-        current = current.merge(event, 10_000)
+        current = current.merge(event, expires)
     return current
 
 
@@ -62,14 +70,76 @@ def test_merge_is_idempotent() -> None:
     assert once.merge(submitted("o", 100)) is once
 
 
-def test_expiry_drops_stale_halves_only_after_the_ttl() -> None:
+def test_expiry_drops_stale_records_only_after_the_ttl_and_late_halves_never_pair() -> None:
     book = OrderBook(ttl_seconds=100)
     book.apply(submitted("a", 0), now=0)
     book.apply(completed("b", 50), now=50)
-    assert book.expire(now=99) == 0
+    assert book.expire(now=99) == []
     assert book.open_orders == 2
-    assert book.expire(now=100) == 1
+    assert [r.order_id for r in book.expire(now=100)] == ["a"]
     assert set(book.records) == {"b"}
+    assert book.apply(completed("a", 101), now=101) is None  # its partner expired
+    assert book.late_halves == 1 and "a" not in book.records
+
+
+def test_conflicting_halves_earliest_wins_whatever_the_delivery_order() -> None:
+    later, earlier = submitted("o", 120, "Mocha", "LDN"), submitted("o", 100, "Latte", "NYC")
+    first_done, second_done = completed("o", 180), completed("o", 170)
+    for events in ([later, earlier, first_done, second_done], [second_done, earlier, later]):
+        found = outcome(record(*events), 7200)
+        assert found == Paired(("NYC", "Latte"), WindowEntry(170, "o", 70))
+    tie = record(submitted("t", 100, "Mocha", "NYC"), submitted("t", 100, "Latte", "NYC"))
+    assert tie.key == ("NYC", "Latte")  # equal times: tenant, then drink
+    assert record(submitted("r", 100, "b", "LDN"), submitted("r", 100, "a", "NYC")).key == (
+        "LDN",
+        "b",
+    )
+
+
+def test_a_cancelled_and_completed_order_neither_counts_nor_holds_a_slot() -> None:
+    key = ("NYC", "Latte")
+    orders = [
+        record(submitted(f"o{i}", 100 + i), completed(f"o{i}", 200 + i), expires=10**9)
+        for i in range(3)
+    ]
+    state = KeyState(key, 2).add(orders)
+    assert [e.order_id for e in state.view(7200).entries] == ["o2", "o1"]
+    cancelled_newest = orders[2].merge(cancelled("o2", 300))
+    state = state.add([cancelled_newest])
+    assert [e.order_id for e in state.view(7200).entries] == ["o1", "o0"]  # o0 comes back
+
+
+def test_an_earlier_completion_or_submission_elsewhere_brings_back_the_dropped_order() -> None:
+    key = ("NYC", "Latte")
+    orders = [
+        record(submitted(f"o{i}", 100 + i), completed(f"o{i}", 200 + i), expires=10**9)
+        for i in range(3)
+    ]
+    state = KeyState(key, 2).add(orders)
+    # o2's completion was first emitted earlier than o0's: it now ranks last.
+    state = state.add([orders[2].merge(completed("o2", 150))])
+    assert [e.order_id for e in state.view(7200).entries] == ["o1", "o0"]
+    # o1 had an earlier submission for another drink: it leaves this key.
+    moved = orders[1].merge(submitted("o1", 50, "Mocha"))
+    assert moved.key == ("NYC", "Mocha") and key in moved.keys
+    state = state.add([moved])
+    assert [e.order_id for e in state.view(7200).entries] == ["o0", "o2"]
+
+
+def test_settled_orders_keep_only_the_top_n_and_the_view_is_unchanged() -> None:
+    key = ("NYC", "Latte")
+    orders = [
+        record(submitted(f"o{i}", 100 + i), completed(f"o{i}", 200 + i), expires=1_000 + i)
+        for i in range(5)
+    ]
+    state = KeyState(key, 3).add(orders)
+    view = state.view(7200)
+    settled = state.settle(now=1_002, max_wait_seconds=7200, max_live=100)
+    assert sorted(settled.live) == ["o3", "o4"]
+    assert [e.order_id for e in settled.settled] == ["o2", "o1", "o0"]
+    assert settled.view(7200) == view
+    capped = state.settle(now=0, max_wait_seconds=7200, max_live=1)
+    assert sorted(capped.live) == ["o4"] and capped.view(7200) == view
 
 
 def _envelope(event: OrderEvent) -> dict[str, Any]:
@@ -120,3 +190,12 @@ def test_final_windows_do_not_depend_on_order_or_duplicates(data: st.DataObject)
     actual = replay(shuffled, window_size=window_size, max_wait_seconds=150)
     assert actual.windows == expected.windows
     assert actual.as_rows() == expected.as_rows()
+
+
+def test_joining_what_a_state_already_holds_changes_nothing() -> None:
+    key = ("NYC", "Latte")
+    stored = record(submitted("o", 100), completed("o", 160), expires=1_000)
+    state = KeyState(key, 3).add([stored])
+    # The same order read back later: an expiry set by another write is not newer news.
+    assert state.add([stored._replace(expires_at=2_000)]) is state
+    assert state.add([record(completed("o", 160), expires=1_000)]) is state

@@ -22,6 +22,7 @@ CHANGED: dict[str, Any] = {
     "max_wait_seconds": 3600,
     "pending_ttl_seconds": 7200,
     "max_clock_skew_seconds": 0,
+    "completion_event": "order-finished",
     "metrics_host": "127.0.0.1",
     "metrics_port": 0,
     "max_receives_per_flush": 3,

@@ -145,16 +145,24 @@ async def test_the_fake_queue_redrives_and_ignores_stale_receipts() -> None:
     assert await queue.is_drained()
 
 
-def test_the_fake_store_joins_records_like_the_if_not_exists_update() -> None:
+def test_the_fake_store_joins_records_like_the_set_update() -> None:
     def record(**fields: Any) -> OrderRecord:
-        return OrderRecord("o1", **fields)
+        return OrderRecord.of("o1", **fields)
 
     stored = join_record(record(), record(completed_at=T0 + 60), expires_at=100)
     stored = join_record(stored, record(tenant="NYC", drink="Latte", submitted_at=T0), 200)
     stored = join_record(stored, record(tenant="LDN", drink="Mocha", submitted_at=T0 - 5), 300)
     stored = join_record(stored, record(cancelled=True), 400)
     stored = join_record(stored, record(completed_at=T0 + 90), 500)
-    assert stored == OrderRecord("o1", "NYC", "Latte", T0, T0 + 60, True, 100)
+    assert stored.expires_at == 100  # set once
+    assert set(stored.submissions) == {(T0, "NYC", "Latte"), (T0 - 5, "LDN", "Mocha")}
+    assert set(stored.completions) == {T0 + 60, T0 + 90} and stored.cancelled
+    # Earliest wins, whatever the order the halves were stored in.
+    assert (stored.key, stored.submitted_at, stored.completed_at) == (
+        ("LDN", "Mocha"),
+        T0 - 5,
+        T0 + 60,
+    )
 
 
 # -- a flush -----------------------------------------------------------------------------
@@ -295,7 +303,10 @@ async def test_a_lost_window_race_is_reread_and_joined(fakes: Fakes) -> None:
     send_order(fakes, "o1", T0, 60)
     await burst(worker)
     # Another worker writes the same window behind this one's cache.
-    fakes.store.bump(LATTE, [WindowEntry(T0 + 200, "theirs", 100)])
+    fakes.store.bump(
+        LATTE,
+        [OrderRecord.of("theirs", "NYC", "Latte", T0 + 100, T0 + 200, expires_at=T0 + 86_400)],
+    )
     send_order(fakes, "o2", T0 + 300, 30)
     await burst(worker)
     latest = fakes.publisher.latest(LATTE)

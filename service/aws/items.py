@@ -4,30 +4,34 @@ One table, partition key ``pk`` only, two kinds of item:
 
 | item | ``pk`` | attribute | type | meaning |
 |---|---|---|---|---|
-| order record | ``O#<orderId>`` | ``tn`` | S | tenant of the first stored submission |
-| | | ``dr`` | S | drink of the first stored submission |
-| | | ``st`` | N | submission time (epoch seconds) |
-| | | ``ct`` | N | completion time (epoch seconds) |
+| order record | ``O#<orderId>`` | ``sub`` | SS | every distinct submission, ``[time, tenant, drink]`` as JSON |
+| | | ``cmp`` | NS | every distinct completion time (epoch seconds) |
 | | | ``cx`` | BOOL | cancelled (sticky) |
-| | | ``expiresAt`` | N | DynamoDB TTL: when the record may be garbage-collected |
+| | | ``an`` | S | anomaly kind, set once by the worker that first reported it |
+| | | ``expiresAt`` | N | DynamoDB TTL; also the end of the order's horizon |
 | window | ``W#["<tenant>","<drink>"]`` | ``tenant``, ``drink`` | S | the key, readable |
-| | | ``v`` | N | version: rises with every change |
-| | | ``e`` | S | entries, compact JSON ``[[completedAt, orderId, wait, cancelled], ...]`` |
+| | | ``v`` | N | version: rises with every write |
+| | | ``e`` | S | the window (the view), ``[[completedAt, orderId, wait], ...]`` |
+| | | ``o`` | S | live orders, ``{orderId: [submissions, completions, cancelled, expiresAt]}`` |
+| | | ``s`` | S | settled entries (top N of orders that can no longer change) |
 | | | ``updatedAt`` | S | RFC 3339, when it was written |
 
-An order record's update uses ``if_not_exists`` for every half it carries: the same join
-as ``OrderRecord.merge``, so concurrent and repeated writes commute. A window is written
-with a conditional put on ``v``; JSON keeps any tenant or drink name unambiguous in ``pk``.
+An order record's update only adds to sets (``ADD``) and sets sticky flags: every write
+commutes with every other and none can fail a transaction, however many workers and
+redeliveries write the same order. The window item holds the key's state (``o`` and
+``s``, see ``service.core.pairing.KeyState``) and is written with a conditional put on
+``v``. Records written before this layout (``tn``/``dr``/``st``/``ct``) and windows
+without ``o`` are still read.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from service.core.pairing import OrderRecord
+from service.core.pairing import KeyState, OrderRecord, Submission, top
 from service.core.window import Window, WindowEntry, WindowKey
 
 if TYPE_CHECKING:
@@ -44,16 +48,21 @@ else:
 KEY: Final = "pk"
 ORDER_PREFIX: Final = "O#"
 WINDOW_PREFIX: Final = "W#"
-TENANT: Final = "tn"
-DRINK: Final = "dr"
-SUBMITTED_AT: Final = "st"
-COMPLETED_AT: Final = "ct"
+SUBMISSIONS: Final = "sub"
+COMPLETIONS: Final = "cmp"
 CANCELLED: Final = "cx"
+ANOMALY: Final = "an"
 EXPIRES_AT: Final = "expiresAt"
+LEGACY_TENANT: Final = "tn"
+LEGACY_DRINK: Final = "dr"
+LEGACY_SUBMITTED_AT: Final = "st"
+LEGACY_COMPLETED_AT: Final = "ct"
 WINDOW_TENANT: Final = "tenant"
 WINDOW_DRINK: Final = "drink"
 VERSION: Final = "v"
 ENTRIES: Final = "e"
+LIVE: Final = "o"
+SETTLED: Final = "s"
 UPDATED_AT: Final = "updatedAt"
 
 
@@ -67,76 +76,143 @@ def window_pk(key: WindowKey) -> str:
     return WINDOW_PREFIX + json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
 
+def _submission_text(half: Submission) -> str:
+    return json.dumps(list(half), ensure_ascii=False, separators=(",", ":"))
+
+
 def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateTypeDef:
-    """The update joining what a record knows into the stored record (``if_not_exists``
-    keeps the first submission and completion, a cancellation is sticky)."""
-    clauses = []
+    """The update adding what a record knows to the stored record: set union, sticky flag."""
+    # Names go through placeholders: DynamoDB reserves hundreds of words.
+    names = {"#exp": EXPIRES_AT}
+    adds = []
+    sets = ["#exp = if_not_exists(#exp, :exp)"]
     values: dict[str, AttributeValueTypeDef] = {":exp": {"N": str(expires_at)}}
-    if record.submitted_at is not None:
-        clauses += [f"{name} = if_not_exists({name}, :{name})" for name in (TENANT, DRINK)]
-        clauses.append(f"{SUBMITTED_AT} = if_not_exists({SUBMITTED_AT}, :{SUBMITTED_AT})")
-        values[f":{TENANT}"] = {"S": record.tenant or ""}
-        values[f":{DRINK}"] = {"S": record.drink or ""}
-        values[f":{SUBMITTED_AT}"] = {"N": str(record.submitted_at)}
-    if record.completed_at is not None:
-        clauses.append(f"{COMPLETED_AT} = if_not_exists({COMPLETED_AT}, :{COMPLETED_AT})")
-        values[f":{COMPLETED_AT}"] = {"N": str(record.completed_at)}
+    if record.submissions:
+        names["#sub"] = SUBMISSIONS
+        adds.append("#sub :s")
+        values[":s"] = {"SS": sorted(_submission_text(half) for half in record.submissions)}
+    if record.completions:
+        names["#cmp"] = COMPLETIONS
+        adds.append("#cmp :c")
+        values[":c"] = {"NS": sorted(str(at) for at in record.completions)}
     if record.cancelled:
-        clauses.append(f"{CANCELLED} = :yes")
+        names["#cx"] = CANCELLED
+        sets.append("#cx = :yes")
         values[":yes"] = {"BOOL": True}
-    clauses.append(f"{EXPIRES_AT} = if_not_exists({EXPIRES_AT}, :exp)")
+    expression = "SET " + ", ".join(sets)
+    if adds:
+        expression += " ADD " + ", ".join(adds)
     return {
         "TableName": table,
         "Key": {KEY: {"S": order_pk(record.order_id)}},
-        "UpdateExpression": "SET " + ", ".join(clauses),
+        "UpdateExpression": expression,
+        "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
+    }
+
+
+def anomaly_mark(order_id: str, kind: str, table: str) -> UpdateTypeDef:
+    """Set the anomaly mark once: the condition fails for every worker but the first."""
+    return {
+        "TableName": table,
+        "Key": {KEY: {"S": order_pk(order_id)}},
+        "UpdateExpression": "SET #an = :kind",
+        "ConditionExpression": "attribute_not_exists(#an)",
+        "ExpressionAttributeNames": {"#an": ANOMALY},
+        "ExpressionAttributeValues": {":kind": {"S": kind}},
     }
 
 
 def record_from_item(order_id: str, item: Item) -> OrderRecord:
     """An OrderRecord from a stored order item (an empty item: nothing known yet)."""
-
-    def number(name: str) -> int | None:
-        return int(item[name]["N"]) if name in item else None
-
+    submissions = {
+        (int(t), str(tenant), str(drink))
+        for t, tenant, drink in (
+            json.loads(text) for text in item.get(SUBMISSIONS, {}).get("SS", ())
+        )
+    }
+    completions = {int(n) for n in item.get(COMPLETIONS, {}).get("NS", ())}
+    if LEGACY_SUBMITTED_AT in item:
+        tenant = item.get(LEGACY_TENANT, {}).get("S", "")
+        drink = item.get(LEGACY_DRINK, {}).get("S", "")
+        submissions.add((int(item[LEGACY_SUBMITTED_AT]["N"]), tenant, drink))
+    if LEGACY_COMPLETED_AT in item:
+        completions.add(int(item[LEGACY_COMPLETED_AT]["N"]))
     return OrderRecord(
-        order_id=order_id,
-        tenant=item[TENANT]["S"] if TENANT in item else None,
-        drink=item[DRINK]["S"] if DRINK in item else None,
-        submitted_at=number(SUBMITTED_AT),
-        completed_at=number(COMPLETED_AT),
-        cancelled=bool(item.get(CANCELLED, {}).get("BOOL", False)),
-        expires_at=number(EXPIRES_AT),
+        order_id,
+        tuple(sorted(submissions)),
+        tuple(sorted(completions)),
+        bool(item.get(CANCELLED, {}).get("BOOL", False)),
+        int(item[EXPIRES_AT]["N"]) if EXPIRES_AT in item else None,
+        ANOMALY in item,
     )
 
 
-def encode_entries(window: Window) -> str:
-    """Compact JSON of a window's entries."""
+def encode_entries(entries: Iterable[WindowEntry]) -> str:
+    """Compact JSON of window entries."""
     return json.dumps(
-        [[e.completed_at, e.order_id, e.wait, int(e.cancelled)] for e in window.entries],
+        [[e.completed_at, e.order_id, e.wait] for e in entries],
         ensure_ascii=False,
         separators=(",", ":"),
     )
 
 
 def decode_entries(text: str) -> list[WindowEntry]:
-    """Inverse of ``encode_entries``."""
-    return [WindowEntry(int(c), str(o), int(w), bool(x)) for c, o, w, x in json.loads(text)]
+    """Inverse of ``encode_entries``; an entry of the old layout marked cancelled is dropped
+    (a cancelled order no longer holds a slot)."""
+    return [
+        WindowEntry(int(row[0]), str(row[1]), int(row[2]))
+        for row in json.loads(text)
+        if len(row) < 4 or not row[3]
+    ]
+
+
+def encode_live(live: Mapping[str, OrderRecord]) -> str:
+    """Compact JSON of a key's live records."""
+    return json.dumps(
+        {
+            order_id: [
+                sorted(record.submissions),
+                sorted(record.completions),
+                int(record.cancelled),
+                record.expires_at,
+            ]
+            for order_id, record in sorted(live.items())
+        },
+        ensure_ascii=False,
+        separators=(",", ":"),
+    )
+
+
+def decode_live(text: str) -> dict[str, OrderRecord]:
+    """Inverse of ``encode_live``."""
+    return {
+        order_id: OrderRecord(
+            order_id,
+            tuple(sorted((int(t), str(tenant), str(drink)) for t, tenant, drink in subs)),
+            tuple(sorted(int(c) for c in cmps)),
+            bool(cancelled),
+            None if expires is None else int(expires),
+        )
+        for order_id, (subs, cmps, cancelled, expires) in json.loads(text).items()
+    }
 
 
 def window_put(
-    key: WindowKey, window: Window, version: int, table: str, *, expected: int
+    state: KeyState, view: Window, version: int, table: str, *, expected: int
 ) -> PutTypeDef:
-    """A conditional put of a window's new version: only over version ``expected`` (or none)."""
-    tenant, drink = key
+    """A conditional put of a key's new state: only over version ``expected`` (or none)."""
+    tenant, drink = state.key
     return {
         "TableName": table,
         "Item": {
-            KEY: {"S": window_pk(key)},
+            KEY: {"S": window_pk(state.key)},
             WINDOW_TENANT: {"S": tenant},
             WINDOW_DRINK: {"S": drink},
             VERSION: {"N": str(version)},
-            ENTRIES: {"S": encode_entries(window)},
+            ENTRIES: {"S": encode_entries(view.entries)},
+            LIVE: {"S": encode_live(state.live)},
+            SETTLED: {"S": encode_entries(state.settled)},
             UPDATED_AT: {"S": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
         },
         "ConditionExpression": f"attribute_not_exists({KEY}) OR {VERSION} = :v",
@@ -144,9 +220,21 @@ def window_put(
     }
 
 
-def window_from_item(item: Item | None, window_size: int) -> tuple[WindowKey, Window, int] | None:
-    """A stored window item's key, window and version (None for no item)."""
+def window_from_item(item: Item | None, window_size: int) -> tuple[KeyState, Window, int] | None:
+    """A stored window item's key state, view and version (None for no item).
+
+    A window of the old layout (no ``o``) becomes settled entries: it can no longer change.
+    """
     if not item:
         return None
-    window = Window(window_size).merge(decode_entries(item[ENTRIES]["S"]))
-    return (item[WINDOW_TENANT]["S"], item[WINDOW_DRINK]["S"]), window, int(item[VERSION]["N"])
+    key = (item[WINDOW_TENANT]["S"], item[WINDOW_DRINK]["S"])
+    view = Window(window_size, top(decode_entries(item[ENTRIES]["S"]), window_size))
+    if LIVE not in item:
+        return KeyState(key, window_size, {}, view.entries), view, int(item[VERSION]["N"])
+    state = KeyState(
+        key,
+        window_size,
+        decode_live(item[LIVE]["S"]),
+        top(decode_entries(item[SETTLED]["S"]), window_size),
+    )
+    return state, view, int(item[VERSION]["N"])

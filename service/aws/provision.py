@@ -66,7 +66,7 @@ async def provision(
         clients,
         settings.event_bus,
         settings.rule_name,
-        consumed_event_pattern(settings.source),
+        consumed_event_pattern(settings.source, settings.completion_event),
         queue_arn,
         queue_url,
     )
@@ -133,7 +133,11 @@ async def ensure_rule(
     queue_arn: str,
     queue_url: str,
 ) -> str:
-    """A rule on ``bus`` with ``pattern`` delivering to a queue, and the queue policy allowing it."""
+    """A rule on ``bus`` with ``pattern`` delivering to a queue, and the queue policy allowing it.
+
+    PutRule creates the rule or brings an existing one to ``pattern`` (a changed
+    WAIT_TIMES_COMPLETION_EVENT takes effect on the next ``provision``).
+    """
     rule_arn = str(
         (
             await clients.events.put_rule(

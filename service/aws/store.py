@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import anyio
 import structlog
@@ -26,8 +26,8 @@ import structlog
 from service.aws import items
 from service.aws.errors import call, cancellation_reasons
 from service.backoff import CONTENTION
-from service.core.pairing import OrderRecord
-from service.core.window import Window, WindowEntry, WindowKey
+from service.core.pairing import KeyState, OrderRecord
+from service.core.window import Window, WindowKey
 from service.errors import DependencyError, first_error
 from service.ports import Observer, WindowChange, WindowState
 
@@ -40,11 +40,20 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
+MAX_LIVE_ORDERS = 2000  # per key: past it the oldest orders settle early (KeyState.settle)
 MAX_CONFLICT_ROUNDS = 50  # re-merges after lost races before contention counts as a failure
 MAX_UNPROCESSED_ROUNDS = 8  # asks for DynamoDB's UnprocessedKeys before it counts as a failure
 TRANSACT_LIMIT = 100  # actions per TransactWriteItems
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 SINGLE_WRITES_UP_TO = 2  # orders per flush written with UpdateItem ALL_NEW instead
+
+
+class _Stored(NamedTuple):
+    """A key's state as last written: the state, its view (the window), its version."""
+
+    state: KeyState
+    view: Window
+    version: int
 
 
 class DynamoStore:
@@ -57,6 +66,7 @@ class DynamoStore:
         *,
         window_size: int,
         ttl_seconds: int,
+        max_wait_seconds: int = 7200,
         observer: Observer | None = None,
         max_cached_windows: int = 100_000,
     ) -> None:
@@ -64,9 +74,10 @@ class DynamoStore:
         self.table_name = table_name
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
+        self.max_wait_seconds = max_wait_seconds
         self.max_cached_windows = max_cached_windows
         self.observer = observer
-        self._cache: OrderedDict[WindowKey, WindowState] = OrderedDict()
+        self._cache: OrderedDict[WindowKey, _Stored] = OrderedDict()
         # Windows are merged one flush at a time per process (the worker has one loop); the
         # lock keeps that true for any other caller, so the cache never goes backwards.
         self._windows_lock = anyio.Lock()
@@ -171,50 +182,75 @@ class DynamoStore:
                 rounds += 1
         return found
 
+    async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
+        """Set each order's anomaly mark (order id → kind) unless already set; returns the
+        orders this call marked, so exactly one worker reports each anomalous order."""
+        marked: set[str] = set()
+
+        async def mark(order_id: str, kind: str) -> None:
+            update = items.anomaly_mark(order_id, kind, self.table_name)
+            try:
+                await call("dynamodb.UpdateItem", lambda: self.client.update_item(**update))
+            except DependencyError as exc:
+                if exc.code != "ConditionalCheckFailedException":
+                    raise
+            else:
+                marked.add(order_id)
+
+        with first_error():
+            async with anyio.create_task_group() as group:
+                for order_id, kind in kinds.items():
+                    group.start_soon(mark, order_id, kind)
+        return marked
+
     # -- windows -------------------------------------------------------------------
 
-    def _window_state(self, item: items.Item | None) -> WindowState:
+    def _stored_state(self, key: WindowKey, item: items.Item | None) -> _Stored:
         stored = items.window_from_item(item, self.window_size)
         if stored is None:
-            return WindowState(Window(self.window_size), 0)
-        _, window, version = stored
-        return WindowState(window, version)
+            return _Stored(KeyState(key, self.window_size), Window(self.window_size), 0)
+        return _Stored(*stored)
 
-    async def load_windows(self, keys: Iterable[WindowKey]) -> dict[WindowKey, WindowState]:
-        """The stored windows of some keys (one consistent read per 100); empty at version 0."""
+    async def load_states(self, keys: Iterable[WindowKey]) -> dict[WindowKey, _Stored]:
+        """The stored states of some keys (one consistent read per 100); empty at version 0."""
         keys = list(keys)
         stored = await self._get_items(items.window_pk(key) for key in keys)
-        return {key: self._window_state(stored.get(items.window_pk(key))) for key in keys}
+        return {key: self._stored_state(key, stored.get(items.window_pk(key))) for key in keys}
 
     async def merge_all(
-        self, entries: Mapping[WindowKey, Sequence[WindowEntry]]
+        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join entries into their keys' stored windows; keys that lost a race are re-read and
-        joined again (the window is a semilattice, so every writer converges)."""
+        """Join records into their keys' stored states (settling what expired by ``now``);
+        keys that lost a race are re-read and joined again (the state is a semilattice, so
+        every writer converges). ``changed``: the key's window (the view) changed."""
         async with self._windows_lock:
-            states = {key: self._cache[key] for key in entries if key in self._cache}
-            cold = [key for key in entries if key not in states]
+            states = {key: self._cache[key] for key in records if key in self._cache}
+            cold = [key for key in records if key not in states]
             if cold:
-                states |= await self.load_windows(cold)
-            changed: set[WindowKey] = set()
+                states |= await self.load_states(cold)
+            before = {key: stored.view for key, stored in states.items()}
             for round_ in range(MAX_CONFLICT_ROUNDS):
                 proposals = {}
-                for key, batch in entries.items():
-                    merged = states[key].window.merge(tuple(batch))
-                    if merged is not states[key].window:
-                        proposals[key] = WindowState(merged, states[key].version + 1)
+                for key, batch in records.items():
+                    current = states[key]
+                    state = current.state.add(batch).settle(
+                        now, self.max_wait_seconds, MAX_LIVE_ORDERS
+                    )
+                    if state is not current.state:
+                        proposals[key] = _Stored(
+                            state, state.view(self.max_wait_seconds), current.version + 1
+                        )
                 if not proposals:
                     break
                 written, conflicted = await self._write_windows(proposals, states)
                 for key in written:
                     states[key] = proposals[key]
-                    changed.add(key)
                     self._remember(key, states[key])
                 if conflicted:
                     for _ in conflicted:
                         if self.observer is not None:
                             self.observer.window_conflict()
-                    states |= await self.load_windows(conflicted)
+                    states |= await self.load_states(conflicted)
                 if not written:  # nobody's write landed: let the other transaction finish
                     await anyio.sleep(CONTENTION.delay(round_))
             else:
@@ -223,17 +259,24 @@ class DynamoStore:
                     operation="dynamodb.PutItem",
                     code="WindowContention",
                 )
-            for key in entries:
+            for key in records:
                 self._remember(key, states[key])
-            return [WindowChange(key, states[key], key in changed) for key in entries]
+            return [
+                WindowChange(
+                    key,
+                    WindowState(states[key].view, states[key].version),
+                    states[key].view != before[key],
+                )
+                for key in records
+            ]
 
     async def _write_windows(
-        self, proposals: dict[WindowKey, WindowState], current: dict[WindowKey, WindowState]
+        self, proposals: dict[WindowKey, _Stored], current: dict[WindowKey, _Stored]
     ) -> tuple[set[WindowKey], set[WindowKey]]:
-        """Write new window versions conditionally: (keys written, keys to re-read).
+        """Write new states conditionally: (keys written, keys to re-read).
 
-        One window: a conditional PutItem. Several: one TransactWriteItems per 100, which
-        writes all of its windows or none. A transaction cancelled because another one held
+        One key: a conditional PutItem. Several: one TransactWriteItems per 100, which
+        writes all of its keys or none. A transaction cancelled because another one held
         an item is a lost race like a failed condition: its keys are re-read and joined
         again. Cancelled for throttling, it is a retriable failure.
         """
@@ -248,8 +291,7 @@ class DynamoStore:
         for start in range(0, len(keys), TRANSACT_LIMIT):
             chunk = keys[start : start + TRANSACT_LIMIT]
             actions: list[TransactWriteItemTypeDef] = [
-                {"Put": self._window_put(key, proposals[key], current[key].version)}
-                for key in chunk
+                {"Put": self._window_put(proposals[key], current[key].version)} for key in chunk
             ]
             try:
                 await call(
@@ -272,13 +314,13 @@ class DynamoStore:
                 written |= set(chunk)
         return written, conflicted
 
-    def _window_put(self, key: WindowKey, state: WindowState, expected: int) -> PutTypeDef:
+    def _window_put(self, proposal: _Stored, expected: int) -> PutTypeDef:
         return items.window_put(
-            key, state.window, state.version, self.table_name, expected=expected
+            proposal.state, proposal.view, proposal.version, self.table_name, expected=expected
         )
 
-    async def _put_window(self, key: WindowKey, state: WindowState, *, expected: int) -> bool:
-        put = self._window_put(key, state, expected)
+    async def _put_window(self, key: WindowKey, proposal: _Stored, *, expected: int) -> bool:
+        put = self._window_put(proposal, expected)
         try:
             await call("dynamodb.PutItem", lambda: self.client.put_item(**put))
         except DependencyError as exc:
@@ -289,8 +331,8 @@ class DynamoStore:
         self._items("PutItem", 1)
         return True
 
-    def _remember(self, key: WindowKey, state: WindowState) -> None:
-        self._cache[key] = state
+    def _remember(self, key: WindowKey, stored: _Stored) -> None:
+        self._cache[key] = stored
         self._cache.move_to_end(key)
         while len(self._cache) > self.max_cached_windows:
             self._cache.popitem(last=False)

@@ -8,11 +8,20 @@ published schema of what is consumed).
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, cast
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+)
 
 from service.core.orders import OrderEvent, Role
 from service.core.window import Window, WindowKey
@@ -22,7 +31,12 @@ SUBMITTED_DETAIL_TYPE: Final = "OrderManager.WaitingCompletion"
 LEGACY_COMPLETED_DETAIL_TYPE: Final = "OrderManager.OrderCompleted"
 LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
 TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
+ORDER_FINISHED_DETAIL_TYPE: Final = "OrderProcessor.orderFinished"
 AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
+# Which event ends an order's wait (WAIT_TIMES_COMPLETION_EVENT): the barista's
+# completion, or, as the first version of this extension did, the workflow's end.
+COMPLETED: Final = "completed"
+ORDER_FINISHED: Final = "order-finished"
 TENANT_ORDER_PREFIX: Final = "OrderManager.Order"
 
 MAX_BODY_BYTES: Final = 64 * 1024
@@ -32,14 +46,35 @@ MAX_NAME_LENGTH: Final = 128
 OrderId = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_ORDER_ID_LENGTH)
 ]
-Name = Annotated[str, StringConstraints(strip_whitespace=True, max_length=MAX_NAME_LENGTH)]
+
+
+def normalize_name(value: str) -> str:
+    """A tenant or drink as the service keys it: Unicode NFC, surrounding blanks stripped.
+
+    ``Caffè`` composed and decomposed are one drink; one rule, whichever field a name
+    comes from (docs/design.md, "Names").
+    """
+    if not value.isascii():
+        value = unicodedata.normalize("NFC", value)
+    return value.strip()
+
+
+Name = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, max_length=MAX_NAME_LENGTH),
+    AfterValidator(normalize_name),
+]
 
 
 class DrinkOrder(BaseModel):
     """The part of ``detail.drinkOrder`` the service reads."""
 
     model_config = ConfigDict(extra="allow", frozen=True)
-    drink: Annotated[Name, StringConstraints(min_length=1)]
+    drink: Annotated[
+        str,
+        StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_NAME_LENGTH),
+        AfterValidator(normalize_name),
+    ]
 
 
 class SubmittedDetail(BaseModel):
@@ -112,42 +147,58 @@ def average_event(
     )
 
 
-def role_of(detail_type: str) -> Role | None:
-    """The role of a detail-type, or None for the ones the service ignores."""
-    role = _ROLE_CACHE.get(detail_type, _MISSING)
+def role_of(detail_type: str, completion: str = COMPLETED) -> Role | None:
+    """The role of a detail-type, or None for the ones the service ignores.
+
+    ``completion``: ``completed`` (the barista's ``-COMPLETED``) or ``order-finished``
+    (``OrderProcessor.orderFinished``, which also fires for cancelled orders: a
+    cancellation seen still excludes the order); the other one is then ignored.
+    """
+    cache = _ROLE_CACHES[completion]
+    role = cache.get(detail_type, _MISSING)
     if role is _MISSING:
-        role = _classify_detail_type(detail_type)
-        if len(_ROLE_CACHE) < 4096:  # bounded: detail-types are attacker-controlled strings
-            _ROLE_CACHE[detail_type] = role
+        role = _classify_detail_type(detail_type, completion)
+        if len(cache) < 4096:  # bounded: detail-types are attacker-controlled strings
+            cache[detail_type] = role
     return role  # type: ignore[return-value]
 
 
-def _classify_detail_type(detail_type: str) -> Role | None:
+def _classify_detail_type(detail_type: str, completion: str) -> Role | None:
     if detail_type == SUBMITTED_DETAIL_TYPE:
         return Role.SUBMITTED
-    if detail_type == LEGACY_COMPLETED_DETAIL_TYPE:
-        return Role.COMPLETED
     if detail_type in (LEGACY_CANCELLED_DETAIL_TYPE, TIMED_OUT_DETAIL_TYPE):
         return Role.CANCELLED
+    if detail_type == ORDER_FINISHED_DETAIL_TYPE:
+        return Role.COMPLETED if completion == ORDER_FINISHED else None
+    if detail_type == LEGACY_COMPLETED_DETAIL_TYPE:
+        return Role.COMPLETED if completion == COMPLETED else None
     if detail_type.startswith(TENANT_ORDER_PREFIX):
         if detail_type.endswith("-COMPLETED"):
-            return Role.COMPLETED
+            return Role.COMPLETED if completion == COMPLETED else None
         if detail_type.endswith("-CANCELLED"):
             return Role.CANCELLED
     return None
 
 
 _MISSING: Final = object()
-_ROLE_CACHE: dict[str, Role | None] = {}
+_ROLE_CACHES: dict[str, dict[str, Role | None]] = {COMPLETED: {}, ORDER_FINISHED: {}}
 
 
 def tenant_of(event_id: object, state: object) -> str:
-    """Tenant rules of DESIGN.md: eventId, else the '-CREATED' prefix of state, else ''."""
+    """The tenant: ``detail.eventId`` when it is a string, else the prefix of
+    ``detail.state`` before ``-CREATED``, else ''; normalized like every name. Over
+    ``MAX_NAME_LENGTH`` characters it is poison, never truncated."""
     if isinstance(event_id, str):
-        return event_id.strip()
-    if isinstance(state, str) and state.endswith("-CREATED"):
-        return state[: -len("-CREATED")]
-    return ""
+        tenant = normalize_name(event_id)
+    elif isinstance(state, str) and state.endswith("-CREATED"):
+        tenant = normalize_name(state[: -len("-CREATED")])
+    else:
+        return ""
+    if len(tenant) > MAX_NAME_LENGTH:
+        raise PoisonMessageError(
+            "invalid_tenant", f"tenant of {len(tenant)} characters > {MAX_NAME_LENGTH}"
+        )
+    return tenant
 
 
 def decode_body(body: str | bytes) -> Any:
@@ -161,7 +212,11 @@ def decode_body(body: str | bytes) -> Any:
 
 
 def parse_envelope(
-    envelope: Any, *, source: str | None = None, not_after: int | None = None
+    envelope: Any,
+    *,
+    source: str | None = None,
+    not_after: int | None = None,
+    completion: str = COMPLETED,
 ) -> OrderEvent | None:
     """Reduce a decoded EventBridge envelope to an OrderEvent, or None when it is ignored.
 
@@ -177,9 +232,9 @@ def parse_envelope(
     if type(detail_type) is not str:
         raise PoisonMessageError("not_an_envelope", "no string 'detail-type'")
     # Most traffic is of ignored types: one dict look-up decides, without a call.
-    role = _ROLE_CACHE.get(detail_type, _MISSING)
+    role = _ROLE_CACHES[completion].get(detail_type, _MISSING)
     if role is _MISSING:
-        role = role_of(detail_type)
+        role = role_of(detail_type, completion)
     role = cast("Role | None", role)
     if role is None or (source is not None and envelope.get("source") != source):
         return None
@@ -229,14 +284,12 @@ def _fast_path(envelope: dict[str, Any], role: Role) -> OrderEvent | None:
         if (
             type(drink) is not str
             or not 0 < len(drink) <= MAX_NAME_LENGTH
-            or drink.strip() != drink
+            or normalize_name(drink) != drink
         ):
             return None
-        tenant = tenant_of(tenant_id, detail.get("state"))[:MAX_NAME_LENGTH]
+        tenant = tenant_of(tenant_id, detail.get("state"))
         return OrderEvent(role, order_id, time, tenant, drink, event_id)
-    return OrderEvent(
-        role, order_id, time, tenant_of(tenant_id, None)[:MAX_NAME_LENGTH], None, event_id
-    )
+    return OrderEvent(role, order_id, time, tenant_of(tenant_id, None), None, event_id)
 
 
 _TIME_CACHE: dict[str, int] = {}
@@ -275,7 +328,7 @@ def _validated(envelope: dict[str, Any], role: Role) -> OrderEvent:
             role=role,
             order_id=detail.orderId,
             time=time,
-            tenant=tenant_of(detail.eventId, detail.state)[:MAX_NAME_LENGTH],
+            tenant=tenant_of(detail.eventId, detail.state),
             drink=detail.drinkOrder.drink,
             event_id=parsed.id,
         )
@@ -283,16 +336,22 @@ def _validated(envelope: dict[str, Any], role: Role) -> OrderEvent:
         role=role,
         order_id=detail.orderId,
         time=time,
-        tenant=tenant_of(detail.eventId, None)[:MAX_NAME_LENGTH],
+        tenant=tenant_of(detail.eventId, None),
         event_id=parsed.id,
     )
 
 
 def parse_body(
-    body: str | bytes, *, source: str | None = None, not_after: int | None = None
+    body: str | bytes,
+    *,
+    source: str | None = None,
+    not_after: int | None = None,
+    completion: str = COMPLETED,
 ) -> OrderEvent | None:
     """Decode and parse one SQS message body (an EventBridge envelope)."""
-    return parse_envelope(decode_body(body), source=source, not_after=not_after)
+    return parse_envelope(
+        decode_body(body), source=source, not_after=not_after, completion=completion
+    )
 
 
 def _poison_from(exc: ValidationError) -> PoisonMessageError:
@@ -311,18 +370,26 @@ def _poison_from(exc: ValidationError) -> PoisonMessageError:
     return PoisonMessageError(f"{kind}_{field}", f"{'.'.join(loc)}: {error['msg']}")
 
 
-def consumed_event_pattern(source: str) -> dict[str, Any]:
+def consumed_event_pattern(source: str, completion: str = COMPLETED) -> dict[str, Any]:
     """The EventBridge rule pattern: only the detail-types the service consumes."""
+    if completion == ORDER_FINISHED:
+        completions: list[str | dict[str, str]] = [ORDER_FINISHED_DETAIL_TYPE]
+    else:
+        completions = [
+            LEGACY_COMPLETED_DETAIL_TYPE,
+            {"wildcard": f"{TENANT_ORDER_PREFIX}*-COMPLETED"},
+        ]
+    cancellations: list[str | dict[str, str]] = [
+        LEGACY_CANCELLED_DETAIL_TYPE,
+        TIMED_OUT_DETAIL_TYPE,
+        {"wildcard": f"{TENANT_ORDER_PREFIX}*-CANCELLED"},
+    ]
+    types: list[str | dict[str, str]] = [SUBMITTED_DETAIL_TYPE, *completions, *cancellations]
+    # Exact names first, then wildcards: the order the rule has always listed them in.
     return {
         "source": [source],
-        "detail-type": [
-            SUBMITTED_DETAIL_TYPE,
-            LEGACY_COMPLETED_DETAIL_TYPE,
-            LEGACY_CANCELLED_DETAIL_TYPE,
-            TIMED_OUT_DETAIL_TYPE,
-            {"wildcard": f"{TENANT_ORDER_PREFIX}*-COMPLETED"},
-            {"wildcard": f"{TENANT_ORDER_PREFIX}*-CANCELLED"},
-        ],
+        "detail-type": [t for t in types if isinstance(t, str)]
+        + [t for t in types if not isinstance(t, str)],
     }
 
 

@@ -1,78 +1,150 @@
-"""Pairing submissions with completions, in either order of arrival. Pure: no I/O here.
+"""Pairing submissions with completions, and a key's state. Pure: no I/O here.
 
-An order's record is the join of its events: the first submission (tenant, drink, time),
-the first completion time and whether any cancellation exists. The DynamoDB store applies
-exactly this merge atomically (``if_not_exists``); ``OrderBook`` applies it in memory for
-``replay``. ``outcome`` turns a record into a window entry, an anomaly, or nothing yet.
+An order's record is the join of *all* its events: every distinct submission (time,
+tenant, drink), every distinct completion time, and whether any cancellation exists. Sets
+only grow, so records merge by union, in any order, any number of times. What the record
+*means* is computed from it: the earliest submission wins (ties: tenant, then drink), the
+earliest completion wins, a cancellation excludes the order. Producers retry, and a
+retried step emits a new event with a later time (sometimes another drink): earliest
+wins, never "first delivered" (docs/design.md).
+
+"Earliest wins" is not monotone for a bounded window: an earlier completion can push an
+entry below the N-th, an earlier submission can move an order to another key, a late
+cancellation removes it, and the window then needs an order it would have dropped. So a
+key's durable state (``KeyState``) is not its window but every joined record of the
+orders that ever named the key within the expiry horizon (``live``), plus the top N of
+the orders that can no longer change (``settled``); the window is a view computed from
+it. ``outcome`` turns a record into its window entry, an anomaly, or nothing yet.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import NamedTuple
 
 from service.core.orders import OrderEvent, Role
-from service.core.window import WindowEntry, WindowKey
+from service.core.window import Window, WindowEntry, WindowKey
+
+Submission = tuple[int, str, str]  # (time, tenant, drink): tuple order is the tie-break order
 
 
 class OrderRecord(NamedTuple):
-    """What is known about one order so far (immutable; a NamedTuple because it is cheap)."""
+    """Everything known about one order (immutable; a NamedTuple because it is cheap)."""
 
     order_id: str
-    tenant: str | None = None
-    drink: str | None = None
-    submitted_at: int | None = None
-    completed_at: int | None = None
+    # Sorted tuples, not sets: the first element is the one that counts, and building a
+    # one-element tuple is what replay's hot path can afford (a frozenset is not).
+    submissions: tuple[Submission, ...] = ()
+    completions: tuple[int, ...] = ()
     cancelled: bool = False
     expires_at: int | None = None
+    anomaly_reported: bool = False  # the worker that first saw it anomalous said so
+
+    @classmethod
+    def of(
+        cls,
+        order_id: str,
+        tenant: str | None = None,
+        drink: str | None = None,
+        submitted_at: int | None = None,
+        completed_at: int | None = None,
+        cancelled: bool = False,
+        expires_at: int | None = None,
+    ) -> OrderRecord:
+        """A record of at most one submission and one completion (tests, benchmarks)."""
+        submissions: tuple[Submission, ...] = ()
+        if submitted_at is not None:
+            submissions = ((submitted_at, tenant or "", drink or ""),)
+        completions = () if completed_at is None else (completed_at,)
+        return cls(order_id, submissions, completions, cancelled, expires_at)
 
     def merge(self, event: OrderEvent, expires_at: int | None = None) -> OrderRecord:
         """The record after one more event; applying an event twice changes nothing."""
-        # Positional construction, not dataclasses.replace: this is replay's hot path.
+        # Positional construction, not _replace: this is replay's hot path.
         expiry = self.expires_at if self.expires_at is not None else expires_at
         role = event.role
+        submissions, completions, cancelled = self.submissions, self.completions, self.cancelled
         if role is Role.SUBMITTED:
-            if self.submitted_at is not None:
+            half = (event.time, event.tenant, event.drink or "")
+            if half in submissions:
+                if expiry == self.expires_at:
+                    return self
+            else:
+                submissions = tuple(sorted((*submissions, half))) if submissions else (half,)
+        elif role is Role.COMPLETED:
+            at = event.time
+            if at in completions:
+                if expiry == self.expires_at:
+                    return self
+            else:
+                completions = tuple(sorted((*completions, at))) if completions else (at,)
+        elif cancelled:
+            if expiry == self.expires_at:
                 return self
-            return OrderRecord(
-                self.order_id,
-                event.tenant,
-                event.drink,
-                event.time,
-                self.completed_at,
-                self.cancelled,
-                expiry,
-            )
-        if role is Role.COMPLETED:
-            if self.completed_at is not None:
-                return self
-            return OrderRecord(
-                self.order_id,
-                self.tenant,
-                self.drink,
-                self.submitted_at,
-                event.time,
-                self.cancelled,
-                expiry,
-            )
-        if self.cancelled:
-            return self
+        else:
+            cancelled = True
         return OrderRecord(
-            self.order_id,
-            self.tenant,
-            self.drink,
-            self.submitted_at,
-            self.completed_at,
-            True,
-            expiry,
+            self.order_id, submissions, completions, cancelled, expiry, self.anomaly_reported
         )
+
+    def join(self, other: OrderRecord) -> OrderRecord:
+        """Union of two records of the same order (the stored one and a flush's)."""
+        if other == self:
+            return self
+        expiry = self.expires_at if self.expires_at is not None else other.expires_at
+        if other.expires_at is not None and expiry is not None:
+            expiry = min(expiry, other.expires_at)
+        joined = OrderRecord(
+            self.order_id,
+            tuple(sorted(set(self.submissions) | set(other.submissions))),
+            tuple(sorted(set(self.completions) | set(other.completions))),
+            self.cancelled or other.cancelled,
+            expiry,
+            self.anomaly_reported or other.anomaly_reported,
+        )
+        # ``self`` when nothing was added, so callers can tell a change by identity.
+        return self if joined == self else joined
+
+    @property
+    def submission(self) -> Submission | None:
+        """The submission that counts: the earliest (ties: tenant, then drink)."""
+        return self.submissions[0] if self.submissions else None
+
+    @property
+    def submitted_at(self) -> int | None:
+        """Time of the submission that counts."""
+        first = self.submission
+        return None if first is None else first[0]
+
+    @property
+    def tenant(self) -> str | None:
+        """Tenant of the submission that counts."""
+        first = self.submission
+        return None if first is None else first[1]
+
+    @property
+    def drink(self) -> str | None:
+        """Drink of the submission that counts."""
+        first = self.submission
+        return None if first is None else first[2]
+
+    @property
+    def completed_at(self) -> int | None:
+        """The completion that counts: the earliest."""
+        return self.completions[0] if self.completions else None
 
     @property
     def key(self) -> WindowKey | None:
-        """The window this order belongs to, once its submission is known."""
-        if self.tenant is None or self.drink is None:
-            return None
-        return (self.tenant, self.drink)
+        """The window this order belongs to, once a submission is known."""
+        first = self.submission
+        return None if first is None else (first[1], first[2])
+
+    @property
+    def keys(self) -> frozenset[WindowKey]:
+        """Every key any of its submissions names: the states that must hear about it."""
+        return frozenset((tenant, drink) for _, tenant, drink in self.submissions)
 
 
 class Anomaly(StrEnum):
@@ -83,7 +155,7 @@ class Anomaly(StrEnum):
 
 
 class Paired(NamedTuple):
-    """A record with both halves: the entry for its window."""
+    """A record with both halves and no cancellation: the entry for its window."""
 
     key: WindowKey
     entry: WindowEntry
@@ -102,37 +174,119 @@ Outcome = Paired | Anomalous | None
 
 
 def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
-    """What a record contributes: an entry, an anomaly, or nothing while a half is missing.
-
-    A cancelled order without a completion contributes nothing. One with a completion
-    contributes a cancelled entry (see ``WindowEntry``).
-    """
-    key = record.key
-    if key is None or record.submitted_at is None or record.completed_at is None:
+    """What a record contributes: an entry, an anomaly, or nothing (a half is missing, or
+    the order was cancelled: a cancelled order never counts and never holds a slot)."""
+    first = record.submission
+    if first is None or not record.completions:
         return None
-    wait = record.completed_at - record.submitted_at
+    submitted_at, tenant, drink = first
+    completed_at = record.completions[0]
+    wait = completed_at - submitted_at
+    key = (tenant, drink)
     if wait < 0:
         return Anomalous(key, record.order_id, wait, Anomaly.NEGATIVE_WAIT)
     if wait > max_wait_seconds:
         return Anomalous(key, record.order_id, wait, Anomaly.WAIT_ABOVE_MAXIMUM)
-    return Paired(key, WindowEntry(record.completed_at, record.order_id, wait, record.cancelled))
+    if record.cancelled:
+        return None
+    return Paired(key, WindowEntry(completed_at, record.order_id, wait))
+
+
+def top(entries: Iterable[WindowEntry], size: int) -> tuple[WindowEntry, ...]:
+    """The ``size`` best-ranked entries (latest completion, then greater order id)."""
+    return tuple(sorted(entries, key=lambda e: e.rank, reverse=True)[:size])
+
+
+@dataclass(frozen=True, slots=True)
+class KeyState:
+    """A key's durable state, a join-semilattice whose view is the key's window.
+
+    ``live``: the joined record of every order that named this key (in any of its
+    submissions) and has a completion, while its record may still change (until it
+    expires). ``settled``: the top N entries of orders that can no longer change. A record
+    settles when it expires, or early, oldest first, past ``max_live`` orders (then a late
+    change to that order is not seen: the cap bounds the stored item).
+    """
+
+    key: WindowKey
+    size: int
+    live: Mapping[str, OrderRecord] = field(default_factory=dict)
+    settled: tuple[WindowEntry, ...] = ()
+
+    def add(self, records: Iterable[OrderRecord]) -> KeyState:
+        """Join records into the live set; ``self`` when nothing changes."""
+        live: dict[str, OrderRecord] | None = None
+        for incoming in records:
+            # The anomaly mark belongs to the order record, not to a key's state.
+            record = (
+                incoming._replace(anomaly_reported=False) if incoming.anomaly_reported else incoming
+            )
+            current = (live or self.live).get(record.order_id)
+            joined = record if current is None else current.join(record)
+            if joined is not current:
+                if live is None:
+                    live = dict(self.live)
+                live[record.order_id] = joined
+        return self if live is None else KeyState(self.key, self.size, live, self.settled)
+
+    def settle(self, now: int, max_wait_seconds: int, max_live: int) -> KeyState:
+        """Move expired records (and, past ``max_live``, the oldest) into ``settled``."""
+        expired = [
+            r for r in self.live.values() if r.expires_at is not None and r.expires_at <= now
+        ]
+        excess = len(self.live) - len(expired) - max_live
+        if excess > 0:
+            remaining = sorted(
+                (r for r in self.live.values() if r not in expired),
+                key=lambda r: (r.expires_at or 0, r.order_id),
+            )
+            expired += remaining[:excess]
+        if not expired:
+            return self
+        gone = {r.order_id for r in expired}
+        entries = list(self.settled)
+        for record in expired:
+            found = outcome(record, max_wait_seconds)
+            if isinstance(found, Paired) and found.key == self.key:
+                entries.append(found.entry)
+        live = {i: r for i, r in self.live.items() if i not in gone}
+        return KeyState(self.key, self.size, live, top(entries, self.size))
+
+    def view(self, max_wait_seconds: int) -> Window:
+        """The window: the top N of the counted live orders of this key and the settled."""
+        entries = list(self.settled)
+        settled_ids = {e.order_id for e in entries}
+        for record in self.live.values():
+            found = outcome(record, max_wait_seconds)
+            if (
+                isinstance(found, Paired)
+                and found.key == self.key
+                and found.entry.order_id not in settled_ids
+            ):
+                entries.append(found.entry)
+        return Window(self.size, top(entries, self.size))
 
 
 class OrderBook:
     """In-memory order records with expiry, for ``replay`` (the worker keeps them in DynamoDB).
 
-    Expiry is garbage collection: the TTL is longer than the maximum wait, so a pair whose
-    halves are further apart than the TTL would be an anomaly anyway, and dropping either
-    half can never change a window.
+    A record expires ``ttl_seconds`` after it was first seen; an order whose record
+    expired is done: a half of it arriving later is counted (``late_halves``) and never
+    paired, as the worker does with a record past its expiry.
     """
 
     def __init__(self, ttl_seconds: int) -> None:
         self.ttl_seconds = ttl_seconds
         self.records: dict[str, OrderRecord] = {}
+        self.expired_ids: set[str] = set()
         self.expired = 0
+        self.late_halves = 0
 
     def apply(self, event: OrderEvent, now: int) -> OrderRecord | None:
         """Merge an event into its order's record; the new record, or None if unchanged."""
+        if event.order_id in self.expired_ids:
+            self.late_halves += 1
+            return None
         current = self.records.get(event.order_id)
         if current is None:
             current = OrderRecord(event.order_id)
@@ -142,21 +296,22 @@ class OrderBook:
         self.records[event.order_id] = merged
         return merged
 
-    def expire(self, now: int) -> int:
-        """Drop records whose TTL has passed; returns how many.
+    def expire(self, now: int) -> list[OrderRecord]:
+        """Drop records whose TTL has passed; returns them.
 
         A record's expiry is set when it is first seen, from a clock that never goes back,
         and a dict keeps first-insertion order: the expired records are a prefix.
         """
         stale = []
-        for order_id, record in self.records.items():
+        for record in self.records.values():
             if record.expires_at is None or record.expires_at > now:
                 break
-            stale.append(order_id)
-        for order_id in stale:
-            del self.records[order_id]
+            stale.append(record)
+        for record in stale:
+            del self.records[record.order_id]
+            self.expired_ids.add(record.order_id)
         self.expired += len(stale)
-        return len(stale)
+        return stale
 
     @property
     def open_orders(self) -> int:
@@ -164,5 +319,5 @@ class OrderBook:
         return sum(
             1
             for r in self.records.values()
-            if (r.submitted_at is None) != (r.completed_at is None) and not r.cancelled
+            if (not r.submissions) != (not r.completions) and not r.cancelled
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,13 +10,12 @@ from typing import Any
 
 import orjson
 
-from service.core.events import parse_envelope
-from service.core.orders import Role
-from service.core.pairing import OrderBook, Paired, outcome
-from service.core.window import Window, WindowKey
+from service.core.events import COMPLETED, parse_envelope
+from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
+from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
-EXPIRE_EVERY = 10_000
+SWEEP_EVERY_SECONDS = 3600  # of event time: how often expired records leave memory
 
 
 @dataclass
@@ -26,10 +26,14 @@ class ReplayResult:
     events: int = 0
     ignored: int = 0
     anomalies: int = 0
+    late_halves: int = 0
     poison: dict[str, int] = field(default_factory=dict)
 
     def as_rows(self) -> list[dict[str, Any]]:
-        """The contract's output: ``{eventId, drink, duration, samples}`` sorted by key."""
+        """The contract's output: ``{eventId, drink, duration, samples}`` sorted by key.
+
+        A key with no counted order has no row (its window publishes nothing).
+        """
         return [
             {
                 "eventId": tenant,
@@ -38,7 +42,29 @@ class ReplayResult:
                 "samples": window.samples,
             }
             for (tenant, drink), window in sorted(self.windows.items())
+            if window.samples
         ]
+
+
+class _Settled:
+    """What expired records left in each key: its top N entries, and anomalies counted."""
+
+    def __init__(self, size: int, max_wait_seconds: int) -> None:
+        self.size = size
+        self.max_wait_seconds = max_wait_seconds
+        self.entries: dict[WindowKey, tuple[WindowEntry, ...]] = {}
+        self.anomalies = 0
+
+    def add(self, records: Iterable[OrderRecord]) -> None:
+        grown: dict[WindowKey, list[WindowEntry]] = {}
+        for record in records:
+            found = outcome(record, self.max_wait_seconds)
+            if type(found) is Paired:
+                grown.setdefault(found.key, []).append(found.entry)
+            elif type(found) is Anomalous:
+                self.anomalies += 1
+        for key, entries in grown.items():
+            self.entries[key] = top([*self.entries.get(key, ()), *entries], self.size)
 
 
 def replay(
@@ -47,53 +73,71 @@ def replay(
     window_size: int = 10,
     max_wait_seconds: int = 7200,
     ttl_seconds: int = 86400,
+    max_clock_skew_seconds: int = 86400,
     source: str | None = None,
+    wall_clock: float | None = None,
+    completion: str = COMPLETED,
 ) -> ReplayResult:
-    """Run decoded envelopes through pairing and windows in the given order.
+    """Run decoded envelopes through the same pairing rules as the worker.
 
-    The clock is the latest event time seen, so a recording expires pending halves as
-    it would have live. The loop is the hot path of ``wait-times replay``: it keeps to
-    local names and skips every step an event cannot affect.
+    The clock is the latest accepted event time, so a recording expires pending records
+    as it would have live. An event later than the wall clock plus the allowed skew is
+    refused as the worker refuses it (unprocessable), and so cannot move the clock. A half
+    of an order whose record has expired is counted (``late_halves``) and never paired.
+    The result does not depend on the order of the envelopes, only on their set (and the
+    expiry horizon). The loop is the hot path of ``wait-times replay``.
     """
+    not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
     book = OrderBook(ttl_seconds)
-    apply = book.apply
-    windows: dict[WindowKey, Window] = {}
-    result = ReplayResult(windows)
+    records = book.records
+    expired_ids = book.expired_ids
+    new_record = OrderRecord
+    parse = parse_envelope
+    settled = _Settled(window_size, max_wait_seconds)
+    result = ReplayResult({})
     poison = result.poison
-    ignored = anomalies = 0
+    ignored = 0
     now = 0
-    index = 0
-    cancelled = Role.CANCELLED
-    for index, envelope in enumerate(envelopes, 1):
+    sweep_at = 0
+    events = 0
+    for envelope in envelopes:
+        events += 1
         try:
             if type(envelope) is PoisonMessageError:
                 raise envelope
-            event = parse_envelope(envelope, source=source)
+            event = parse(envelope, source=source, not_after=not_after, completion=completion)
         except PoisonMessageError as exc:
             poison[exc.reason] = poison.get(exc.reason, 0) + 1
             continue
         if event is None:
             ignored += 1
             continue
-        now = max(now, event.time)
-        record = apply(event, now)
-        if record is None:
-            continue
-        found = outcome(record, max_wait_seconds)
-        if found is None:
-            pass
-        elif type(found) is Paired:
-            current = windows.get(found.key)
-            if current is None:
-                current = Window(window_size)
-            windows[found.key] = current.merge_one(found.entry)
-        elif event.role is not cancelled:
-            anomalies += 1
-        if index % EXPIRE_EVERY == 0:
-            book.expire(now)
-    result.events = index
+        if event.time > now:  # noqa: PLR1730 - the hot path: cheaper than a call to max
+            now = event.time
+        order_id = event.order_id
+        current = records.get(order_id)
+        if current is None:
+            if order_id in expired_ids:
+                book.late_halves += 1
+                continue
+            records[order_id] = new_record(order_id).merge(event, now + ttl_seconds)
+        elif current.expires_at is not None and current.expires_at <= now:
+            # Its record expired before this half came: the order is done, as in the worker.
+            del records[order_id]
+            expired_ids.add(order_id)
+            settled.add((current,))
+            book.late_halves += 1
+        else:
+            records[order_id] = current.merge(event)
+        if now >= sweep_at:
+            settled.add(book.expire(now))
+            sweep_at = now + SWEEP_EVERY_SECONDS
+    settled.add(records.values())
+    result.windows = {key: Window(window_size, entries) for key, entries in settled.entries.items()}
+    result.events = events
     result.ignored = ignored
-    result.anomalies = anomalies
+    result.anomalies = settled.anomalies
+    result.late_halves = book.late_halves
     return result
 
 

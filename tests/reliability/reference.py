@@ -22,8 +22,9 @@ The rules, from the contract:
 
 from __future__ import annotations
 
+import unicodedata
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -95,13 +96,16 @@ def read_half(envelope: Any, source: str = SOURCE) -> Half | None:
             if isinstance(state, str) and state.endswith("-CREATED")
             else ""
         )
-    return Half(role, order_id.strip(), when, tenant.strip()[:MAX_ID], drink.strip())
+    tenant = unicodedata.normalize("NFC", tenant).strip()
+    if len(tenant) > MAX_ID:
+        raise Unprocessable("tenant too long")
+    return Half(role, order_id.strip(), when, tenant, unicodedata.normalize("NFC", drink).strip())
 
 
 @dataclass
 class _Order:
-    submitted: Half | None = None
-    completed: Half | None = None
+    submitted: list[Half] = field(default_factory=list)
+    completed: list[Half] = field(default_factory=list)
     cancelled: bool = False
 
 
@@ -123,36 +127,33 @@ def expected_windows(
             continue
         order = orders[half.order_id]
         if half.role == "submitted":
-            if order.submitted is not None and order.submitted != half:
-                raise ValueError(f"order {half.order_id}: two different submissions")
-            order.submitted = half
+            order.submitted.append(half)
         elif half.role == "completed":
-            if order.completed is not None and order.completed != half:
-                raise ValueError(f"order {half.order_id}: two different completions")
-            order.completed = half
+            order.completed.append(half)
         else:
             order.cancelled = True
 
-    # key → [(completed time, order id, wait, averaged)]
-    entries: dict[tuple[str, str], list[tuple[int, str, int, bool]]] = defaultdict(list)
+    # key → [(completed time, order id, wait)]: earliest submission (ties: tenant, drink)
+    # and earliest completion count; a cancelled order neither counts nor holds a slot.
+    entries: dict[tuple[str, str], list[tuple[int, str, int]]] = defaultdict(list)
     for order_id, order in orders.items():
-        if order.submitted is None or order.completed is None:
+        if not order.submitted or not order.completed or order.cancelled:
             continue
-        wait = order.completed.time - order.submitted.time
+        first = min(order.submitted, key=lambda h: (h.time, h.tenant, h.drink))
+        done = min(h.time for h in order.completed)
+        wait = done - first.time
         if wait < 0 or wait > max_wait_seconds:
             continue
-        key = (order.submitted.tenant, order.submitted.drink)
-        entries[key].append((order.completed.time, order_id, wait, not order.cancelled))
+        entries[(first.tenant, first.drink)].append((done, order_id, wait))
 
     rows = []
     for key in sorted(entries):
-        window = sorted(entries[key], reverse=True)[:window_size]
-        waits = [wait for _, _, wait, averaged in window if averaged]
+        waits = [wait for _, _, wait in sorted(entries[key], reverse=True)[:window_size]]
         rows.append(
             {
                 "eventId": key[0],
                 "drink": key[1],
-                "duration": round(sum(waits) / len(waits), 3) if waits else None,
+                "duration": round(sum(waits) / len(waits), 3),
                 "samples": len(waits),
             }
         )

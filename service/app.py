@@ -14,13 +14,13 @@ from anyio.abc import TaskStatus
 from service.aws.clients import AwsClients, open_clients
 from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
-from service.aws.queue import SqsQueue, resolve_queue
+from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
 from service.errors import ConfigurationError
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
-from service.ports import Observer
+from service.ports import Observer, QueueDepthSource
 from service.settings import Settings
-from service.worker import Worker, until_done
+from service.worker import Worker, until_done, watch_queue_depths
 
 log = structlog.get_logger(__name__)
 
@@ -59,14 +59,15 @@ def build_worker(
 
 async def wait_for_resources(
     settings: Settings, clients: AwsClients, observer: Observer
-) -> tuple[str, int | None]:
-    """Find the queue and check the table, waiting while the endpoint is unreachable.
+) -> ResolvedQueue:
+    """Find the queue (and its DLQ) and check the table, waiting while the endpoint is
+    unreachable.
 
     A resource that does not exist raises ConfigurationError (the operator must run
     ``provision``); an endpoint that does not answer is waited for, readiness false.
     """
 
-    async def look_up() -> tuple[str, int | None]:
+    async def look_up() -> ResolvedQueue:
         found = await resolve_queue(clients.sqs, settings.queue_name)
         await call(
             "dynamodb.DescribeTable",
@@ -75,16 +76,24 @@ async def wait_for_resources(
         return found
 
     try:
-        url, max_receive = await until_done("startup", look_up, observer)
+        found = await until_done("startup", look_up, observer)
     except ConfigurationError as exc:
         raise ConfigurationError(
             f"queue {settings.queue_name!r} or table {settings.table_name!r} is missing in "
             f"{settings.region} at {settings.endpoint_url or 'AWS'} ({exc}); "
             "run `wait-times provision` with the same environment"
         ) from None
-    if max_receive is None:
+    if found.max_receive_count is None:
         log.warning("queue_has_no_dead_letter_queue", queue=settings.queue_name)
-    return url, max_receive
+    return found
+
+
+def watched_queues(clients: AwsClients, found: ResolvedQueue) -> dict[str, QueueDepthSource]:
+    """The queues whose depth the worker exports, by their ``queue`` label."""
+    queues: dict[str, QueueDepthSource] = {"main": SqsDepth(clients.sqs, found.url)}
+    if found.dead_letter_url is not None:
+        queues["dlq"] = SqsDepth(clients.sqs, found.dead_letter_url)
+    return queues
 
 
 async def watch_signals(on_signal: Callable[[], None]) -> None:
@@ -119,12 +128,15 @@ async def run_worker(
                 group.start_soon(watch_signals, stop_requested.set)
             with anyio.CancelScope() as startup:
                 group.start_soon(_cancel_on, stop_requested, startup)
-                queue_url, max_receive = await wait_for_resources(settings, clients, observer)
+                found = await wait_for_resources(settings, clients, observer)
             if startup.cancelled_caught:
                 group.cancel_scope.cancel()
                 return EXIT_OK
-            worker = build_worker(settings, clients, queue_url, max_receive, observer)
+            worker = build_worker(settings, clients, found.url, found.max_receive_count, observer)
             observer.dependencies_ok()
+            # Beside the loop, not in it: a long poll, a flush or an outage's retries never
+            # delay a read, and a failed read never reaches a flush (docs/decisions.md).
+            group.start_soon(watch_queue_depths, watched_queues(clients, found), observer)
             group.start_soon(_stop_on, stop_requested, worker)
             log.info(
                 "worker_started",

@@ -2,25 +2,25 @@
 
 ``PrometheusObserver`` implements the ``Observer`` port (``service.ports``) that the worker
 and the adapters report through; ``Metrics`` holds the series, ``Health`` the readiness,
-and ``serve_http`` serves ``/metrics``, ``/healthz`` and ``/readyz``.
+and ``serve_http`` serves ``/metrics``, ``/healthz`` and ``/readyz``. ``/metrics``
+negotiates as prometheus-client's own handlers do: OpenMetrics when the ``Accept`` header
+asks for it (else the classic text format), gzip when ``Accept-Encoding`` accepts it.
 """
 
 from __future__ import annotations
 
+import gzip
+from collections.abc import Iterable
+
 import anyio
 import structlog
 from anyio.abc import SocketStream, TaskStatus
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Gauge,
-    Histogram,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
+from service.ports import QueueDepth
 
 log = structlog.get_logger(__name__)
 
@@ -146,6 +146,21 @@ class Metrics:
             registry=r,
         )
         self.ready = Gauge("wait_times_ready", "1 while AWS dependencies answer", registry=r)
+        self.queue_messages = Gauge(
+            "wait_times_queue_messages",
+            "Messages in the queue (main) and its dead-letter queue (dlq) as this worker last "
+            "read them (GetQueueAttributes, every 30 s): visible (waiting) or in_flight "
+            "(received, not yet deleted)",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.queue_read = Gauge(
+            "wait_times_queue_read_timestamp_seconds",
+            "When this worker last read the queue's depth (Unix time): how old "
+            "wait_times_queue_messages is",
+            ["queue"],
+            registry=r,
+        )
         self._average_keys: set[WindowKey] = set()
 
     def observe_average(self, key: WindowKey, duration: float | None, samples: int) -> None:
@@ -256,6 +271,12 @@ class PrometheusObserver:
         self.metrics.events_published.inc(accepted)
         self.metrics.publish_failures.inc(refused)
 
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None:
+        """Export a watched queue's depth, and when it was read."""
+        self.metrics.queue_messages.labels(queue, "visible").set(depth.visible)
+        self.metrics.queue_messages.labels(queue, "in_flight").set(depth.in_flight)
+        self.metrics.queue_read.labels(queue).set_to_current_time()
+
     def retrying(self, stage: str, error: WaitTimesError) -> None:
         """A dependency failed: count the retry by operation and kind of error; not ready."""
         operation = getattr(error, "operation", "") or stage
@@ -295,7 +316,7 @@ async def serve_http(
                     request = b""
                     while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST_BYTES:
                         request += await stream.receive(4096)
-                    await stream.send(_respond(request, metrics, health))
+                    await stream.send(respond(request, metrics, health))
             except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError):
                 return
 
@@ -303,14 +324,21 @@ async def serve_http(
         await listener.serve(handle)
 
 
-def _respond(request: bytes, metrics: Metrics, health: Health) -> bytes:
-    line = request.split(b"\r\n", 1)[0].decode("latin-1")
+def respond(request: bytes, metrics: Metrics, health: Health) -> bytes:
+    """The answer to one HTTP request (its head: request line and header fields)."""
+    line, *header_lines = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
     parts = line.split(" ")
     path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
     if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
         return _http(405, b"method not allowed\n", "text/plain")
     if path == "/metrics":
-        return _http(200, generate_latest(metrics.registry), CONTENT_TYPE_LATEST)
+        # prometheus-client's own negotiation, as its HTTP handlers do it.
+        headers = _headers(header_lines)
+        encoder, content_type = choose_encoder(headers.get("accept", ""))
+        body = encoder(metrics.registry)
+        if gzip_accepted(headers.get("accept-encoding", "")):
+            return _http(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
+        return _http(200, body, content_type)
     if path == "/healthz":
         return _http(200, b"ok\n", "text/plain")
     if path == "/readyz":
@@ -320,10 +348,24 @@ def _respond(request: bytes, metrics: Metrics, health: Health) -> bytes:
     return _http(404, b"not found\n", "text/plain")
 
 
-def _http(status: int, body: bytes, content_type: str) -> bytes:
+def _headers(lines: Iterable[str]) -> dict[str, str]:
+    """A request's header fields by lower-cased name; a repeated field's values joined by
+    commas, which is what a repeated field means (RFC 9110, 5.3)."""
+    fields: dict[str, list[str]] = {}
+    for line in lines:
+        name, colon, value = line.partition(":")
+        if colon and name.strip():
+            fields.setdefault(name.strip().lower(), []).append(value.strip())
+    return {name: ", ".join(values) for name, values in fields.items()}
+
+
+def _http(
+    status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> bytes:
     reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (
-        f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n"
+        f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n{extra}"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body

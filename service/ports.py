@@ -32,6 +32,14 @@ class Message:
 
 
 @dataclass(frozen=True, slots=True)
+class QueueDepth:
+    """How many messages a queue holds, as SQS approximates them."""
+
+    visible: int  # waiting to be received (ApproximateNumberOfMessages)
+    in_flight: int  # received and not yet deleted or visible again (...NotVisible)
+
+
+@dataclass(frozen=True, slots=True)
 class WindowState:
     """A window as last written, with its version (rises with every change, across workers)."""
 
@@ -70,6 +78,14 @@ class OrderQueue(Protocol):
 
     async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
         """Keep messages invisible for ``seconds`` more (a heartbeat), or 0: release them now."""
+        ...
+
+
+class QueueDepthSource(Protocol):
+    """A queue whose depth the worker exports: its own queue and its dead-letter queue."""
+
+    async def depth(self) -> QueueDepth:
+        """The queue's current depth (one request)."""
         ...
 
 
@@ -165,6 +181,10 @@ class Observer(Protocol):
 
     def events_published(self, accepted: int, refused: int) -> None:
         """A PutEvents call: entries accepted and refused (refused ones are sent again)."""
+        ...
+
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None:
+        """The depth of a watched queue (``main`` or ``dlq``), as just read."""
         ...
 
     def retrying(self, stage: str, error: WaitTimesError) -> None:

@@ -22,13 +22,16 @@ retriable error is tried again, alone, with capped exponential backoff and full 
 readiness false meanwhile; a non-retriable one ends the flush (its messages return after
 the visibility timeout, and the redrive policy ends one that keeps failing in the DLQ);
 a ConfigurationError stops the worker.
+
+Beside the loop, ``watch_queue_depths`` reads the depth of the queue and of its
+dead-letter queue every 30 s for the observer; it never touches a flush or readiness.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -49,6 +52,7 @@ from service.ports import (
     Observer,
     OrderQueue,
     OrderStore,
+    QueueDepthSource,
     WindowChange,
 )
 from service.settings import Settings
@@ -57,6 +61,7 @@ log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 MAX_TRACKED_PENDING = 200_000
+DEPTH_POLL_SECONDS = 30.0  # at most one GetQueueAttributes per watched queue this often
 
 
 class FlushAbandoned(Exception):
@@ -122,6 +127,54 @@ async def until_done(
             if attempt:
                 observer.dependencies_ok()
             return result
+
+
+async def watch_queue_depths(
+    queues: Mapping[str, QueueDepthSource],
+    observer: Observer,
+    *,
+    interval: float = DEPTH_POLL_SECONDS,
+    sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
+) -> None:
+    """Report each queue's depth to the observer now and then every ``interval`` seconds,
+    until cancelled. Each queue is read on its own, and waits a whole ``interval`` after a
+    read before the next, so it is never read more often than that.
+
+    A failed read is not retried and not reported as a dependency failure: the depth stays
+    as last read, readiness and flushes never hear of it, and the failure is logged once
+    per streak (``queue_depth_failed``, then ``queue_depth_recovered``).
+    """
+    async with anyio.create_task_group() as group:
+        for name, queue in queues.items():
+            group.start_soon(_watch_depth, name, queue, observer, interval, sleep)
+
+
+async def _watch_depth(
+    name: str,
+    queue: QueueDepthSource,
+    observer: Observer,
+    interval: float,
+    sleep: Callable[[float], Awaitable[None]],
+) -> None:
+    failing = False
+    while True:
+        try:
+            depth = await queue.depth()
+        except Exception as exc:  # noqa: BLE001 - a gauge left stale must not stop the worker
+            if not failing:
+                log.warning(
+                    "queue_depth_failed",
+                    queue=name,
+                    error=f"{type(exc).__name__}: {exc}"[:300],
+                    retry_in_s=interval,
+                )
+            failing = True
+        else:
+            if failing:
+                log.info("queue_depth_recovered", queue=name)
+            failing = False
+            observer.queue_depth(name, depth)
+        await sleep(interval)
 
 
 class Worker:

@@ -5,12 +5,13 @@ tests run in milliseconds:
 
 - ``FakeQueue``: SQS semantics: receive counts, a new receipt handle per receive,
   visibility (on an injectable clock that tests can ``advance``), a redrive policy into
-  ``dlq``, stale receipt handles ignored.
+  ``dlq``, stale receipt handles ignored; its depth, and its dead-letter queue's
+  (``dead_letters``), as the QueueDepthSource port.
 - ``FakeStore``: DynamoDB semantics on the pure core: order records joined like the
   ``if_not_exists`` update (``service.aws.items.order_update``), windows with versions and
   conditional writes, a per-process cache, and another writer on demand (``bump``).
 - ``RecordingPublisher``: records every published average.
-- ``RecordingObserver``: records every report, and readiness.
+- ``RecordingObserver``: records every report, readiness, and the latest queue depths.
 
 The three ports share one ``Journal`` (every call, in order, failed ones included), so a
 test can assert the order of a flush across them. Each port can be made to fail
@@ -32,7 +33,14 @@ from service.core.events import DrinkAverageTime
 from service.core.pairing import KeyState, OrderRecord
 from service.core.window import Window, WindowKey
 from service.errors import DependencyError, WaitTimesError
-from service.ports import SQS_BATCH_LIMIT, Message, Observer, WindowChange, WindowState
+from service.ports import (
+    SQS_BATCH_LIMIT,
+    Message,
+    Observer,
+    QueueDepth,
+    WindowChange,
+    WindowState,
+)
 
 MAX_CONFLICT_ROUNDS = 50  # as DynamoStore: lost races before contention counts as a failure
 
@@ -225,8 +233,9 @@ class FakeQueue(Injectable):
       ``poll_seconds`` of real time for a message, so an idle worker never holds a test up.
 
     Operations for ``fail``/``hold``: ``receive``, ``is_drained``, ``delete``,
-    ``change_visibility``. Journal entries: ``receive`` (only when messages came back),
-    ``delete``, ``release`` (visibility 0) and ``extend`` (a heartbeat).
+    ``change_visibility``, ``depth``. Journal entries: ``receive`` (only when messages came
+    back), ``delete``, ``release`` (visibility 0) and ``extend`` (a heartbeat); ``depth``
+    reads change nothing and are kept apart, as the queue's time of each, in ``depth_reads``.
     """
 
     def __init__(
@@ -247,6 +256,8 @@ class FakeQueue(Injectable):
         self.messages: dict[str, QueuedMessage] = {}  # waiting or in flight, in send order
         self.dlq: list[QueuedMessage] = []
         self.deleted: list[str] = []  # message ids, in order of deletion
+        self.depth_reads: list[float] = []  # the queue's time of every depth() call
+        self.dead_letters = FakeDeadLetterQueue(self)
         self._ids = itertools.count(1)
         self._handles = itertools.count(1)
 
@@ -317,6 +328,12 @@ class FakeQueue(Injectable):
         await self.injections.enter("is_drained", ())
         return not self.messages
 
+    async def depth(self) -> QueueDepth:
+        """How many messages are visible and in flight (the QueueDepthSource port)."""
+        self.depth_reads.append(self.now())
+        await self.injections.enter("depth", ())
+        return QueueDepth(visible=len(self.visible()), in_flight=len(self.in_flight()))
+
     def _current(self, messages: Sequence[Message]) -> list[QueuedMessage]:
         """The queued messages these receipts still designate (distinct; stale ones left out)."""
         found: dict[str, QueuedMessage] = {}
@@ -345,6 +362,24 @@ class FakeQueue(Injectable):
         for queued in self._current(messages):
             queued.visible_at = self.now() + seconds
         self.journal.record(operation, ids)
+
+
+class FakeDeadLetterQueue(Injectable):
+    """A FakeQueue's ``dlq`` as the worker sees it: only its depth (QueueDepthSource).
+
+    Operation for ``fail``/``hold``: ``depth``; ``depth_reads`` as FakeQueue's.
+    """
+
+    def __init__(self, queue: FakeQueue) -> None:
+        super().__init__("sqs-dlq", queue.journal)
+        self.queue = queue
+        self.depth_reads: list[float] = []
+
+    async def depth(self) -> QueueDepth:
+        """Every dead-lettered message is visible there (nothing consumes it)."""
+        self.depth_reads.append(self.queue.now())
+        await self.injections.enter("depth", ())
+        return QueueDepth(visible=len(self.queue.dlq), in_flight=0)
 
 
 # -- the store ---------------------------------------------------------------------------
@@ -563,6 +598,7 @@ class RecordingObserver:
     averages: list[tuple[WindowKey, float | None, int]] = field(default_factory=list)
     retries: list[tuple[str, WaitTimesError]] = field(default_factory=list)
     flushes: list[dict[str, object]] = field(default_factory=list)
+    depths: dict[str, QueueDepth] = field(default_factory=dict)  # the latest, by queue
 
     def _record(self, method: str, **arguments: object) -> None:
         self.counts[method] += 1
@@ -633,6 +669,11 @@ class RecordingObserver:
     def events_published(self, accepted: int, refused: int) -> None:
         """Record a PutEvents result."""
         self._record("events_published", accepted=accepted, refused=refused)
+
+    def queue_depth(self, queue: str, depth: QueueDepth) -> None:
+        """Record a queue's depth."""
+        self.depths[queue] = depth
+        self._record("queue_depth", queue=queue, depth=depth)
 
     def retrying(self, stage: str, error: WaitTimesError) -> None:
         """Record a retry: not ready."""

@@ -189,7 +189,8 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
     bodies = [json.dumps(e) for e in envelopes if e["detail"].get("orderId") == bad]
     bodies += [json.dumps(e) for e in envelopes if e["detail"].get("orderId") != bad]
     sqs = aws.clients.sqs
-    url, max_receive = await resolve_queue(sqs, aws.settings.queue_name)
+    found = await resolve_queue(sqs, aws.settings.queue_name)
+    url, max_receive = found.url, found.max_receive_count
     for start in range(0, len(bodies), 10):
         await sqs.send_message_batch(
             QueueUrl=url,

@@ -1,18 +1,31 @@
-"""/metrics, /healthz and /readyz of a running worker, and bounded label cardinality."""
+"""/metrics, /healthz and /readyz of a running worker, content negotiation on /metrics,
+the queue depths it exports, and bounded label cardinality."""
 
 from __future__ import annotations
 
+import gzip
 import socket
 import urllib.error
 import urllib.request
+from email.message import Message as Headers
 
 import anyio
 import pytest
+from prometheus_client import generate_latest
+from structlog.testing import capture_logs
 
 from service.app import run_worker
-from service.metrics import Health, Metrics
+from service.metrics import Health, Metrics, PrometheusObserver, respond
+from service.ports import QueueDepth
 from service.worker import Worker
 from tests.helpers import Aws, generated, make_settings, put_planned, wait_until
+
+OPENMETRICS = "application/openmetrics-text; version=1.0.0"
+# What Prometheus 2.x/3.x sends by default: OpenMetrics preferred, the text format accepted.
+PROMETHEUS_ACCEPT = (
+    "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.1"
+)
 
 
 def fetch(port: int, path: str) -> tuple[int, str]:
@@ -21,6 +34,33 @@ def fetch(port: int, path: str) -> tuple[int, str]:
             return response.status, response.read().decode()
     except urllib.error.HTTPError as error:
         return error.code, error.read().decode()
+
+
+def fetch_raw(port: int, path: str, headers: dict[str, str]) -> tuple[int, Headers, bytes]:
+    """A GET with request headers; the status, the response headers and the raw body."""
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", headers=headers)
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback
+        return response.status, response.headers, response.read()
+
+
+def ask(metrics: Metrics, *header_lines: str) -> tuple[int, dict[str, str], bytes]:
+    """What the metrics server answers a GET /metrics with these header lines."""
+    request = "\r\n".join(["GET /metrics HTTP/1.1", "Host: worker", *header_lines, "", ""])
+    head, body = respond(request.encode(), metrics, Health(metrics)).split(b"\r\n\r\n", 1)
+    status_line, *lines = head.decode().split("\r\n")
+    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    assert int(headers["content-length"]) == len(body)
+    return int(status_line.split(" ")[1]), headers, body
+
+
+def some_metrics() -> Metrics:
+    """A registry with a value in each kind of series (counter, histogram, gauges)."""
+    metrics = Metrics()
+    observer = PrometheusObserver(metrics, Health(metrics))
+    observer.flush_started(3, 1)
+    observer.average_published(("NYC", "Latte"), 61.5, 3)
+    observer.queue_depth("main", QueueDepth(visible=7, in_flight=2))
+    return metrics
 
 
 def closed_port() -> int:
@@ -99,3 +139,147 @@ def test_average_series_are_capped() -> None:
     assert len(samples) == 3
     assert {s.labels["tenant"]: s.value for s in samples}["tenant-0"] == 30.0
     assert metrics.series_dropped._value.get() == 47
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("accept", [OPENMETRICS, PROMETHEUS_ACCEPT, f"text/html, {OPENMETRICS}"])
+def test_metrics_answers_openmetrics_when_asked(accept: str) -> None:
+    metrics = some_metrics()
+    status, headers, body = ask(metrics, f"Accept: {accept}")
+    assert status == 200
+    assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0;")
+    assert "content-encoding" not in headers
+    text = body.decode()
+    assert text.endswith("# EOF\n")
+    assert 'wait_times_queue_messages{queue="main",state="visible"} 7.0\n' in text
+    assert "wait_times_messages_received_total 3.0\n" in text
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("header", [None, "Accept: */*", "Accept: text/plain"])
+def test_metrics_answers_the_classic_text_format_otherwise(header: str | None) -> None:
+    metrics = some_metrics()
+    status, headers, body = ask(metrics, *([header] if header else []))
+    assert status == 200
+    assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    assert "# EOF" not in body.decode()
+    assert body == generate_latest(metrics.registry)
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("accept", [None, OPENMETRICS])
+@pytest.mark.parametrize("encoding", ["gzip", "deflate, GZIP;q=0.8", "br, gzip"])
+def test_metrics_is_gzipped_when_accepted(accept: str | None, encoding: str) -> None:
+    metrics = some_metrics()
+    accept_line = [f"Accept: {accept}"] if accept else []
+    _, plain_headers, plain = ask(metrics, *accept_line)
+    # Header names in any case, as HTTP allows.
+    status, headers, body = ask(metrics, *accept_line, f"accept-ENCODING: {encoding}")
+    assert status == 200
+    assert headers["content-encoding"] == "gzip"
+    assert headers["content-type"] == plain_headers["content-type"]
+    assert gzip.decompress(body) == plain
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize("encoding", ["identity", "deflate", "br", ""])
+def test_metrics_is_not_gzipped_unless_accepted(encoding: str) -> None:
+    _, headers, body = ask(some_metrics(), f"Accept-Encoding: {encoding}")
+    assert "content-encoding" not in headers
+    assert body.startswith(b"# HELP ")
+
+
+@pytest.mark.integration
+async def test_queue_and_dlq_depths_and_negotiation_on_a_running_worker(aws: Aws) -> None:
+    sqs = aws.clients.sqs
+    queue_url, dlq_url = aws.resources.queue_url, aws.resources.dlq_url
+    # Four messages held by another consumer (in flight, out of the worker's reach), three
+    # in the DLQ (nothing consumes it): both depths are known before the worker starts.
+    await sqs.send_message_batch(
+        QueueUrl=queue_url, Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(4)]
+    )
+    held = await sqs.receive_message(
+        QueueUrl=queue_url, MaxNumberOfMessages=10, VisibilityTimeout=600
+    )
+    assert len(held.get("Messages", [])) == 4
+    await sqs.send_message_batch(
+        QueueUrl=dlq_url, Entries=[{"Id": str(i), "MessageBody": "{}"} for i in range(3)]
+    )
+    metrics = Metrics()
+    health = Health(metrics)
+    async with anyio.create_task_group() as group:
+        worker: Worker = await group.start(
+            lambda task_status: run_worker(
+                aws.settings, install_signals=False, health=health, task_status=task_status
+            )
+        )
+        await wait_until(
+            lambda: (
+                metrics.value("wait_times_queue_read_timestamp_seconds", queue="dlq") > 0
+                and metrics.value("wait_times_queue_read_timestamp_seconds", queue="main") > 0
+            ),
+            30,
+            "both depths read",
+        )
+        port = health.port
+        assert port
+        _, _, plain = await anyio.to_thread.run_sync(fetch_raw, port, "/metrics", {})
+        for line in (
+            'wait_times_queue_messages{queue="main",state="visible"} 0.0',
+            'wait_times_queue_messages{queue="main",state="in_flight"} 4.0',
+            'wait_times_queue_messages{queue="dlq",state="visible"} 3.0',
+            'wait_times_queue_messages{queue="dlq",state="in_flight"} 0.0',
+        ):
+            assert line in plain.decode().splitlines(), line
+
+        status, headers, body = await anyio.to_thread.run_sync(
+            fetch_raw, port, "/metrics", {"Accept": OPENMETRICS, "Accept-Encoding": "gzip"}
+        )
+        assert status == 200
+        assert headers["Content-Type"].startswith("application/openmetrics-text; version=1.0.0")
+        assert headers["Content-Encoding"] == "gzip"
+        text = gzip.decompress(body).decode()
+        assert text.endswith("# EOF\n")
+        assert 'wait_times_queue_messages{queue="dlq",state="visible"} 3.0' in text
+        # One read per queue at start, the next 30 s later; none of it touched readiness.
+        reads = metrics.value(
+            "wait_times_aws_calls_total", service="sqs", operation="GetQueueAttributes"
+        )
+        assert reads == 3  # the redrive policy at start, then each queue's depth once
+        assert metrics.value("wait_times_ready") == 1
+        worker.stop()
+
+
+@pytest.mark.integration
+async def test_a_dlq_that_cannot_be_looked_up_is_not_watched_and_the_worker_runs(
+    aws: Aws,
+) -> None:
+    # The redrive policy names a DLQ that GetQueueUrl refuses (gone here; a task role
+    # without sqs:GetQueueUrl on it in AWS): logged, not watched, never fatal.
+    await aws.clients.sqs.delete_queue(QueueUrl=aws.resources.dlq_url)
+    metrics = Metrics()
+    health = Health(metrics)
+    with capture_logs() as logs:
+        async with anyio.create_task_group() as group:
+            worker: Worker = await group.start(
+                lambda task_status: run_worker(
+                    aws.settings, install_signals=False, health=health, task_status=task_status
+                )
+            )
+            await wait_until(
+                lambda: metrics.value("wait_times_queue_read_timestamp_seconds", queue="main") > 0,
+                30,
+                "the queue's depth read",
+            )
+            assert health.ready
+            worker.stop()
+    assert metrics.value("wait_times_queue_read_timestamp_seconds", queue="dlq") == 0
+    assert (
+        metrics.registry.get_sample_value(
+            "wait_times_queue_messages", {"queue": "dlq", "state": "visible"}
+        )
+        is None
+    )
+    [warning] = [e for e in logs if e["event"] == "dead_letter_queue_not_watched"]
+    assert warning["queue"] == f"{aws.settings.queue_name}-dlq"
+    assert "sqs:GetQueueUrl" in warning["fix"]

@@ -6,27 +6,34 @@ reported once; a redelivered message republishes its window; a lost window race 
 re-read and joined; dependency failures are retried (readiness false meanwhile), a
 non-retriable one leaves the messages to the visibility timeout, a configuration error
 stops the worker; heartbeats keep a slow flush invisible; a stop drains the flush in
-progress, or abandons it while a dependency keeps failing. What only a real endpoint can
+progress, or abandons it while a dependency keeps failing; the depths of the queue and of
+its DLQ are read at most once per 30 s each, and a failed read touches neither a flush nor
+readiness. What only a real endpoint can
 prove stays in the moto-backed tests (test_flush.py, test_end_to_end.py, reliability/).
 """
 
 from __future__ import annotations
 
+import itertools
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import anyio
 import pytest
+from anyio.lowlevel import checkpoint
+from structlog.testing import capture_logs
 
 from service.backoff import Backoff
 from service.core.events import SUBMITTED_DETAIL_TYPE
 from service.core.pairing import OrderRecord
 from service.core.window import WindowEntry, WindowKey
 from service.errors import ConfigurationError, DependencyError
+from service.ports import QueueDepth, QueueDepthSource
 from service.settings import DEFAULT_SOURCE, Settings
-from service.worker import Worker
-from tests.fakes import Fakes, Injectable, join_record
+from service.worker import DEPTH_POLL_SECONDS, Worker, watch_queue_depths
+from tests.fakes import Fakes, Injectable, QueuedMessage, join_record
 from tests.helpers import wait_until
 
 pytestmark = pytest.mark.unit
@@ -511,3 +518,137 @@ async def test_stop_in_burst_mode_while_the_queue_keeps_failing_returns(
             worker.stop()
             await worker.finished.wait()
     assert fakes.observer.stages_retried()[-1] == "is_drained"
+
+
+# -- the depths of the queue and of its DLQ ----------------------------------------------
+
+
+class VirtualTime:
+    """Time that passes only when every sleeper is asleep: ``run_until`` wakes them in
+    order of their deadlines, so minutes of watching take no real time."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self._sleepers: list[tuple[float, int, anyio.Event]] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        woken = anyio.Event()
+        self._sleepers.append((self.now + seconds, len(self._sleepers), woken))
+        await woken.wait()
+
+    async def run_until(self, end: float) -> None:
+        while True:
+            for _ in range(20):  # let every task run until it sleeps again
+                await checkpoint()
+            if not self._sleepers:
+                raise AssertionError("nothing is sleeping: the watch ended")
+            self._sleepers.sort(key=lambda sleeper: sleeper[:2])
+            deadline, _, woken = self._sleepers[0]
+            if deadline > end:
+                return
+            self._sleepers.pop(0)
+            self.now = max(self.now, deadline)
+            woken.set()
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [later - earlier for earlier, later in itertools.pairwise(times)]
+
+
+def watched(fakes: Fakes) -> dict[str, QueueDepthSource]:
+    """The fake queue and its DLQ, labelled as the app labels the real ones."""
+    return {"main": fakes.queue, "dlq": fakes.queue.dead_letters}
+
+
+async def watch_for(
+    fakes: Fakes, time: VirtualTime, *stops: float, then: Callable[[], None] = lambda: None
+) -> None:
+    """Watch the fake queue and its DLQ in virtual time, calling ``then`` at each stop but
+    the last."""
+    queues = watched(fakes)
+    async with anyio.create_task_group() as group:
+        group.start_soon(lambda: watch_queue_depths(queues, fakes.observer, sleep=time.sleep))
+        for index, stop in enumerate(stops):
+            await time.run_until(stop)
+            if index < len(stops) - 1:
+                then()
+        group.cancel_scope.cancel()
+
+
+async def test_queue_depths_are_read_at_most_once_per_30_seconds() -> None:
+    time = VirtualTime()
+    fakes = Fakes.create(clock=time.clock, visibility_timeout=3600)
+    queue = fakes.queue
+    for body in ("a", "b", "c"):
+        queue.send(body)
+    assert len(await queue.receive(0)) == 3  # in flight
+    queue.send("d")
+    queue.send("e")
+    queue.dlq.append(QueuedMessage("dead", "x"))
+
+    await watch_for(fakes, time, 300)
+
+    assert DEPTH_POLL_SECONDS == 30
+    for reads in (queue.depth_reads, queue.dead_letters.depth_reads):
+        assert reads[0] == 0  # read at once when the worker starts
+        assert min(gaps(reads)) >= 30
+        assert len(reads) == 11  # 0, 30, ..., 300: never more often
+    assert fakes.observer.depths == {
+        "main": QueueDepth(visible=2, in_flight=3),
+        "dlq": QueueDepth(visible=1, in_flight=0),
+    }
+    # On real time too: one read each at start, the next one 30 s later.
+    fakes = Fakes.create()
+    queues = watched(fakes)
+    with anyio.move_on_after(0.3):
+        await watch_queue_depths(queues, fakes.observer)
+    assert (len(fakes.queue.depth_reads), len(fakes.queue.dead_letters.depth_reads)) == (1, 1)
+
+
+async def test_a_failing_depth_read_is_logged_once_per_streak_and_spares_readiness() -> None:
+    time = VirtualTime()
+    fakes = Fakes.create(clock=time.clock)
+    denied = ConfigurationError("sqs.GetQueueAttributes: AccessDenied: not authorized")
+    fakes.queue.dead_letters.fail("depth", times=3, error=denied)  # reads at 0, 30, 60
+    fakes.queue.fail("depth", times=1)  # a retriable failure, at 0
+    fakes.queue.dlq.append(QueuedMessage("dead", "x"))
+
+    def second_streak() -> None:
+        fakes.queue.dead_letters.fail("depth", times=2, error=denied)  # reads at 180, 210
+
+    with capture_logs() as logs:
+        await watch_for(fakes, time, 150, 300, then=second_streak)
+
+    events = [(e["event"], e["queue"]) for e in logs if e["event"].startswith("queue_depth")]
+    assert events.count(("queue_depth_failed", "main")) == 1
+    assert events.count(("queue_depth_recovered", "main")) == 1
+    assert events.count(("queue_depth_failed", "dlq")) == 2  # once per streak
+    assert events.count(("queue_depth_recovered", "dlq")) == 2
+    failed = next(e for e in logs if e["event"] == "queue_depth_failed" and e["queue"] == "dlq")
+    assert "AccessDenied" in failed["error"]
+    # Never tried again sooner, never a dependency failure: readiness never heard of it.
+    assert min(gaps(fakes.queue.dead_letters.depth_reads)) >= 30
+    assert fakes.observer.retries == []
+    assert fakes.observer.readiness == []
+    assert fakes.observer.depths["dlq"] == QueueDepth(visible=1, in_flight=0)
+
+
+async def test_a_depth_read_that_keeps_failing_leaves_the_flushes_alone(fakes: Fakes) -> None:
+    send_order(fakes, "o1", T0, 90)
+    denied = ConfigurationError("sqs.GetQueueAttributes: AccessDenied: not authorized")
+    fakes.queue.dead_letters.fail("depth", times=None, error=denied)
+    queues = watched(fakes)
+    worker = make_worker(fakes)
+    async with anyio.create_task_group() as group:
+        group.start_soon(watch_queue_depths, queues, fakes.observer)
+        await burst(worker)
+        group.cancel_scope.cancel()
+    assert fakes.publisher.latest(LATTE).duration == 90
+    assert len(fakes.queue.deleted) == 2
+    assert fakes.queue.dead_letters.injections.failures["depth"] == 1
+    assert fakes.observer.ready
+    assert False not in fakes.observer.readiness
+    assert set(fakes.observer.depths) == {"main"}  # the DLQ's depth is simply not exported

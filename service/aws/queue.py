@@ -1,4 +1,5 @@
-"""SQS adapter of the OrderQueue port: long-poll receive, batched deletes, visibility changes.
+"""SQS adapters: the OrderQueue port (long-poll receive, batched deletes, visibility changes)
+and the QueueDepthSource port (a queue's depth, for the queue and its dead-letter queue).
 
 Each request is made once (botocore's own two attempts inside); failures are raised as the
 service's errors and the worker decides whether to try again.
@@ -8,13 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import partial
 from typing import TYPE_CHECKING
 
 import structlog
 
 from service.aws.errors import call
-from service.ports import SQS_BATCH_LIMIT, Message
+from service.errors import WaitTimesError
+from service.ports import SQS_BATCH_LIMIT, Message, QueueDepth
 
 if TYPE_CHECKING:
     from types_aiobotocore_sqs import SQSClient
@@ -58,22 +61,8 @@ class SqsQueue:
 
     async def is_drained(self) -> bool:
         """No message waiting and none in flight anywhere (used by burst mode)."""
-        response = await call(
-            "sqs.GetQueueAttributes",
-            partial(
-                self.client.get_queue_attributes,
-                QueueUrl=self.queue_url,
-                AttributeNames=[
-                    "ApproximateNumberOfMessages",
-                    "ApproximateNumberOfMessagesNotVisible",
-                ],
-            ),
-        )
-        attributes = response.get("Attributes", {})
-        return (
-            int(attributes.get("ApproximateNumberOfMessages", 0)) == 0
-            and int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)) == 0
-        )
+        depth = await queue_depth(self.client, self.queue_url)
+        return depth.visible == 0 and depth.in_flight == 0
 
     async def delete(self, messages: Sequence[Message]) -> int:
         """Delete messages in batches of ten; returns how many SQS confirmed.
@@ -136,12 +125,77 @@ def distinct(messages: Sequence[Message]) -> list[Message]:
     return list({m.receipt_handle: m for m in messages}.values())
 
 
-async def resolve_queue(client: SQSClient, name: str) -> tuple[str, int | None]:
-    """The URL of a queue by name and the maxReceiveCount of its redrive policy, if any."""
+async def queue_depth(client: SQSClient, queue_url: str) -> QueueDepth:
+    """A queue's approximate depth: one GetQueueAttributes."""
+    response = await call(
+        "sqs.GetQueueAttributes",
+        partial(
+            client.get_queue_attributes,
+            QueueUrl=queue_url,
+            AttributeNames=[
+                "ApproximateNumberOfMessages",
+                "ApproximateNumberOfMessagesNotVisible",
+            ],
+        ),
+    )
+    attributes = response.get("Attributes", {})
+    return QueueDepth(
+        visible=int(attributes.get("ApproximateNumberOfMessages", 0)),
+        in_flight=int(attributes.get("ApproximateNumberOfMessagesNotVisible", 0)),
+    )
+
+
+class SqsDepth:
+    """The QueueDepthSource port on one SQS queue (the worker's queue or its DLQ)."""
+
+    def __init__(self, client: SQSClient, queue_url: str) -> None:
+        self.client = client
+        self.queue_url = queue_url
+
+    async def depth(self) -> QueueDepth:
+        """The queue's depth now (one GetQueueAttributes)."""
+        return await queue_depth(self.client, self.queue_url)
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedQueue:
+    """The worker's queue as found at start."""
+
+    url: str
+    max_receive_count: int | None  # of its redrive policy; None without one
+    dead_letter_url: str | None  # None: no redrive policy, or its DLQ could not be looked up
+
+
+async def resolve_queue(client: SQSClient, name: str) -> ResolvedQueue:
+    """A queue by name: its URL, and from its redrive policy the maxReceiveCount and the URL
+    of its dead-letter queue (named by the last part of ``deadLetterTargetArn``).
+
+    The dead-letter queue is only watched (its depth is exported), so a lookup AWS refuses
+    (missing queue, a task role that does not grant ``sqs:GetQueueUrl`` on it) is logged
+    and leaves it unwatched; only a retriable failure is raised, to be tried again.
+    """
     url = (await call("sqs.GetQueueUrl", partial(client.get_queue_url, QueueName=name)))["QueueUrl"]
     attributes = await call(
         "sqs.GetQueueAttributes",
         partial(client.get_queue_attributes, QueueUrl=url, AttributeNames=["RedrivePolicy"]),
     )
     policy = attributes.get("Attributes", {}).get("RedrivePolicy")
-    return url, int(json.loads(policy)["maxReceiveCount"]) if policy else None
+    if not policy:
+        return ResolvedQueue(url, None, None)
+    redrive = json.loads(policy)
+    dead_letter_name = str(redrive["deadLetterTargetArn"]).rsplit(":", 1)[-1]
+    try:
+        found = await call(
+            "sqs.GetQueueUrl", partial(client.get_queue_url, QueueName=dead_letter_name)
+        )
+    except WaitTimesError as exc:
+        if exc.retriable:
+            raise
+        log.warning(
+            "dead_letter_queue_not_watched",
+            queue=dead_letter_name,
+            error=str(exc)[:300],
+            fix="grant the task role sqs:GetQueueUrl and sqs:GetQueueAttributes on it",
+        )
+        return ResolvedQueue(url, int(redrive["maxReceiveCount"]), None)
+    return ResolvedQueue(url, int(redrive["maxReceiveCount"]), found["QueueUrl"])

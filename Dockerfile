@@ -6,6 +6,12 @@
 #   docker build -t wait-times .
 #   docker run --rm -e AWS_REGION=eu-west-1 wait-times          # the worker (`wait-times run`)
 #   docker run --rm wait-times provision                        # any other subcommand
+#
+# No HEALTHCHECK here: of the image's commands only `run` serves /healthz, so the check
+# belongs to what runs the worker (the `worker` service in docker-compose.yml, the task
+# definition in deploy/ecs/wait-times.yaml); one-shot commands would otherwise be reported
+# unhealthy. Build arguments VERSION (default: pyproject.toml's version) and SOURCE_URL
+# (where the source lives; the repository records none) fill the OCI labels.
 
 ARG PYTHON_IMAGE=python:3.11.14-slim-bookworm
 
@@ -32,6 +38,13 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --locked --no-dev --no-default-groups --no-editable
 
 FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG SOURCE_URL=""
+LABEL org.opencontainers.image.title="wait-times" \
+      org.opencontainers.image.description="Average wait per tenant and drink for Serverlesspresso, from its EventBridge bus" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.licenses="MIT-0" \
+      org.opencontainers.image.source="${SOURCE_URL}"
 # A fixed numeric uid/gid so orchestrators (ECS `user`, Kubernetes runAsNonRoot) can check it.
 RUN groupadd --system --gid 10001 wait-times \
     && useradd --system --uid 10001 --gid wait-times --no-create-home \
@@ -46,10 +59,9 @@ ENV PATH=/app/.venv/bin:$PATH \
 WORKDIR /app
 USER 10001:10001
 EXPOSE 9102
-# The slim image has no curl: ask /healthz with the standard library (non-2xx raises, exit 1).
-HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import os, urllib.request as u; u.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('WAIT_TIMES_METRICS_PORT', '9102'), timeout=3)"]
-# Exec form: Python is PID 1 and receives SIGTERM itself, then drains (WAIT_TIMES_DRAIN_SECONDS).
+# Exec form: Python is PID 1 and handles SIGTERM itself in every command: the worker drains
+# (WAIT_TIMES_DRAIN_SECONDS) and exits 0, the player stops at once and exits 0, an
+# interrupted `provision` exits 143 so nothing is started on a half-made stack.
 STOPSIGNAL SIGTERM
 ENTRYPOINT ["wait-times"]
 CMD ["run"]

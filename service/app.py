@@ -16,7 +16,7 @@ from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
-from service.errors import ConfigurationError
+from service.errors import MissingResourceError
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
 from service.ports import Observer, QueueDepthSource
 from service.settings import Settings
@@ -63,8 +63,10 @@ async def wait_for_resources(
     """Find the queue (and its DLQ) and check the table, waiting while the endpoint is
     unreachable.
 
-    A resource that does not exist raises ConfigurationError (the operator must run
-    ``provision``); an endpoint that does not answer is waited for, readiness false.
+    A resource that does not exist raises MissingResourceError (the operator must run
+    ``provision``); missing, refused or insufficient credentials raise their own
+    ConfigurationError unchanged (``provision`` cannot fix those); an endpoint that does
+    not answer is waited for, readiness false.
     """
 
     async def look_up() -> ResolvedQueue:
@@ -77,8 +79,8 @@ async def wait_for_resources(
 
     try:
         found = await until_done("startup", look_up, observer)
-    except ConfigurationError as exc:
-        raise ConfigurationError(
+    except MissingResourceError as exc:
+        raise MissingResourceError(
             f"queue {settings.queue_name!r} or table {settings.table_name!r} is missing in "
             f"{settings.region} at {settings.endpoint_url or 'AWS'} ({exc}); "
             "run `wait-times provision` with the same environment"

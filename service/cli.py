@@ -1,27 +1,89 @@
-"""The ``wait-times`` command line: run, provision, play, replay, demo."""
+"""The ``wait-times`` command line: run, provision, play, replay, schema, demo.
+
+Every refusal is one line on stderr and an exit code of its own (the README's table):
+a bad option, input file or setting 2, a missing queue or table 3, no credentials 4,
+credentials AWS rejected 5, a permission AWS denied 6, AWS failing a one-shot command 7.
+SIGTERM and SIGINT stop every command, as PID 1 in a container or not: ``run``, ``play``
+and ``demo`` exit 0 on such a requested stop; the others exit 128 + the signal's number
+(130, 143), since they did not finish.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import random
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import AsyncExitStack
-from importlib import metadata
+from importlib import metadata, util
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
 
 import anyio
 import structlog
 
-from service.errors import ConfigurationError
+from service.errors import (
+    AccessDeniedError,
+    ConfigurationError,
+    DependencyError,
+    MissingCredentialsError,
+    MissingResourceError,
+    RejectedCredentialsError,
+    SettingsError,
+    WaitTimesError,
+)
 from service.logs import configure_logging
-from service.settings import Settings, load_settings
+from service.settings import Settings, check_region, load_settings
 
 log = structlog.get_logger(__name__)
 
+EXIT_OK = 0
 EXIT_USAGE = 2
 EXIT_MISSING_RESOURCE = 3
+EXIT_NO_CREDENTIALS = 4
+EXIT_REJECTED_CREDENTIALS = 5
+EXIT_ACCESS_DENIED = 6
+EXIT_AWS_FAILED = 7
+# The most specific class first; a shell reports 128 + N for a process signal N stopped.
+EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
+    (SettingsError, EXIT_USAGE),
+    (MissingResourceError, EXIT_MISSING_RESOURCE),
+    (MissingCredentialsError, EXIT_NO_CREDENTIALS),
+    (RejectedCredentialsError, EXIT_REJECTED_CREDENTIALS),
+    (AccessDeniedError, EXIT_ACCESS_DENIED),
+    (ConfigurationError, EXIT_MISSING_RESOURCE),
+    (DependencyError, EXIT_AWS_FAILED),
+)
+# A requested stop is success for the commands meant to run until stopped.
+STOP_IS_SUCCESS = frozenset({"run", "play", "demo"})
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+E = TypeVar("E", bound=BaseException)
+
+
+class StopRequested(BaseException):
+    """SIGTERM or SIGINT arrived; a BaseException, like KeyboardInterrupt, so that no
+    ``except Exception`` on the way up mistakes it for a failure."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class UsageError(Exception):
+    """Bad input to a command (a file it cannot read, ...): one line, exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, refusing on one line (the usage is one ``--help`` away)."""
+
+    def error(self, message: str) -> NoReturn:
+        """Print ``prog: message`` on one line and exit 2."""
+        self.exit(EXIT_USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
 
 
 def package_version() -> str:
@@ -32,9 +94,48 @@ def package_version() -> str:
         return "unknown"
 
 
+def emulator_available() -> bool:
+    """Whether the ``emulator`` extra (moto) is installed: the production image has none."""
+    try:
+        return util.find_spec("moto") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _number(
+    kind: Callable[[str], float], *, minimum: float, inclusive: bool, what: str
+) -> Callable[[str], Any]:
+    """An argparse type: a finite number of ``kind`` at or above (or above) ``minimum``."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not {what}: {text!r}") from None
+        if not math.isfinite(value) or value < minimum or (value == minimum and not inclusive):
+            bound = f">= {minimum:g}" if inclusive else f"> {minimum:g}"
+            raise argparse.ArgumentTypeError(f"must be {what} {bound}, not {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE_INT = _number(int, minimum=1, inclusive=True, what="a whole number")
+POSITIVE = _number(float, minimum=0, inclusive=False, what="a number")
+NON_NEGATIVE = _number(float, minimum=0, inclusive=True, what="a number")
+
+
+def tenant_list(text: str) -> list[str]:
+    """``--tenants``: comma-separated, blanks dropped, at least one left."""
+    tenants = [t.strip() for t in text.split(",") if t.strip()]
+    if not tenants:
+        raise argparse.ArgumentTypeError(f"no tenant in {text!r}: give e.g. NYC,LDN")
+    return tenants
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (settings come from the environment, not from flags)."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="wait-times",
         description="Average wait per tenant and drink for Serverlesspresso. "
         "Settings: WAIT_TIMES_* and the standard AWS environment variables (see README).",
@@ -51,17 +152,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     play = commands.add_parser(
-        "play", help="put realistic order traffic (or a recording) on the bus"
+        "play",
+        help="put realistic order traffic (or a recording) on the bus",
+        description="Generated traffic plays until stopped (SIGTERM, Ctrl-C), or for --orders "
+        "orders or --duration seconds. Its clock starts --history seconds ago, runs --speed "
+        "times faster than real time until it reaches the wall clock, then in real time: no "
+        "event is ever stamped later than the moment it is sent.",
     )
-    play.add_argument("--file", type=Path, help="replay this recording (JSON array or JSON Lines)")
-    play.add_argument("--orders", type=int, help="number of orders to generate")
-    play.add_argument("--duration", type=float, help="stop after this many real seconds")
-    play.add_argument("--rate", type=float, default=0.5, help="orders per simulated second")
+    amount = play.add_mutually_exclusive_group()
+    amount.add_argument(
+        "--file", type=Path, help="replay this recording (JSON array or JSON Lines)"
+    )
+    amount.add_argument("--orders", type=POSITIVE_INT, help="stop after this many orders")
+    amount.add_argument("--duration", type=POSITIVE, help="stop after this many real seconds")
+    play.add_argument("--rate", type=POSITIVE, default=0.5, help="orders per simulated second")
     play.add_argument(
-        "--speed", type=float, default=1.0, help="simulated seconds per real second (0: no pacing)"
+        "--speed",
+        type=NON_NEGATIVE,
+        default=1.0,
+        help="simulated seconds per real second until caught up with the wall clock (0: no pacing)",
     )
-    play.add_argument("--seed", type=int, default=1)
-    play.add_argument("--tenants", default="NYC,LDN,SYD", help="comma-separated tenant ids")
+    play.add_argument(
+        "--history",
+        type=NON_NEGATIVE,
+        metavar="SECONDS",
+        help="start the simulated clock this long ago (default 3600 when --speed is 0 or "
+        "above 1, else 0)",
+    )
+    play.add_argument("--seed", type=int, help="reproducible traffic (default: a random seed)")
+    play.add_argument(
+        "--tenants", type=tenant_list, default="NYC,LDN,SYD", help="comma-separated tenant ids"
+    )
 
     replay = commands.add_parser("replay", help="offline: final windows of recorded events")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
@@ -71,17 +192,39 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.add_argument("--out", type=Path, default=Path("docs/events"), help="output folder")
 
-    demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
-    demo.add_argument("--duration", type=float, help="stop by itself after this many seconds")
-    demo.add_argument("--rate", type=float, default=0.25, help="orders per simulated second")
-    demo.add_argument("--speed", type=float, default=20.0, help="simulated seconds per real second")
-    demo.add_argument("--seed", type=int, default=1)
+    if emulator_available():  # the image installs no emulator, so it offers no demo
+        demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
+        demo.add_argument(
+            "--duration", type=POSITIVE, help="stop by itself after this many seconds"
+        )
+        demo.add_argument("--rate", type=POSITIVE, default=0.25, help="orders per simulated second")
+        demo.add_argument(
+            "--speed", type=POSITIVE, default=20.0, help="simulated seconds per real second"
+        )
+        demo.add_argument("--seed", type=int, default=1)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the console script."""
-    args = build_parser().parse_args(argv)
+    previous = {signum: signal.getsignal(signum) for signum in STOP_SIGNALS}
+    _raise_on_stop_signals()
+    command = ""
+    try:
+        args = build_parser().parse_args(argv)
+        command = args.command
+        return _main(args)
+    except BaseException as exc:
+        stop = _find(exc, StopRequested)
+        if stop is None:
+            raise
+        return _stopped(command, stop.signum)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         settings = load_settings()
     except ConfigurationError as exc:
@@ -95,34 +238,104 @@ def main(argv: Sequence[str] | None = None) -> int:
         configure_logging(settings.log_format, settings.log_level)
     try:
         code: int = anyio.run(_dispatch, args, settings)
-    except (ConfigurationError, ExceptionGroup) as exc:
-        problem = _configuration_error(exc)
-        if problem is None:
+    except Exception as exc:  # what an operator can act on is one line; bugs re-raise
+        usage = _find(exc, UsageError)
+        if usage is not None:
+            print(f"wait-times {args.command}: {_one_line(usage)}", file=sys.stderr)
+            return EXIT_USAGE
+        error = _operator_error(exc)
+        if error is None:
             raise
-        print(f"wait-times: {problem}", file=sys.stderr)
-        return EXIT_MISSING_RESOURCE
-    except KeyboardInterrupt:
-        return 130
+        said = _one_line(error)
+        if isinstance(error, DependencyError):
+            said = f"AWS call failed: {said}"
+        print(f"wait-times: {said}", file=sys.stderr)
+        return exit_code(error)
     return code
 
 
-def _configuration_error(exc: BaseException) -> ConfigurationError | None:
-    """The ConfigurationError inside ``exc`` (task groups wrap what they raise), if any."""
-    if isinstance(exc, ConfigurationError):
+def exit_code(error: WaitTimesError) -> int:
+    """The documented exit code of an error that stops a command."""
+    return next((code for kind, code in EXIT_CODES if isinstance(error, kind)), 1)
+
+
+def _operator_error(exc: BaseException) -> WaitTimesError | None:
+    """The service's error inside ``exc`` (task groups wrap what they raise); a botocore
+    error raised outside an adapter (client creation, provisioning) is translated."""
+    found = _find(exc, WaitTimesError)
+    if found is not None or "botocore" not in sys.modules:
+        return found  # replay and schema never load botocore, and need no translation
+    from service.aws.errors import translate_raised  # noqa: PLC0415
+
+    return translate_raised(exc)
+
+
+def _find(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or, depth first, in the groups it wraps."""
+    if isinstance(exc, kind):
         return exc
     if isinstance(exc, BaseExceptionGroup):
         for inner in exc.exceptions:
-            found = _configuration_error(inner)
+            found = _find(inner, kind)
             if found is not None:
                 return found
     return None
 
 
-async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
-    if args.command == "run":
-        from service.app import run_worker  # noqa: PLC0415 - keep replay free of AWS imports
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
-        return await run_worker(settings, burst=args.burst)
+
+def _raise_on_stop_signals() -> None:
+    """Until a command listens for SIGTERM/SIGINT itself, either one raises StopRequested.
+
+    Python leaves SIGTERM at its default, which a container's PID 1 ignores: without this
+    handler ``docker stop`` would wait its grace period and kill the process.
+    """
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _raise_stop)
+
+
+def _raise_stop(signum: int, _frame: FrameType | None) -> None:
+    raise StopRequested(signum)
+
+
+def _stopped(command: str, signum: int) -> int:
+    """The exit code of a command stopped by a signal, with a line if it did not finish."""
+    name = signal.Signals(signum).name
+    if command in STOP_IS_SUCCESS:
+        log.info("stopped", command=command, signal=name)
+        return EXIT_OK
+    advice = "; run it again to finish the stack" if command == "provision" else ""
+    prefix = f"wait-times {command}" if command else "wait-times"
+    print(f"{prefix}: stopped by {name} before it finished{advice}", file=sys.stderr)
+    return 128 + signum
+
+
+async def _until_stopped(work: Callable[[], Awaitable[int]]) -> int:
+    """Run ``work``; SIGTERM or SIGINT cancels it at once and raises StopRequested."""
+    stopped_by: list[int] = []
+    try:
+        with anyio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async with anyio.create_task_group() as group:
+
+                async def watch() -> None:
+                    async for signum in signals:
+                        stopped_by.append(signum)
+                        group.cancel_scope.cancel()
+                        return
+
+                group.start_soon(watch)
+                code = await work()
+                group.cancel_scope.cancel()
+    finally:
+        _raise_on_stop_signals()  # asyncio put the defaults back; PID 1 ignores SIGTERM's
+    if stopped_by:
+        raise StopRequested(stopped_by[0])
+    return code
+
+
+async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "replay":
         return _replay(args.files, settings)
     if args.command == "schema":
@@ -137,6 +350,18 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return await run_demo(
             settings, duration=args.duration, rate=args.rate, speed=args.speed, seed=args.seed
         )
+    check_region(settings)
+    if args.command == "run":
+        from service.app import run_worker  # noqa: PLC0415 - keep replay free of AWS imports
+
+        return await run_worker(settings, burst=args.burst)
+    recording = _read_recording(args.file) if args.command == "play" and args.file else None
+    return await _until_stopped(lambda: _aws_command(args, settings, recording))
+
+
+async def _aws_command(
+    args: argparse.Namespace, settings: Settings, recording: list[dict[str, Any]] | None
+) -> int:
     from service.aws.clients import open_clients  # noqa: PLC0415
 
     async with AsyncExitStack() as stack:
@@ -146,32 +371,49 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
 
             await provision(settings, clients, capture_queue=args.capture_queue)
             return 0
-        return await _play(args, settings, clients.events)
+        return await _play(args, settings, clients.events, recording)
 
 
-async def _play(args: argparse.Namespace, settings: Settings, events: Any) -> int:
-    from service.tools.player import play_generated, play_recording  # noqa: PLC0415
+def _read_recording(path: Path) -> list[dict[str, Any]]:
+    """A recording's envelopes, read before anything is sent; bad files are UsageErrors."""
     from service.tools.replay import read_events  # noqa: PLC0415
 
-    if args.file is not None:
-        envelopes = [e for e in read_events(args.file) if isinstance(e, dict)]
-        await play_recording(events, settings.event_bus, envelopes, speed=args.speed)
+    try:
+        return [e for e in read_events(path) if isinstance(e, dict)]
+    except OSError as exc:
+        raise UsageError(f"cannot read --file {path}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+async def _play(
+    args: argparse.Namespace,
+    settings: Settings,
+    events: Any,
+    recording: list[dict[str, Any]] | None,
+) -> int:
+    from service.tools.player import play_generated, play_recording  # noqa: PLC0415
+
+    if recording is not None:
+        await play_recording(events, settings.event_bus, recording, speed=args.speed)
         return 0
-    if args.orders is None and args.duration is None:
-        print("wait-times play: give --orders, --duration or --file", file=sys.stderr)
-        return EXIT_USAGE
-    tenants = [t.strip() for t in args.tenants.split(",") if t.strip()]
-    await play_generated(
-        events,
-        settings.event_bus,
-        orders=args.orders,
-        duration=args.duration,
-        rate=args.rate,
-        speed=args.speed,
-        seed=args.seed,
-        tenants=tenants,
-    )
+    await play_generated(events, settings.event_bus, **play_options(args))
     return 0
+
+
+def play_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``play_generated``'s keyword arguments from ``play``'s parsed options."""
+    # No seed: a fresh one, so a restarted player does not send the same order ids again.
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
+    return {
+        "orders": args.orders,
+        "duration": args.duration,
+        "rate": args.rate,
+        "speed": args.speed,
+        "history": args.history,
+        "seed": seed,
+        "tenants": args.tenants,
+    }
 
 
 def _replay(files: Sequence[Path], settings: Settings) -> int:
@@ -181,8 +423,7 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        print(f"wait-times replay: no such file: {', '.join(missing)}", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"no such file: {', '.join(missing)}")
     try:
         result = replay(
             chain.from_iterable(read_events(f) for f in files),
@@ -193,15 +434,18 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
             source=settings.source,
             completion=settings.completion_event,
         )
-    except (ValueError, UnicodeDecodeError) as exc:
-        print(f"wait-times replay: not JSON or JSON Lines: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except OSError as exc:
+        raise UsageError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
     sys.stdout.write("\n")
+    unprocessable = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.poison.items()))
     print(
         f"replayed {result.events} events: {result.ignored} ignored, "
-        f"{sum(result.poison.values())} unprocessable {result.poison or ''}, "
-        f"{result.anomalies} anomalies, {result.late_halves} halves after their order expired",
+        f"{sum(result.poison.values())} unprocessable"
+        f"{f' ({unprocessable})' if unprocessable else ''}, {result.anomalies} anomalies, "
+        f"{result.late_halves} halves after their order expired",
         file=sys.stderr,
     )
     return 0

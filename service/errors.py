@@ -31,7 +31,42 @@ class PoisonMessageError(WaitTimesError):
 
 
 class ConfigurationError(WaitTimesError):
-    """A setting or a missing resource that only an operator can fix; never retried."""
+    """A setting or a missing resource that only an operator can fix; never retried.
+
+    The subclasses say which, so the command line can give each its own exit code.
+    """
+
+
+class SettingsError(ConfigurationError):
+    """An environment variable is malformed or names something that does not exist."""
+
+
+class MissingResourceError(ConfigurationError):
+    """The queue or the table (or the bus) does not exist where the settings point."""
+
+
+class CredentialsError(ConfigurationError):
+    """The AWS credentials: none found, or AWS refused them."""
+
+
+class MissingCredentialsError(CredentialsError):
+    """No credentials anywhere botocore looks (environment, files, container, instance)."""
+
+
+class RejectedCredentialsError(CredentialsError):
+    """AWS refused the credentials: unknown, expired, or a secret that does not match."""
+
+
+class AccessDeniedError(ConfigurationError):
+    """The credentials are valid but not allowed this call (the task role lacks it).
+
+    ``action`` and ``resource`` are what AWS reported, when its message said.
+    """
+
+    def __init__(self, message: str, *, action: str = "", resource: str = "") -> None:
+        super().__init__(message)
+        self.action = action
+        self.resource = resource
 
 
 class DependencyError(WaitTimesError):

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+import difflib
+import os
+from typing import Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, model_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from service.errors import ConfigurationError
+from service.errors import SettingsError
 
 DEFAULT_SOURCE = "awsserverlessda.serverlesspresso"
+# The spellings people type for a level, beyond the canonical lower-case names.
+LEVEL_ALIASES = {"warn": "warning", "err": "error"}
+# Where the region and the endpoint come from (the first one set wins, as pydantic reads).
+REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 
 class Settings(BaseSettings):
@@ -50,6 +56,15 @@ class Settings(BaseSettings):
         min_length=1,
     )
     endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
+
+    @field_validator("log_format", "log_level", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        # WAIT_TIMES_LOG_LEVEL=INFO, Info and info are the same level.
+        if isinstance(value, str):
+            value = value.strip().lower()
+            return LEVEL_ALIASES.get(value, value)
+        return value
 
     @model_validator(mode="after")
     def _ttl_covers_max_wait(self) -> Settings:
@@ -96,17 +111,65 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise ConfigurationError(describe_validation_error(exc)) from None
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def region_variable() -> str:
+    """The environment variable the region was read from (``AWS_REGION`` when none is set)."""
+    return next((name for name in REGION_VARIABLES if name in os.environ), REGION_VARIABLES[0])
 
 
 def describe_validation_error(exc: ValidationError) -> str:
     """One line per bad setting, naming the environment variable an operator must fix."""
-    aliases = {"region": "AWS_REGION", "endpoint_url": "AWS_ENDPOINT_URL"}
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        name = aliases.get(field, f"WAIT_TIMES_{field.upper()}") if field else "settings"
+        if field in ("region", *REGION_VARIABLES):
+            name = region_variable()
+        elif field in ("endpoint_url", "AWS_ENDPOINT_URL"):
+            name = "AWS_ENDPOINT_URL"
+        else:
+            name = f"WAIT_TIMES_{field.upper()}" if field else "settings"
         value = error.get("input")
         shown = f"={value!r}" if field and not isinstance(value, dict) else ""
-        lines.append(f"invalid setting {name}{shown}: {error['msg']}")
+        message = error["msg"]
+        if name in REGION_VARIABLES and value == "":
+            message = "empty; set an AWS region such as eu-west-1, or unset it (us-east-1)"
+        lines.append(f"invalid setting {name}{shown}: {message}")
     return "; ".join(lines)
+
+
+def check_region(settings: Settings) -> None:
+    """Refuse a region AWS does not have, unless an endpoint of one's own is configured.
+
+    The list is botocore's partition data (every partition: aws, aws-cn, aws-us-gov, ...):
+    the regions where SQS, DynamoDB and EventBridge all exist. An emulator accepts any
+    region name, so with ``AWS_ENDPOINT_URL`` (or a per-service ``AWS_ENDPOINT_URL_*``)
+    nothing is checked.
+    """
+    if settings.endpoint_url or any(name.startswith("AWS_ENDPOINT_URL_") for name in os.environ):
+        return
+    regions = known_regions()
+    if settings.region in regions:
+        return
+    close = difflib.get_close_matches(settings.region.lower(), sorted(regions), n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise SettingsError(
+        f"invalid setting {region_variable()}={settings.region!r}: not an AWS region with "
+        f"SQS, DynamoDB and EventBridge{hint}; set AWS_ENDPOINT_URL to use an emulator"
+    )
+
+
+def known_regions() -> frozenset[str]:
+    """Regions where all three services the worker uses exist, from botocore's own data."""
+    from botocore.session import get_session  # noqa: PLC0415 - only commands that call AWS
+
+    session = get_session()
+    regions: set[str] = set()
+    for partition in session.get_available_partitions():
+        services = [
+            set(session.get_available_regions(service, partition))
+            for service in ("sqs", "dynamodb", "events")
+        ]
+        regions |= set.intersection(*services)
+    return frozenset(regions)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import subprocess
 import sys
 from importlib import metadata
@@ -63,13 +64,43 @@ def test_replay_of_every_reference_sample_succeeds() -> None:
     assert "0 unprocessable" in result.stderr
 
 
-def test_replay_of_a_broken_file_is_one_clear_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "content",
+    [
+        b'[{"detail-type": ',  # a truncated JSON array
+        b'{\n  "detail-type": "OrderManager.WaitingCompletion",\n  "detail": {',  # a cut object
+        bytes(random.Random(7).randrange(256) for _ in range(4096)),  # random bytes
+        b"not json\nat all\n",
+    ],
+    ids=["truncated-array", "truncated-object", "random-bytes", "text"],
+)
+def test_replay_of_a_file_that_is_not_json_is_one_clear_line(
+    tmp_path: Path, content: bytes
+) -> None:
     broken = tmp_path / "broken.json"
-    broken.write_text('[{"detail-type": ')
-    result = run_cli("replay", str(broken))
-    assert result.returncode == 2
-    assert len(result.stderr.strip().splitlines()) == 1
-    assert "not JSON" in result.stderr
+    broken.write_bytes(content)
+    line = refused("replay", str(broken))
+    assert line.startswith(f"wait-times replay: {broken} is not JSON: ")
+    assert "expected a JSON array of events, or JSON Lines (one event per line)" in line
+
+
+def test_replay_refuses_what_it_cannot_read(tmp_path: Path) -> None:
+    assert "no such file: /nonexistent.json" in refused("replay", "/nonexistent.json")
+    assert "no such file" in refused("replay", str(tmp_path))
+
+
+def test_replay_summary_is_a_readable_line(tmp_path: Path) -> None:
+    lines = tmp_path / "events.jsonl"
+    envelopes = json.loads(RECORDING.read_text())
+    bad = ["not json", '"a string"']
+    lines.write_text("\n".join([*(json.dumps(e) for e in envelopes), *bad]) + "\n")
+    result = run_cli("replay", str(lines))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == (
+        f"replayed {len(envelopes) + 2} events: 136 ignored, 2 unprocessable "
+        "(not_an_envelope: 1, not_json: 1), 0 anomalies"
+    )
+    assert "{" not in result.stderr, "no Python dict"
 
 
 def test_a_bad_setting_is_one_line_naming_it_and_exit_2() -> None:
@@ -141,10 +172,112 @@ def test_play_replays_a_recording_file_through_the_bus(emulator: Emulator) -> No
     assert worker.returncode == 0, worker.stderr
 
 
-def test_play_needs_an_amount() -> None:
-    result = run_cli("play")
-    assert result.returncode == 2
-    assert "--orders" in result.stderr
+def refused(*args: str) -> str:
+    """Run a command that must refuse its input: exit 2 and one line, returned."""
+    result = run_cli(*args, env={"AWS_REGION": "us-east-1"})
+    assert result.returncode == 2, (args, result.stderr[-2000:])
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, (args, lines)
+    assert "Traceback" not in result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (
+            ("--file", "/nonexistent/recording.json"),
+            "cannot read --file /nonexistent/recording.json",
+        ),
+        (("--file", "/"), "cannot read --file /: Is a directory"),
+        (("--tenants", ","), "argument --tenants: no tenant in ','"),
+        (("--tenants", " , ,"), "argument --tenants: no tenant in"),
+        (("--orders", "-5"), "argument --orders: must be a whole number >= 1, not '-5'"),
+        (("--orders", "0"), "argument --orders: must be a whole number >= 1"),
+        (("--orders", "many"), "argument --orders: not a whole number: 'many'"),
+        (("--rate", "0"), "argument --rate: must be a number > 0, not '0'"),
+        (("--rate", "-1"), "argument --rate: must be a number > 0"),
+        (("--rate", "inf"), "argument --rate: must be a number > 0"),
+        (("--speed", "-1"), "argument --speed: must be a number >= 0"),
+        (("--speed", "nan"), "argument --speed: must be a number >= 0"),
+        (("--duration", "0"), "argument --duration: must be a number > 0"),
+        (("--duration", "-3"), "argument --duration: must be a number > 0"),
+        (("--history", "-60"), "argument --history: must be a number >= 0"),
+        (
+            ("--file", "x.json", "--orders", "3"),
+            "argument --orders: not allowed with argument --file",
+        ),
+        (
+            ("--orders", "3", "--duration", "9"),
+            "argument --duration: not allowed with argument --orders",
+        ),
+        (
+            ("--file", "x.json", "--duration", "9"),
+            "argument --duration: not allowed with argument --file",
+        ),
+    ],
+)
+def test_play_refuses_bad_input_with_one_line_and_exit_2(args: tuple[str, ...], said: str) -> None:
+    line = refused("play", *args)
+    assert line.startswith("wait-times play: ")
+    assert said in line
+
+
+def test_play_refuses_a_recording_that_is_not_json(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.json"
+    broken.write_bytes(b"\x00\xff garbage\n\x13\x37\n")
+    assert "is not JSON: expected a JSON array of events" in refused("play", "--file", str(broken))
+
+
+@pytest.mark.parametrize(
+    ("command", "args"),
+    [
+        ("demo", ("--speed", "0")),
+        ("demo", ("--rate", "-1")),
+        ("demo", ("--duration", "0")),
+        ("replay", ()),
+        ("run", ("--burst", "extra")),
+        ("nonsense", ()),
+    ],
+)
+def test_other_commands_refuse_bad_options_with_one_line(
+    command: str, args: tuple[str, ...]
+) -> None:
+    assert refused(command, *args).startswith("wait-times")
+
+
+def test_the_image_offers_no_demo_without_the_emulator() -> None:
+    # As in the image: moto (the `emulator` extra) cannot be imported.
+    hide_moto = (
+        "import sys\n"
+        "class NoMoto:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'moto' or name.startswith('moto.'):\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, NoMoto())\n"
+        "from service.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    helped = subprocess.run(
+        [sys.executable, "-c", hide_moto, "--help"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "demo" not in helped.stdout
+    assert {"run", "provision", "play", "replay", "schema"} <= set(helped.stdout.split())
+    demo = subprocess.run(
+        [sys.executable, "-c", hide_moto, "demo"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert demo.returncode == 2
+    assert "invalid choice: 'demo'" in demo.stderr
+    assert "demo" in run_cli("--help").stdout, "offered where the emulator is installed"
 
 
 def test_version_prints_the_package_version() -> None:

@@ -3,7 +3,8 @@ for real against the embedded emulator (no Docker engine needed).
 
 The wiring test takes each service's command and environment from docker-compose.yml and
 the entry point from the Dockerfile, overrides only the endpoint and the ports, and runs
-provision, then the player, then the worker in burst mode.
+provision, then the player (stopped with SIGTERM, as `docker compose down` does), then the
+worker in burst mode.
 """
 
 from __future__ import annotations
@@ -11,8 +12,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
+import time
+import tomllib
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -32,7 +36,7 @@ DOCKERFILE = (ROOT / "Dockerfile").read_text()
 COMPOSE: dict[str, Any] = yaml.safe_load(COMPOSE_PATH.read_text())
 SERVICES: dict[str, Any] = COMPOSE["services"]
 BIN = Path(sys.executable).parent
-PLAYER_SECONDS = "3"  # the compose player runs for a day; here, long enough to pair orders
+PLAYER_SECONDS = 5  # the compose player runs until stopped; here, long enough to pair orders
 
 
 def tool(name: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -79,12 +83,36 @@ def test_dockerfile_shape() -> None:
     assert user == ["10001:10001"]
     assert instruction("ENTRYPOINT") == ["wait-times"]
     assert instruction("CMD") == ["run"]
-    healthcheck = re.search(r"^HEALTHCHECK .*\n\s+CMD (\[.*\])$", runtime, re.M)
-    assert healthcheck is not None
-    probe = json.loads(healthcheck.group(1))
-    assert probe[:2] == ["python", "-c"]
-    assert "/healthz" in probe[2]
-    assert "urllib" in probe[2]
+    # Only `run` serves /healthz: the image's other commands must not be reported unhealthy,
+    # so the check lives with the worker (compose, the ECS task definition), not here.
+    assert not re.search(r"^HEALTHCHECK", DOCKERFILE, re.M)
+
+
+def labels() -> dict[str, str]:
+    """The runtime stage's LABELs, with its ARG defaults substituted."""
+    runtime = DOCKERFILE.rsplit("\nFROM ", 1)[1].replace("\\\n", " ")
+    defaults = {
+        name: value.strip('"') for name, value in re.findall(r"^ARG (\w+)=(\S*)$", runtime, re.M)
+    }
+    found: dict[str, str] = {}
+    for line in re.findall(r"^LABEL (.+)$", runtime, re.M):
+        for key, value in re.findall(r'([\w.-]+)="([^"]*)"', line):
+            found[key] = re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m[1], ""), value)
+    return found
+
+
+@pytest.mark.unit
+def test_the_image_carries_oci_labels_with_the_package_version() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    found = labels()
+    prefix = "org.opencontainers.image."
+    assert found[f"{prefix}title"] == project["name"]
+    assert found[f"{prefix}description"]
+    assert found[f"{prefix}licenses"] == project["license"]["text"] == "MIT-0"
+    assert found[f"{prefix}version"] == project["version"], "ARG VERSION defaults to it"
+    assert re.search(r"^ARG VERSION=", DOCKERFILE, re.M), "the version is a build argument"
+    assert f"{prefix}source" in found
+    assert '"${SOURCE_URL}"' in DOCKERFILE, "the source is a build argument"
 
 
 @pytest.mark.unit
@@ -120,7 +148,21 @@ def test_compose_topology() -> None:
         }
     assert SERVICES["worker"]["command"] == ["run"]
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
-    assert SERVICES["player"]["command"][0] == "play"
+    player = SERVICES["player"]["command"]
+    assert player[0] == "play"
+    # The player plays until stopped (and comes back after a crash); provision runs once.
+    assert not {"--duration", "--orders", "--file"} & set(player)
+    assert SERVICES["player"]["restart"] == "unless-stopped"
+    assert SERVICES["provision"]["restart"] == "no"
+    # Each service has the health check that fits it: the worker's asks /healthz; the
+    # one-shot commands have none (and the image has none to inherit).
+    probe = SERVICES["worker"]["healthcheck"]["test"]
+    assert probe[:3] == ["CMD", "python", "-c"]
+    assert "urllib" in probe[3]
+    port = SERVICES["worker"]["environment"]["WAIT_TIMES_METRICS_PORT"]
+    assert f"http://127.0.0.1:{port}/healthz" in probe[3]
+    for name in ("provision", "player"):
+        assert "healthcheck" not in SERVICES[name], name
     for name in ("provision", "worker", "player"):
         assert SERVICES[name]["build"]["context"] == "."
         for variable in SERVICES[name]["environment"]:
@@ -140,14 +182,10 @@ def test_compose_topology() -> None:
     assert grace > float(SERVICES["worker"]["environment"]["WAIT_TIMES_DRAIN_SECONDS"])
 
 
-def compose_run(
-    service: str,
-    emulator: Emulator,
-    *,
-    replace: dict[str, str] | None = None,
-    extra: tuple[str, ...] = (),
-) -> subprocess.CompletedProcess[str]:
-    """Run a compose service's command with its environment, on the emulator."""
+def compose_argv(
+    service: str, emulator: Emulator, *, extra: tuple[str, ...] = ()
+) -> tuple[list[str], dict[str, str]]:
+    """A compose service's command line and environment, on the emulator."""
     spec = SERVICES[service]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
     env.update({k: str(v) for k, v in spec["environment"].items()})
@@ -156,16 +194,50 @@ def compose_run(
     if "WAIT_TIMES_METRICS_PORT" in env:
         env["WAIT_TIMES_METRICS_PORT"] = "0"
         env["WAIT_TIMES_METRICS_HOST"] = "127.0.0.1"
-    command = list(spec["command"])
-    for flag, value in (replace or {}).items():
-        command[command.index(flag) + 1] = value
     entrypoint = instruction("ENTRYPOINT")
-    argv = [str(BIN / entrypoint[0]), *entrypoint[1:], *command, *extra]
+    return [str(BIN / entrypoint[0]), *entrypoint[1:], *spec["command"], *extra], env
+
+
+def compose_run(
+    service: str, emulator: Emulator, *, extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess[str]:
+    """Run a compose service's command with its environment, on the emulator, to its end."""
+    argv, env = compose_argv(service, emulator, extra=extra)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
+def compose_stop(
+    service: str, emulator: Emulator, folder: Path, *, started: str, after: float
+) -> tuple[int, float, str]:
+    """Run a compose service that runs until stopped; ``after`` seconds after it logged
+    ``started``, stop it as compose does (SIGTERM). Returns its exit code, the seconds it
+    took to exit, and its stderr. Output goes to files in ``folder`` (a pipe could fill)."""
+    argv, env = compose_argv(service, emulator)
+    out, err = folder / f"{service}.out", folder / f"{service}.err"
+    with out.open("a") as stdout, err.open("a") as stderr:
+        process = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr)
+    try:
+        deadline = time.monotonic() + 30
+        while f'"event": "{started}"' not in out.read_text():
+            assert process.poll() is None, err.read_text()[-2000:]
+            assert time.monotonic() < deadline, f"{service} never logged {started}"
+            time.sleep(0.05)
+        time.sleep(after)
+        assert process.poll() is None, err.read_text()[-2000:]
+        signalled = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        process.wait(timeout=10)
+        return process.returncode, time.monotonic() - signalled, err.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 @pytest.mark.integration
-async def test_compose_services_work_together_on_the_emulator(emulator: Emulator) -> None:
+async def test_compose_services_work_together_on_the_emulator(
+    emulator: Emulator, tmp_path: Path
+) -> None:
     emulator.reset()
     provisioned = compose_run("provision", emulator)
     assert provisioned.returncode == 0, provisioned.stderr
@@ -185,8 +257,11 @@ async def test_compose_services_work_together_on_the_emulator(emulator: Emulator
         capture = (await provision(settings, clients, capture_queue="capture")).capture_queue_url
         assert capture is not None
 
-        played = compose_run("player", emulator, replace={"--duration": PLAYER_SECONDS})
-        assert played.returncode == 0, played.stderr
+        code, seconds, stderr = compose_stop(
+            "player", emulator, tmp_path, started="player_started", after=PLAYER_SECONDS
+        )
+        assert code == 0, stderr
+        assert seconds < 1, f"the player took {seconds:.2f} s to stop"
         worked = compose_run("worker", emulator, extra=("--burst",))
         assert worked.returncode == 0, worked.stderr
         logs = [json.loads(line) for line in worked.stdout.splitlines() if line.startswith("{")]

@@ -2,13 +2,15 @@
 
 What may be retried is botocore's own answer, the one its "standard" retry mode uses:
 its transient checker (5xx, request timeouts, connection errors) and its throttling
-checker (the union of AWS's throttling codes). Missing resources and refused credentials
-become ConfigurationError (an operator must act); every other AWS answer is a
+checker (the union of AWS's throttling codes). What only an operator can fix becomes a
+ConfigurationError, one subclass per thing to fix: a missing resource, no credentials,
+refused credentials, a denied permission, no region. Every other AWS answer is a
 non-retriable DependencyError. Above this module nothing looks at botocore's shapes.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -16,10 +18,14 @@ from typing import Any, TypeVar
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    CredentialRetrievalError,
     HTTPClientError,
     NoCredentialsError,
     NoRegionError,
     PartialCredentialsError,
+    ProfileNotFound,
+    SSOError,
+    TokenRetrievalError,
 )
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.retries.standard import (
@@ -28,20 +34,45 @@ from botocore.retries.standard import (
     TransientRetryableChecker,
 )
 
-from service.errors import ConfigurationError, DependencyError, WaitTimesError
+from service.errors import (
+    AccessDeniedError,
+    DependencyError,
+    MissingCredentialsError,
+    MissingResourceError,
+    RejectedCredentialsError,
+    SettingsError,
+    WaitTimesError,
+)
 
 T = TypeVar("T")
 
 MISSING_RESOURCE_CODES = frozenset(
+    {"ResourceNotFoundException", "AWS.SimpleQueueService.NonExistentQueue", "QueueDoesNotExist"}
+)
+# AWS does not know the credentials, they expired, or the signature made with them is wrong.
+REJECTED_CREDENTIALS_CODES = frozenset(
     {
-        "ResourceNotFoundException",
-        "AWS.SimpleQueueService.NonExistentQueue",
-        "QueueDoesNotExist",
-        "UnrecognizedClientException",
         "InvalidClientTokenId",
-        "AccessDenied",
-        "AccessDeniedException",
+        "UnrecognizedClientException",
+        "ExpiredToken",
+        "ExpiredTokenException",
+        "SignatureDoesNotMatch",
+        "InvalidSignatureException",
+        "IncompleteSignature",
+        "IncompleteSignatureException",
+        "MissingAuthenticationToken",
+        "MissingAuthenticationTokenException",
+        "InvalidAccessKeyId",
     }
+)
+# The credentials are good; the policy does not allow the call.
+ACCESS_DENIED_CODES = frozenset(
+    {"AccessDenied", "AccessDeniedException", "KMS.AccessDeniedException", "UnauthorizedOperation"}
+)
+# "User: arn:... is not authorized to perform: dynamodb:DescribeTable on resource: arn:..."
+_DENIED = re.compile(
+    r"(?:User: (?P<principal>\S+) )?is not authorized to perform: (?P<action>[\w:*-]+)"
+    r"(?: on resource: (?P<resource>[^\s,;]+))?"
 )
 # Why a DynamoDB transaction was cancelled, when sending it again unchanged can succeed.
 TRANSIENT_CANCELLATIONS = frozenset(
@@ -83,17 +114,48 @@ def is_retriable(exc: BaseException) -> bool:
     return bool(_TRANSIENT.is_retryable(context) or _THROTTLED.is_retryable(context))
 
 
+def aws_message(exc: BaseException) -> str:
+    """What AWS said about a ClientError (its message), else the exception's text; one line."""
+    text = str(exc)
+    if isinstance(exc, ClientError):
+        text = str(exc.response.get("Error", {}).get("Message") or "") or text
+    return " ".join(text.split())
+
+
 def translate(exc: BaseException, operation: str) -> WaitTimesError | None:
     """The service's error for a failed AWS call, or None when ``exc`` is not an AWS failure
-    (a bug, which must surface as itself)."""
+    (a bug, which must surface as itself).
+
+    ``operation`` names the call (``sqs.GetQueueUrl``); when empty, botocore's own
+    operation name is used, if the error carries one.
+    """
     code = error_code(exc)
-    if isinstance(exc, ClientError) and code in MISSING_RESOURCE_CODES:
-        return ConfigurationError(f"{operation}: {code}: {exc}")
-    if isinstance(exc, NoCredentialsError | PartialCredentialsError | NoRegionError):
-        return ConfigurationError(f"{operation}: {exc}")
+    if not operation and isinstance(exc, ClientError):
+        operation = str(exc.operation_name or "")
+    if isinstance(exc, ClientError):
+        if code in MISSING_RESOURCE_CODES:
+            return MissingResourceError(f"{operation}: {code}: {aws_message(exc)}")
+        if code in REJECTED_CREDENTIALS_CODES:
+            return rejected_credentials(f"{code}: {aws_message(exc)}")
+        if code in ACCESS_DENIED_CODES:
+            return access_denied(exc, operation)
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError | ProfileNotFound):
+        return MissingCredentialsError(
+            f"no usable AWS credentials ({aws_message(exc)}): set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, or AWS_PROFILE, or run with a role (the ECS task role)"
+        )
+    if isinstance(exc, CredentialRetrievalError):
+        return MissingCredentialsError(
+            f"could not get AWS credentials ({aws_message(exc)}): check the credential "
+            "source named there (AWS_PROFILE, credential_process, the container's role)"
+        )
+    if isinstance(exc, SSOError | TokenRetrievalError):
+        return rejected_credentials(aws_message(exc))
+    if isinstance(exc, NoRegionError):
+        return SettingsError("no AWS region: set AWS_REGION (for example eu-west-1)")
     if isinstance(exc, ClientError | BotoCoreError | OSError | TimeoutError):
         return DependencyError(
-            f"{operation}: {code}: {exc}"[:500],
+            f"{f'{operation}: ' if operation else ''}{code}: {exc}"[:500],
             operation=operation,
             code=code[:60],
             retriable=is_retriable(exc),
@@ -101,6 +163,51 @@ def translate(exc: BaseException, operation: str) -> WaitTimesError | None:
                 exc, BotoConnectionError | HTTPClientError | OSError | TimeoutError
             ),
         )
+    return None
+
+
+def rejected_credentials(said: str) -> RejectedCredentialsError:
+    """AWS refused the credentials themselves (unknown, expired, wrong secret)."""
+    return RejectedCredentialsError(
+        f"AWS rejected the credentials ({said}): they are unknown, expired or their secret "
+        "does not match; renew them, or fix AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, "
+        "AWS_SESSION_TOKEN or AWS_PROFILE"
+    )
+
+
+def access_denied(exc: ClientError, operation: str) -> AccessDeniedError:
+    """The credentials are valid but not allowed: name what AWS refused, to whom, on what."""
+    said = aws_message(exc)
+    found = _DENIED.search(said)
+    service, _, name = operation.partition(".")
+    action = found["action"] if found else (f"{service}:{name}" if name else operation)
+    resource = (found["resource"] or "") if found else ""
+    principal = (found["principal"] or "") if found else ""
+    who = f" to {principal}" if principal else ""
+    where = f" on {resource}" if resource else ""
+    # AWS's own words only when they did not say what was refused.
+    unparsed = "" if found else f" ({error_code(exc)}: {said})"
+    return AccessDeniedError(
+        f"access denied: AWS refused {action}{where}{who}{unparsed}; allow it in the task "
+        "role's policy (TaskRole in deploy/ecs/wait-times.yaml) or for the credentials in use",
+        action=action,
+        resource=resource,
+    )
+
+
+def translate_raised(exc: BaseException) -> WaitTimesError | None:
+    """The service's error inside something raised outside ``call`` (client creation,
+    provisioning, a task group's exception group), or None when there is none."""
+    if isinstance(exc, WaitTimesError):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            found = translate_raised(inner)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, ClientError | BotoCoreError):
+        return translate(exc, "")
     return None
 
 

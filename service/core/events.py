@@ -289,7 +289,9 @@ def _fast_path(envelope: dict[str, Any], role: Role) -> OrderEvent | None:
             return None
         tenant = tenant_of(tenant_id, detail.get("state"))
         return OrderEvent(role, order_id, time, tenant, drink, event_id)
-    return OrderEvent(role, order_id, time, tenant_of(tenant_id, None), None, event_id)
+    # A completion's or cancellation's own eventId is not read: the submission's tenant
+    # is the order's (docs/design.md).
+    return OrderEvent(role, order_id, time, "", None, event_id)
 
 
 _TIME_CACHE: dict[str, int] = {}
@@ -336,7 +338,7 @@ def _validated(envelope: dict[str, Any], role: Role) -> OrderEvent:
         role=role,
         order_id=detail.orderId,
         time=time,
-        tenant=tenant_of(detail.eventId, None),
+        tenant="",
         event_id=parsed.id,
     )
 

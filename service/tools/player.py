@@ -1,15 +1,24 @@
-"""The event player: realistic Serverlesspresso order traffic, or a recording, onto the bus."""
+"""The event player: realistic Serverlesspresso order traffic, or a recording, onto the bus.
+
+Generated traffic is stamped with a simulated clock that is never ahead of the wall clock:
+it starts ``history`` seconds in the past, runs ``speed`` times faster than real time until
+it has caught up with the wall clock, then plays in real time, for as long as it is left
+running. (A clock that ran ahead would stamp events the worker refuses as from the future,
+beyond ``WAIT_TIMES_MAX_CLOCK_SKEW_SECONDS``; one that wrapped back would stamp completions
+older than those already in full windows, which never enter them.)
+"""
 
 from __future__ import annotations
 
 import heapq
 import json
 import random
+import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 import structlog
@@ -40,6 +49,75 @@ TENANTS = ("NYC", "LDN", "SYD")
 CANCEL_RATE = 0.06
 TIMEOUT_RATE = 0.04
 MAX_PUT_ATTEMPTS = 8
+# How far in the past generated traffic starts by default: enough orders to fill every
+# window at once, and a catch-up of a few minutes at the speeds compose and the demo use.
+DEFAULT_HISTORY_SECONDS = 3600.0
+
+
+class Clock(Protocol):
+    """Where the player reads the time and how it waits (injected by tests)."""
+
+    def time(self) -> float:
+        """The wall clock, seconds since the epoch (what the worker's clock also reads)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait this many seconds."""
+        ...
+
+
+class WallClock:
+    """The real clock: ``time.time()`` and ``anyio.sleep``."""
+
+    def time(self) -> float:
+        """Now, in seconds since the epoch."""
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait, cancellably."""
+        await anyio.sleep(seconds)
+
+
+def default_history(speed: float) -> float:
+    """An hour when the clock can catch up (``speed`` 0 or above 1); else none, so that a
+    clock at real time or slower starts at the wall clock instead of staying behind it."""
+    return DEFAULT_HISTORY_SECONDS if speed == 0 or speed > 1 else 0.0
+
+
+@dataclass(frozen=True)
+class Schedule:
+    """When each simulated instant is played on the wall clock.
+
+    The simulated clock starts ``history`` seconds before ``started`` (the wall time the
+    player began) and runs ``speed`` times faster than real time (0: as fast as the calls
+    go) until it reaches the wall clock; from then on it is the wall clock. An event is
+    therefore never played before the wall clock has reached its time.
+    """
+
+    started: float
+    history: float
+    speed: float
+
+    @property
+    def start(self) -> float:
+        """The simulated time of the first event."""
+        return self.started - self.history
+
+    @property
+    def catch_up_seconds(self) -> float | None:
+        """Real seconds until the simulated clock reaches the wall clock; None: never (a
+        speed below 1, or of 1 with some history, stays behind it)."""
+        if self.speed == 0 or (self.history <= 0 and self.speed >= 1):
+            return 0.0
+        if self.speed <= 1:
+            return None
+        return self.history / (self.speed - 1)
+
+    def due(self, at: float) -> float:
+        """The wall time at which the event of simulated time ``at`` is played: paced by
+        ``speed`` from the start, and never before ``at`` itself."""
+        paced = self.started if self.speed == 0 else self.started + (at - self.start) / self.speed
+        return max(paced, at)
 
 
 @dataclass(order=True, frozen=True)
@@ -70,13 +148,16 @@ class TrafficGenerator:
         self.rate = rate
         self.tenants = tuple(tenants)
         self.clock = datetime.now(UTC).timestamp() if start is None else start
-        self._heap: list[PlannedEvent] = []
+        # (time, sequence, event): plain tuples compare far faster than the dataclass.
+        self._heap: list[tuple[float, int, PlannedEvent]] = []
         self._seq = 0
         self._order_number = 0
 
     def _push(self, at: float, detail_type: str, detail: dict[str, Any]) -> None:
         self._seq += 1
-        heapq.heappush(self._heap, PlannedEvent(at, self._seq, detail_type, detail))
+        heapq.heappush(
+            self._heap, (at, self._seq, PlannedEvent(at, self._seq, detail_type, detail))
+        )
 
     def _plan_order(self, at: float) -> None:
         rng = self.rng
@@ -133,14 +214,14 @@ class TrafficGenerator:
         next_arrival = self.clock
         while True:
             while (orders is None or planned < orders) and (
-                not self._heap or next_arrival <= self._heap[0].at
+                not self._heap or next_arrival <= self._heap[0][0]
             ):
                 self._plan_order(next_arrival)
                 planned += 1
                 next_arrival += self.rng.expovariate(self.rate)
             if not self._heap:
                 return
-            yield heapq.heappop(self._heap)
+            yield heapq.heappop(self._heap)[2]
 
 
 def to_entry(
@@ -210,27 +291,49 @@ async def play_generated(
     seed: int,
     tenants: Sequence[str] = TENANTS,
     progress: Callable[[int], None] | None = None,
+    history: float | None = None,
+    clock: Clock | None = None,
 ) -> int:
-    """Generate traffic; ``speed`` simulated seconds pass per real second (0: no pacing).
+    """Generate traffic until ``orders`` orders or ``duration`` real seconds (both None:
+    until cancelled); returns how many events were accepted.
 
-    ``progress`` is told how many events were accepted after every PutEvents call.
+    The simulated clock starts ``history`` seconds ago and runs ``speed`` times faster than
+    real time (0: no pacing) until it has caught up with the wall clock, then in real time
+    (``Schedule``); ``history`` None: ``default_history(speed)``. ``progress`` is told how
+    many events were accepted after every PutEvents call.
     """
-    generator = TrafficGenerator(seed=seed, rate=rate, tenants=tenants)
-    started = anyio.current_time()
-    sim_start = generator.clock
+    if history is None:
+        history = default_history(speed)
+    if rate <= 0 or speed < 0 or history < 0 or not tenants:
+        raise ValueError("rate must be > 0, speed and history >= 0, and tenants not empty")
+    clock = clock or WallClock()
+    schedule = Schedule(clock.time(), history, speed)
+    generator = TrafficGenerator(seed=seed, rate=rate, tenants=tenants, start=schedule.start)
+    catch_up = schedule.catch_up_seconds
+    log.info(
+        "player_started",
+        simulated_start=datetime.fromtimestamp(int(schedule.start), UTC).isoformat(),
+        speed=speed,
+        rate=rate,
+        seed=seed,
+        real_time_after_s=None if catch_up is None else round(catch_up, 1),
+    )
     sent = 0
+    caught_up = False
     pending: list[PutEventsRequestEntryTypeDef] = []
     for event in generator.events(orders):
-        elapsed = anyio.current_time() - started
-        if duration is not None and elapsed >= duration:
+        due = schedule.due(event.at)
+        if duration is not None and max(due, clock.time()) - schedule.started >= duration:
             break
-        if speed > 0:
-            due = (event.at - sim_start) / speed
-            if due > elapsed and pending:
+        if due > clock.time():
+            if pending:
                 sent += await put_entries(events_client, pending, progress)
                 pending = []
-            if due > anyio.current_time() - started:
-                await anyio.sleep(due - (anyio.current_time() - started))
+            while (now := clock.time()) < due:
+                await clock.sleep(due - now)
+        if not caught_up and due <= event.at:
+            caught_up = True
+            log.info("player_caught_up", events=sent + len(pending))
         pending.append(to_entry(event, bus))
         if len(pending) == 10:
             sent += await put_entries(events_client, pending, progress)

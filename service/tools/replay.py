@@ -141,12 +141,23 @@ def replay(
     return result
 
 
+class NotEventsError(ValueError):
+    """A file that is neither a JSON array nor JSON Lines at all: nothing in it decodes."""
+
+    def __init__(self, path: Path, detail: str) -> None:
+        super().__init__(
+            f"{path} is not JSON: expected a JSON array of events, or JSON Lines (one event "
+            f"per line) ({' '.join(detail.split())})"
+        )
+
+
 def read_events(path: Path) -> Iterator[Any]:
     """Envelopes from a JSON array, a single (possibly pretty-printed) object, or JSON Lines.
 
     JSON Lines are streamed, so a large file is never held in memory twice. An
     undecodable line is yielded as a PoisonMessageError, so one bad line is counted and
-    skipped instead of ending the replay.
+    skipped instead of ending the replay. A file of which nothing decodes (truncated
+    JSON, random bytes) raises NotEventsError.
     """
     with path.open("rb") as handle:
         head = handle.read(1)
@@ -154,17 +165,24 @@ def read_events(path: Path) -> Iterator[Any]:
             head = handle.read(1)
         handle.seek(0)
         if head == b"[":
-            yield from orjson.loads(handle.read())
+            try:
+                decoded = orjson.loads(handle.read())
+            except orjson.JSONDecodeError as exc:
+                raise NotEventsError(path, str(exc)) from None
+            yield from decoded
             return
         first = handle.readline()
         try:
             decoded = orjson.loads(first)
-        except orjson.JSONDecodeError:
+        except orjson.JSONDecodeError as exc:
             text = first + handle.read()
             try:
                 yield orjson.loads(text)
             except orjson.JSONDecodeError:
-                yield from _lines(path, text.splitlines(keepends=True))
+                lines = list(_lines(path, text.splitlines(keepends=True)))
+                if lines and all(type(line) is PoisonMessageError for line in lines):
+                    raise NotEventsError(path, str(exc)) from None
+                yield from lines
             return
         yield decoded
         yield from _lines(path, handle, start=2)

@@ -23,8 +23,7 @@ import yaml
 from service.aws.clients import open_clients
 from service.aws.provision import provision
 from service.settings import Settings
-from service.tools.emulator import Emulator
-from tests.helpers import latest_by_key, scan_windows
+from tests.helpers import Cloud, latest_by_key, make_settings, scan_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -142,17 +141,18 @@ def test_compose_topology() -> None:
 
 def compose_run(
     service: str,
-    emulator: Emulator,
+    cloud: Cloud,
     *,
     replace: dict[str, str] | None = None,
     extra: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess[str]:
-    """Run a compose service's command with its environment, on the emulator."""
+    """Run a compose service's command with its environment, on the emulators (LocalStack's
+    DynamoDB being moto's, through AWS_ENDPOINT_URL_DYNAMODB)."""
     spec = SERVICES[service]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
     env.update({k: str(v) for k, v in spec["environment"].items()})
     assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
-    env["AWS_ENDPOINT_URL"] = emulator.url
+    env.update(cloud.env())
     if "WAIT_TIMES_METRICS_PORT" in env:
         env["WAIT_TIMES_METRICS_PORT"] = "0"
         env["WAIT_TIMES_METRICS_HOST"] = "127.0.0.1"
@@ -165,14 +165,13 @@ def compose_run(
 
 
 @pytest.mark.integration
-async def test_compose_services_work_together_on_the_emulator(emulator: Emulator) -> None:
-    emulator.reset()
-    provisioned = compose_run("provision", emulator)
+async def test_compose_services_work_together_on_the_emulator(cloud: Cloud) -> None:
+    provisioned = compose_run("provision", cloud)
     assert provisioned.returncode == 0, provisioned.stderr
 
     env = SERVICES["worker"]["environment"]
-    settings = Settings(
-        endpoint_url=emulator.url,
+    settings = make_settings(
+        cloud,
         region=env["AWS_REGION"],
         event_bus=env["WAIT_TIMES_EVENT_BUS"],
         queue_name=env["WAIT_TIMES_QUEUE_NAME"],
@@ -185,9 +184,9 @@ async def test_compose_services_work_together_on_the_emulator(emulator: Emulator
         capture = (await provision(settings, clients, capture_queue="capture")).capture_queue_url
         assert capture is not None
 
-        played = compose_run("player", emulator, replace={"--duration": PLAYER_SECONDS})
+        played = compose_run("player", cloud, replace={"--duration": PLAYER_SECONDS})
         assert played.returncode == 0, played.stderr
-        worked = compose_run("worker", emulator, extra=("--burst",))
+        worked = compose_run("worker", cloud, extra=("--burst",))
         assert worked.returncode == 0, worked.stderr
         logs = [json.loads(line) for line in worked.stdout.splitlines() if line.startswith("{")]
         assert "worker_started" in [entry["event"] for entry in logs], "JSON logs, as compose sets"

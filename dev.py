@@ -12,11 +12,14 @@ Commands:
   help, -h, --help      this text
 
 Needs only Python 3.11+. The first call builds ``.venv`` from ``uv.lock`` (uv itself is
-installed from PyPI into ``.tools``), so a fresh machine needs nothing else.
+installed from PyPI into ``.tools``), so a fresh machine needs nothing else. The first
+test or benchmark run on LocalStack installs it the same way, from
+``localstack-requirements.txt`` into ``.tools/localstack`` (``ensure_localstack``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -27,6 +30,8 @@ ROOT = Path(__file__).resolve().parent
 TOOLS = ROOT / ".tools" / "uv"  # beside .tools/npm, which .ci/run fills
 VENV = ROOT / ".venv"
 UV_VERSION = "0.13.9"
+LOCALSTACK = ROOT / ".tools" / "localstack"
+LOCALSTACK_REQUIREMENTS = ROOT / "localstack-requirements.txt"
 
 
 def _bin(env: Path, name: str) -> Path:
@@ -50,6 +55,26 @@ def ensure_environment() -> None:
         sys.exit(
             "dev.py: `uv sync --locked` failed (is uv.lock up to date? run `.tools/uv/bin/uv lock`)"
         )
+
+
+def ensure_localstack() -> Path:
+    """Install LocalStack's pinned venv into ``.tools/localstack`` unless it is there already;
+    returns its interpreter. Called by the tests and the benchmark when they first need it
+    (a stamp of the requirements file says whether the venv is current). Raises
+    RuntimeError if pip fails."""
+    python = _bin(LOCALSTACK, "python")
+    wanted = hashlib.sha256(LOCALSTACK_REQUIREMENTS.read_bytes()).hexdigest()
+    stamp = LOCALSTACK / "installed-from.sha256"
+    if python.exists() and stamp.exists() and stamp.read_text().strip() == wanted:
+        return python
+    print("dev.py: installing LocalStack into .tools/localstack (once, about a minute) ...")
+    sys.stdout.flush()
+    venv.EnvBuilder(with_pip=True, clear=True).create(LOCALSTACK)
+    command = [python, "-m", "pip", "install", "-q", "-r", LOCALSTACK_REQUIREMENTS]
+    if _run(*command, env=dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")):
+        raise RuntimeError(f"dev.py: could not install LocalStack from {LOCALSTACK_REQUIREMENTS}")
+    stamp.write_text(wanted + "\n")
+    return python
 
 
 def main() -> int:

@@ -94,12 +94,16 @@ def bench_settings(url: str, name: str, **overrides: Any) -> Settings:
 
 def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
     """Environment of a ``wait-times`` child process agreeing with ``settings``."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WAIT_TIMES_")}
+    # No endpoint inherited: only those ``settings`` name (as the standard variables).
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("WAIT_TIMES_", "AWS_ENDPOINT_URL", "AWS_IGNORE_CONFIGURED"))
+    }
     env.update(
         {
             "AWS_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", "testing"),
             "AWS_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", "testing"),
-            "AWS_ENDPOINT_URL": "",  # none inherited: only the one ``settings`` name, if any
         }
     )
     env.update(settings.to_environ())

@@ -1,18 +1,24 @@
-"""5. Throughput of 1, 2 and 4 worker processes on one queue against the emulator.
+"""5. Throughput of 1 and 2 worker processes on one queue, on moto and on LocalStack.
 
 Entry point: ``run(report)`` is a plain (synchronous) function; it starts its own event loop
 with ``anyio.run``, prints as it goes and fills ``report["throughput"]``. Run alone:
 ``python -m bench.throughput [EVENTS]``.
 
-For each worker count N, on a reset and freshly provisioned emulator: seeded realistic
-traffic is put on the bus until EVENTS (default 1,000) order events sit on the queue (only
-the detail-types the rule routes are put; the rule would drop the others anyway), then N
-``wait-times run --burst`` processes start together and the clock runs until all have
-exited (``--burst``: each exits once the queue is drained and nothing is in flight).
+Two setups in the same run: everything on moto, and SQS and EventBridge on LocalStack with
+DynamoDB on moto (``Settings.dynamodb_endpoint_url``; the workers get
+``AWS_ENDPOINT_URL_DYNAMODB``). moto serves every request in one GIL-bound process and is
+the bottleneck; LocalStack shows what the worker does when the emulator is not.
 
-Where the time goes: CPU seconds of the emulator process (utime + stime from
+For each setup and worker count N, on reset and freshly provisioned emulators: seeded
+realistic traffic is put on the bus until EVENTS (default 1,000) order events sit on the
+queue (only the detail-types the rule routes are put; the rule would drop the others
+anyway), then N ``wait-times run --burst`` processes start together and the clock runs
+until all have exited (``--burst``: each exits once the queue is drained and nothing is in
+flight).
+
+Where the time goes: CPU seconds of each emulator process (utime + stime from
 /proc/<pid>/stat, before and after) and of each worker (rusage from wait4), wall time,
-the emulator's share of the CPU used, and how busy the machine's cores were. A worker's
+the emulators' share of the CPU used, and how busy the machine's cores were. A worker's
 start-up (imports, clients, the resource check) is measured on its own on an empty queue
 and reported beside the figures, since ``--burst`` wall time includes it.
 """
@@ -51,9 +57,11 @@ from service.aws.provision import provision
 from service.core.events import role_of
 from service.settings import Settings
 from service.tools.emulator import Emulator
+from service.tools.localstack import LocalStack
 from service.tools.player import TrafficGenerator, put_entries, to_entry
 
-WORKER_COUNTS = (1, 2, 4)
+SETUPS = ("moto", "localstack")
+WORKER_COUNTS = (1, 2)
 QUEUE = "bench-throughput"
 
 
@@ -100,12 +108,12 @@ def _log_times(path: Path, event: str) -> list[float]:
 
 
 async def run_workers(
-    settings: Settings, count: int, emulator_pid: int, logs: Path
+    settings: Settings, count: int, emulator_pids: dict[str, int], logs: Path
 ) -> dict[str, Any]:
     """Start ``count`` burst workers together; wall and CPU until all have exited."""
     # debug: the store logs each lost conditional window write (window_conflict).
     env = worker_env(settings, WAIT_TIMES_LOG_LEVEL="debug")
-    emulator_before = cpu_seconds(emulator_pid)
+    emulators_before = {name: cpu_seconds(pid) for name, pid in emulator_pids.items()}
     machine_before = machine_cpu_seconds()
     bench_before = time.process_time()
     spawned = time.time()
@@ -137,7 +145,10 @@ async def run_workers(
         workers_cpu += usage.ru_utime + usage.ru_stime
         peak_mb = max(peak_mb, peak_rss_mb(log_path.read_text()))
     wall = time.perf_counter() - started
-    emulator_cpu = cpu_seconds(emulator_pid) - emulator_before
+    emulators_cpu = {
+        name: cpu_seconds(pid) - emulators_before[name] for name, pid in emulator_pids.items()
+    }
+    emulator_cpu = sum(emulators_cpu.values())
     machine_cpu = machine_cpu_seconds() - machine_before
     bench_cpu = time.process_time() - bench_before
     first_ready = min(t for _, path in processes for t in _log_times(path, "worker_started"))
@@ -153,6 +164,7 @@ async def run_workers(
         "startup_s": first_ready - spawned,
         "processing_s": last_stop - first_ready,
         "emulator_cpu_s": emulator_cpu,
+        "emulators_cpu_s": emulators_cpu,
         "workers_cpu_s": workers_cpu,
         "worker_peak_rss_mb": peak_mb,
     }
@@ -163,20 +175,65 @@ async def measure(report: dict[str, Any], events: int) -> None:
     nproc = os.cpu_count() or 1
     print(
         f"throughput: {events:,} order events pre-loaded, then N `wait-times run --burst` "
-        f"processes on one queue ({nproc} CPUs on this machine)"
+        f"processes on one queue ({nproc} CPUs on this machine), on moto and on LocalStack "
+        "(SQS, EventBridge; DynamoDB on moto)"
     )
-    emulator = Emulator()
-    emulator.start()
-    pid = emulator._process.pid  # type: ignore[union-attr]
     rows: list[dict[str, Any]] = []
-    startup: dict[str, Any] = {}
+    startups: dict[str, Any] = {}
+    for setup in SETUPS:
+        rows.extend(await measure_setup(setup, events, startups))
+    print_table(rows)
+    report["throughput"] = {
+        "events": events,
+        "nproc": nproc,
+        "worker_startup": startups,
+        "runs": rows,
+        "note": (
+            "moto serves every request in one Python process (GIL-bound; DynamoDB requests "
+            "serialized by service/tools/emulator.py), so it saturates about one core; on "
+            "LocalStack only DynamoDB is moto's"
+        ),
+    }
+
+
+def start_localstack() -> LocalStack:
+    """The pinned LocalStack (installed on first use by dev.py), SQS and EventBridge only."""
+    import dev  # noqa: PLC0415 - the repository's dev.py owns the .tools installs
+
+    python = dev.ensure_localstack()
+    localstack = LocalStack(
+        Path(python), dev.ROOT / ".tools" / "localstack-run", services=("sqs", "events")
+    )
+    localstack.start()
+    return localstack
+
+
+async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every worker count on one setup (its emulators started here, stopped at the end)."""
+    moto = Emulator()
+    moto.start()
+    localstack = start_localstack() if setup == "localstack" else None
+    assert moto.server_pid is not None
+    pids = {"moto": moto.server_pid}
+    if localstack is not None:
+        assert localstack.server_pid is not None
+        pids["localstack"] = localstack.server_pid
+    rows: list[dict[str, Any]] = []
+    nproc = os.cpu_count() or 1
     try:
-        settings = bench_settings(emulator.url, QUEUE, receive_wait_seconds=20)
+        settings = bench_settings(
+            localstack.url if localstack else moto.url,
+            QUEUE,
+            receive_wait_seconds=20,
+            dynamodb_endpoint_url=moto.url if localstack else None,
+        )
         entries = order_entries(settings.event_bus, events)
         with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
             logs = Path(tmp)
             for count in (0, *WORKER_COUNTS):
-                emulator.reset()
+                moto.reset()
+                if localstack is not None:
+                    localstack.reset()
                 async with AsyncExitStack() as stack:
                     clients = await open_clients(settings, stack)
                     provisioned = await provision(settings, clients)
@@ -186,7 +243,7 @@ async def measure(report: dict[str, Any], events: int) -> None:
                     queued, _ = await queue_counts(clients, provisioned.queue_url)
                     if queued != (len(entries) if count else 0):
                         raise RuntimeError(f"{queued} messages queued, expected {len(entries)}")
-                    figures = await run_workers(settings, max(count, 1), pid, logs)
+                    figures = await run_workers(settings, max(count, 1), pids, logs)
                     left = await queue_counts(clients, provisioned.queue_url)
                     dead, _ = await queue_counts(clients, provisioned.dlq_url)
                 if count == 0:
@@ -196,8 +253,9 @@ async def measure(report: dict[str, Any], events: int) -> None:
                         "to_ready_s": round(figures["startup_s"], 2),
                         "worker_cpu_s": round(figures["workers_cpu_s"], 2),
                     }
+                    startups[setup] = startup
                     print(
-                        f"  start-up of one burst worker on an empty queue: ready after "
+                        f"  [{setup}] start-up of one burst worker on an empty queue: ready after "
                         f"{startup['to_ready_s']}s, exited after {startup['wall_s']}s, "
                         f"{startup['worker_cpu_s']} CPU s"
                     )
@@ -207,6 +265,7 @@ async def measure(report: dict[str, Any], events: int) -> None:
                 cpu = figures["emulator_cpu_s"] + figures["workers_cpu_s"]
                 steady_workers_cpu = figures["workers_cpu_s"] - count * startup["worker_cpu_s"]
                 row = {
+                    "emulator": setup,
                     "workers": count,
                     "events": queued,
                     "load_s": round(load_s, 2),
@@ -215,6 +274,9 @@ async def measure(report: dict[str, Any], events: int) -> None:
                     "processing_s": round(figures["processing_s"], 2),
                     "events_per_s_after_startup": round(queued / figures["processing_s"], 1),
                     "emulator_cpu_s": round(figures["emulator_cpu_s"], 2),
+                    "emulator_cpu_s_by_process": {
+                        name: round(value, 2) for name, value in figures["emulators_cpu_s"].items()
+                    },
                     "workers_cpu_s": round(figures["workers_cpu_s"], 2),
                     "emulator_share": round(figures["emulator_cpu_s"] / cpu, 3),
                     "emulator_cpu_ms_per_event": round(figures["emulator_cpu_s"] / queued * 1e3, 2),
@@ -233,30 +295,47 @@ async def measure(report: dict[str, Any], events: int) -> None:
                     "worker_peak_rss_mb": round(figures["worker_peak_rss_mb"], 1),
                 }
                 rows.append(row)
+                by_process = ", ".join(
+                    f"{name} {value}s" for name, value in row["emulator_cpu_s_by_process"].items()
+                )
                 print(
-                    f"  {count} worker(s): {queued} events in {row['wall_s']}s wall = "
+                    f"  [{setup}] {count} worker(s): {queued} events in {row['wall_s']}s wall = "
                     f"{row['events_per_s']} events/s ({row['events_per_s_after_startup']}/s "
                     f"between the first worker ready and the last exit); CPU: emulator "
-                    f"{row['emulator_cpu_s']}s, workers {row['workers_cpu_s']}s -> emulator "
-                    f"share {row['emulator_share']:.0%}; per event: emulator "
+                    f"{row['emulator_cpu_s']}s ({by_process}), workers {row['workers_cpu_s']}s "
+                    f"-> emulator share {row['emulator_share']:.0%}; per event: emulator "
                     f"{row['emulator_cpu_ms_per_event']} ms, workers "
                     f"{row['workers_cpu_ms_per_event_excl_startup']} ms (start-up excluded); "
                     f"{row['window_conflicts']} window conflicts; cores busy: ours "
                     f"{row['cores_busy']}, other processes on the machine "
-                    f"{row['other_processes_cores']} of {nproc}"
+                    f"{row['other_processes_cores']} of {nproc}",
+                    flush=True,
                 )
     finally:
-        emulator.stop()
-    report["throughput"] = {
-        "events": events,
-        "nproc": nproc,
-        "worker_startup": startup,
-        "runs": rows,
-        "note": (
-            "moto serves every request in one Python process (GIL-bound; DynamoDB requests "
-            "serialized by service/emulator.py), so it saturates about one core"
-        ),
-    }
+        if localstack is not None:
+            localstack.stop()
+        moto.stop()
+    return rows
+
+
+def print_table(rows: list[dict[str, Any]]) -> None:
+    """The side-by-side table docs/performance.md shows."""
+    print(
+        "\n| emulator | workers | events/s | events/s after start-up | worker CPU per event "
+        "(start-up excluded) | emulator CPU per event | emulator share of CPU |"
+    )
+    print("|---|---|---|---|---|---|---|")
+    for row in rows:
+        by_process = " + ".join(
+            f"{name} {value}s" for name, value in row["emulator_cpu_s_by_process"].items()
+        )
+        print(
+            f"| {row['emulator']} | {row['workers']} | {row['events_per_s']} | "
+            f"{row['events_per_s_after_startup']} | "
+            f"{row['workers_cpu_ms_per_event_excl_startup']} ms | "
+            f"{row['emulator_cpu_ms_per_event']} ms ({by_process}) | "
+            f"{row['emulator_share']:.0%} |"
+        )
 
 
 def run(report: dict[str, Any], events: int = 1000) -> None:

@@ -82,7 +82,8 @@ async def wait_for_resources(
     except MissingResourceError as exc:
         raise MissingResourceError(
             f"queue {settings.queue_name!r} or table {settings.table_name!r} is missing in "
-            f"{settings.region} at {settings.endpoint_url or 'AWS'} ({exc}); "
+            f"{settings.region} (SQS at {clients.sqs.meta.endpoint_url}, DynamoDB at "
+            f"{clients.dynamodb.meta.endpoint_url}) ({exc}); "
             "run `wait-times provision` with the same environment"
         ) from None
     if found.max_receive_count is None:

@@ -7,7 +7,13 @@ import os
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from service.errors import SettingsError
 
@@ -16,6 +22,30 @@ DEFAULT_SOURCE = "awsserverlessda.serverlesspresso"
 LEVEL_ALIASES = {"warn": "warning", "err": "error"}
 # Where the region and the endpoint come from (the first one set wins, as pydantic reads).
 REGION_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION")
+
+# The services the worker calls (botocore client names) and the standard variable that
+# names each one's endpoint (AWS_ENDPOINT_URL_ + botocore's service id: EventBridge's
+# client is "events", its variable AWS_ENDPOINT_URL_EVENTBRIDGE).
+SERVICE_ENDPOINT_VARIABLES = {
+    "sqs": "AWS_ENDPOINT_URL_SQS",
+    "events": "AWS_ENDPOINT_URL_EVENTBRIDGE",
+    "dynamodb": "AWS_ENDPOINT_URL_DYNAMODB",
+}
+GENERAL_ENDPOINT_VARIABLE = "AWS_ENDPOINT_URL"
+# Settings fields that override endpoints from code; never read from the environment.
+ENDPOINT_FIELDS = {
+    "endpoint_url": GENERAL_ENDPOINT_VARIABLE,
+    **{f"{service}_endpoint_url": name for service, name in SERVICE_ENDPOINT_VARIABLES.items()},
+}
+
+
+class _EnvWithoutEndpoints(EnvSettingsSource):
+    """The environment, less the endpoint fields: botocore reads those variables itself."""
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        if field_name in ENDPOINT_FIELDS:
+            return None, field_name, False
+        return super().get_field_value(field, field_name)
 
 
 class Settings(BaseSettings):
@@ -55,7 +85,34 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
         min_length=1,
     )
-    endpoint_url: str | None = Field(None, validation_alias=AliasChoices("AWS_ENDPOINT_URL"))
+    # Endpoints. The environment does not set these: botocore resolves each client's
+    # endpoint itself, exactly as the AWS SDKs document (AWS_ENDPOINT_URL_<SERVICE>, then
+    # AWS_ENDPOINT_URL, then the shared config file's services section and endpoint_url,
+    # all of them off with AWS_IGNORE_CONFIGURED_ENDPOINT_URLS). Code that starts its own
+    # emulator (tests, demo, bench) sets them; set, they win over all of those, a
+    # service's own over the general one, as the variables they are named after.
+    endpoint_url: str | None = Field(None, validation_alias=AliasChoices(GENERAL_ENDPOINT_VARIABLE))
+    sqs_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["sqs"])
+    )
+    events_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["events"])
+    )
+    dynamodb_endpoint_url: str | None = Field(
+        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["dynamodb"])
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments, then the environment without the endpoint variables (see above)."""
+        return init_settings, _EnvWithoutEndpoints(settings_cls)
 
     @field_validator("log_format", "log_level", mode="before")
     @classmethod
@@ -81,21 +138,41 @@ class Settings(BaseSettings):
         """The dead-letter queue always sits beside the queue."""
         return f"{self.queue_name}-dlq"
 
+    def endpoint_for(self, service: str) -> str | None:
+        """The endpoint these settings impose on a client (``sqs``, ``events``, ``dynamodb``):
+        the service's own, else the general one; None leaves it to botocore."""
+        own: str | None = getattr(self, f"{service}_endpoint_url")
+        return own or self.endpoint_url
+
+    def through(self, url: str) -> Settings:
+        """The same settings with every client on ``url`` (a proxy in front of the endpoints)."""
+        return self.model_copy(update=dict.fromkeys(ENDPOINT_FIELDS, None) | {"endpoint_url": url})
+
     def to_environ(self) -> dict[str, str]:
         """The environment variables that, read back by ``Settings()``, give these settings.
 
         Every field becomes ``WAIT_TIMES_<FIELD>``, except the AWS ones, which take their
-        standard name (``AWS_REGION``, ``AWS_ENDPOINT_URL``). Values are the strings
-        pydantic-settings parses back (``str()`` of numbers, a Literal's value). A field that
-        is None (no endpoint) is left out: it reads back as None only if the environment
-        these variables join does not name it either. Child processes get their settings
-        this way.
+        standard name (``AWS_REGION``). Values are the strings pydantic-settings parses back
+        (``str()`` of numbers, a Literal's value). A field that is None is left out. Child
+        processes get their settings this way.
+
+        Endpoints are read back by botocore, not by ``Settings()``: an imposed endpoint
+        becomes ``AWS_ENDPOINT_URL`` and, for every service, ``AWS_ENDPOINT_URL_<SERVICE>``
+        with the URL ``endpoint_for`` gives it, so the child's clients land where these
+        settings put them whatever service variable the environment they join already has
+        (unless it sets AWS_IGNORE_CONFIGURED_ENDPOINT_URLS: callers leave that out).
         """
         prefix = self.model_config.get("env_prefix", "")
         environ: dict[str, str] = {}
+        if self.endpoint_url:
+            environ[GENERAL_ENDPOINT_VARIABLE] = self.endpoint_url
+        for service, variable in SERVICE_ENDPOINT_VARIABLES.items():
+            url = self.endpoint_for(service)
+            if url:
+                environ[variable] = url
         for name, info in type(self).model_fields.items():
             value = getattr(self, name)
-            if value is None:
+            if value is None or name in ENDPOINT_FIELDS:
                 continue
             alias = info.validation_alias
             if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
@@ -126,8 +203,10 @@ def describe_validation_error(exc: ValidationError) -> str:
         field = str(error["loc"][0]) if error["loc"] else ""
         if field in ("region", *REGION_VARIABLES):
             name = region_variable()
-        elif field in ("endpoint_url", "AWS_ENDPOINT_URL"):
-            name = "AWS_ENDPOINT_URL"
+        elif field in ENDPOINT_FIELDS:
+            name = ENDPOINT_FIELDS[field]
+        elif field in ENDPOINT_FIELDS.values():
+            name = field
         else:
             name = f"WAIT_TIMES_{field.upper()}" if field else "settings"
         value = error.get("input")

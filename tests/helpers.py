@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from service.app import run_worker
 from service.aws import items
@@ -21,6 +22,7 @@ from service.metrics import Metrics
 from service.ports import WindowState
 from service.settings import Settings
 from service.tools.emulator import Emulator
+from service.tools.localstack import LocalStack
 from service.tools.player import TrafficGenerator, put_entries, to_entry
 from service.tools.replay import replay
 
@@ -57,10 +59,56 @@ DATA_FILES = (
 )
 
 
-def make_settings(emulator: Emulator, **overrides: Any) -> Settings:
-    """Settings pointing at the emulator, tuned so tests never wait for long polls."""
+EMULATORS = ("moto", "localstack")
+# For a test of DynamoDB alone: it runs once, on moto, which serves DynamoDB on both.
+DYNAMODB_ONLY = pytest.mark.parametrize("cloud", ["moto"], indirect=True)
+
+
+@dataclass
+class Cloud:
+    """The AWS a test runs on: a fixture parameter (``--emulator``), reset before the test.
+
+    ``moto``: everything on the session's moto server. ``localstack``: SQS and EventBridge
+    on the session's LocalStack, DynamoDB on moto, through the standard per-service
+    endpoint (``AWS_ENDPOINT_URL_DYNAMODB`` for child processes, the matching Settings
+    field in process): LocalStack's own DynamoDB needs a download that cannot happen here.
+    """
+
+    name: str
+    moto: Emulator
+    localstack: LocalStack | None = None
+
+    @property
+    def url(self) -> str:
+        """The general endpoint: SQS and EventBridge."""
+        return self.localstack.url if self.localstack is not None else self.moto.url
+
+    @property
+    def urls(self) -> dict[str, str]:
+        """Each service's endpoint (botocore client names)."""
+        return {"sqs": self.url, "events": self.url, "dynamodb": self.moto.url}
+
+    def env(self) -> dict[str, str]:
+        """The standard endpoint variables a user would set for this setup."""
+        env = {"AWS_ENDPOINT_URL": self.url}
+        if self.moto.url != self.url:
+            env["AWS_ENDPOINT_URL_DYNAMODB"] = self.moto.url
+        return env
+
+    def reset(self) -> None:
+        """moto forgets everything; LocalStack's queues, rules and buses are deleted."""
+        self.moto.reset()
+        if self.localstack is not None:
+            self.localstack.reset()
+
+
+def make_settings(cloud: Cloud | Emulator, **overrides: Any) -> Settings:
+    """Settings pointing at the emulators (a bare Emulator: moto for every service), tuned
+    so tests never wait for long polls."""
+    moto_url = cloud.url if isinstance(cloud, Emulator) else cloud.moto.url
     values: dict[str, Any] = {
-        "endpoint_url": emulator.url,
+        "endpoint_url": cloud.url,
+        "dynamodb_endpoint_url": moto_url if moto_url != cloud.url else None,
         "region": "us-east-1",
         "metrics_port": 0,
         "metrics_host": "127.0.0.1",
@@ -80,7 +128,7 @@ class Aws:
     settings: Settings
     clients: AwsClients
     resources: Provisioned
-    emulator: Emulator
+    cloud: Cloud
 
     def store(self) -> DynamoStore:
         """A store over the test table (for reading windows back)."""

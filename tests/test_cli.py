@@ -12,9 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from service.tools.emulator import Emulator
 from service.tools.replay import read_events, replay
-from tests.helpers import DATA, RECORDING, ROOT
+from tests.helpers import DATA, RECORDING, ROOT, Cloud
 
 pytestmark = pytest.mark.integration
 
@@ -120,12 +119,11 @@ def test_inconsistent_settings_are_refused() -> None:
     assert "WAIT_TIMES_PENDING_TTL_SECONDS" in result.stderr
 
 
-def test_run_against_missing_resources_exits_3_with_one_line(emulator: Emulator) -> None:
-    emulator.reset()
+def test_run_against_missing_resources_exits_3_with_one_line(cloud: Cloud) -> None:
     result = run_cli(
         "run",
         env={
-            "AWS_ENDPOINT_URL": emulator.url,
+            **cloud.env(),
             "AWS_REGION": "eu-west-1",
             "WAIT_TIMES_METRICS_PORT": "0",
             "WAIT_TIMES_LOG_FORMAT": "json",
@@ -138,10 +136,9 @@ def test_run_against_missing_resources_exits_3_with_one_line(emulator: Emulator)
     assert "'wait-times'" in lines[0]
 
 
-def test_provision_is_idempotent_and_run_agrees_on_names(emulator: Emulator) -> None:
-    emulator.reset()
+def test_provision_is_idempotent_and_run_agrees_on_names(cloud: Cloud) -> None:
     env = {
-        "AWS_ENDPOINT_URL": emulator.url,
+        **cloud.env(),
         "WAIT_TIMES_QUEUE_NAME": "orders-q",
         "WAIT_TIMES_TABLE_NAME": "orders-t",
         "WAIT_TIMES_METRICS_PORT": "0",
@@ -157,10 +154,9 @@ def test_provision_is_idempotent_and_run_agrees_on_names(emulator: Emulator) -> 
     assert '"worker_started"' in worker.stdout or "worker_started" in worker.stdout
 
 
-def test_play_replays_a_recording_file_through_the_bus(emulator: Emulator) -> None:
-    emulator.reset()
+def test_play_replays_a_recording_file_through_the_bus(cloud: Cloud) -> None:
     env = {
-        "AWS_ENDPOINT_URL": emulator.url,
+        **cloud.env(),
         "WAIT_TIMES_METRICS_PORT": "0",
         "WAIT_TIMES_RECEIVE_WAIT_SECONDS": "1",
     }

@@ -27,8 +27,7 @@ import yaml
 from service.aws.clients import open_clients
 from service.aws.provision import provision
 from service.settings import Settings
-from service.tools.emulator import Emulator
-from tests.helpers import latest_by_key, scan_windows
+from tests.helpers import Cloud, latest_by_key, make_settings, scan_windows
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_PATH = ROOT / "docker-compose.yml"
@@ -183,14 +182,15 @@ def test_compose_topology() -> None:
 
 
 def compose_argv(
-    service: str, emulator: Emulator, *, extra: tuple[str, ...] = ()
+    service: str, cloud: Cloud, *, extra: tuple[str, ...] = ()
 ) -> tuple[list[str], dict[str, str]]:
-    """A compose service's command line and environment, on the emulator."""
+    """A compose service's command line and environment, on the emulators (LocalStack's
+    DynamoDB being moto's, through AWS_ENDPOINT_URL_DYNAMODB)."""
     spec = SERVICES[service]
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
     env.update({k: str(v) for k, v in spec["environment"].items()})
     assert env["AWS_ENDPOINT_URL"] == "http://localstack:4566"
-    env["AWS_ENDPOINT_URL"] = emulator.url
+    env.update(cloud.env())
     if "WAIT_TIMES_METRICS_PORT" in env:
         env["WAIT_TIMES_METRICS_PORT"] = "0"
         env["WAIT_TIMES_METRICS_HOST"] = "127.0.0.1"
@@ -199,20 +199,20 @@ def compose_argv(
 
 
 def compose_run(
-    service: str, emulator: Emulator, *, extra: tuple[str, ...] = ()
+    service: str, cloud: Cloud, *, extra: tuple[str, ...] = ()
 ) -> subprocess.CompletedProcess[str]:
-    """Run a compose service's command with its environment, on the emulator, to its end."""
-    argv, env = compose_argv(service, emulator, extra=extra)
+    """Run a compose service's command with its environment, on the emulators, to its end."""
+    argv, env = compose_argv(service, cloud, extra=extra)
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60, check=False)
 
 
 def compose_stop(
-    service: str, emulator: Emulator, folder: Path, *, started: str, after: float
+    service: str, cloud: Cloud, folder: Path, *, started: str, after: float
 ) -> tuple[int, float, str]:
     """Run a compose service that runs until stopped; ``after`` seconds after it logged
     ``started``, stop it as compose does (SIGTERM). Returns its exit code, the seconds it
     took to exit, and its stderr. Output goes to files in ``folder`` (a pipe could fill)."""
-    argv, env = compose_argv(service, emulator)
+    argv, env = compose_argv(service, cloud)
     out, err = folder / f"{service}.out", folder / f"{service}.err"
     with out.open("a") as stdout, err.open("a") as stderr:
         process = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr)
@@ -235,16 +235,13 @@ def compose_stop(
 
 
 @pytest.mark.integration
-async def test_compose_services_work_together_on_the_emulator(
-    emulator: Emulator, tmp_path: Path
-) -> None:
-    emulator.reset()
-    provisioned = compose_run("provision", emulator)
+async def test_compose_services_work_together_on_the_emulator(cloud: Cloud, tmp_path: Path) -> None:
+    provisioned = compose_run("provision", cloud)
     assert provisioned.returncode == 0, provisioned.stderr
 
     env = SERVICES["worker"]["environment"]
-    settings = Settings(
-        endpoint_url=emulator.url,
+    settings = make_settings(
+        cloud,
         region=env["AWS_REGION"],
         event_bus=env["WAIT_TIMES_EVENT_BUS"],
         queue_name=env["WAIT_TIMES_QUEUE_NAME"],
@@ -258,11 +255,11 @@ async def test_compose_services_work_together_on_the_emulator(
         assert capture is not None
 
         code, seconds, stderr = compose_stop(
-            "player", emulator, tmp_path, started="player_started", after=PLAYER_SECONDS
+            "player", cloud, tmp_path, started="player_started", after=PLAYER_SECONDS
         )
         assert code == 0, stderr
         assert seconds < 1, f"the player took {seconds:.2f} s to stop"
-        worked = compose_run("worker", emulator, extra=("--burst",))
+        worked = compose_run("worker", cloud, extra=("--burst",))
         assert worked.returncode == 0, worked.stderr
         logs = [json.loads(line) for line in worked.stdout.splitlines() if line.startswith("{")]
         assert "worker_started" in [entry["event"] for entry in logs], "JSON logs, as compose sets"

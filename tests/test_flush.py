@@ -28,6 +28,7 @@ from service.errors import DependencyError
 from service.metrics import Health, Metrics, PrometheusObserver
 from service.ports import Message, WindowChange
 from tests.helpers import (
+    DYNAMODB_ONLY,
     Aws,
     as_envelopes,
     burst,
@@ -58,6 +59,7 @@ def calls(metrics: Metrics) -> dict[str, float]:
     }
 
 
+@DYNAMODB_ONLY
 async def test_halves_written_by_two_stores_at_once_always_pair(aws: Aws) -> None:
     first, second = aws.store(), aws.store()
     for orders in (2, 40):  # the UpdateItem path and the transaction + BatchGetItem path
@@ -81,6 +83,7 @@ async def test_halves_written_by_two_stores_at_once_always_pair(aws: Aws) -> Non
             assert all(r.tenant in (None, "NYC") and r.expires_at is not None for r in records)
 
 
+@DYNAMODB_ONLY
 async def test_a_repeated_flush_changes_no_stored_record(aws: Aws) -> None:
     store = aws.store()
     records = [submitted(f"o{i}", 100) for i in range(5)]
@@ -103,6 +106,7 @@ class Conflicts:
         pass
 
 
+@DYNAMODB_ONLY
 async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws) -> None:
     keys: list[WindowKey] = [("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Tea")]
     conflicts: list[int] = []
@@ -226,12 +230,13 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
     )
 
 
+@DYNAMODB_ONLY
 async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> None:
     """The one-or-two-orders path writes concurrently; its failure must reach the worker as
     the AWS error (retried, batch held), not as an ExceptionGroup (taken for a bug)."""
-    with FaultProxy(aws.emulator.url, seed=5) as proxy:
+    with FaultProxy(aws.cloud.urls, seed=5) as proxy:
         proxy.configure(throttle_rate=1.0, operations=frozenset({"UpdateItem"}))
-        settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+        settings = aws.settings.through(proxy.url)
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             store = DynamoStore(
@@ -244,6 +249,7 @@ async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> Non
     assert caught.value.code == "ThrottlingException"
 
 
+@DYNAMODB_ONLY
 async def test_a_cancelled_transaction_on_the_emulator_changes_nothing(aws: Aws) -> None:
     """The emulator's cheap rollback (service/emulator.py) keeps transactions all-or-nothing."""
     ddb, table = aws.clients.dynamodb, aws.settings.table_name

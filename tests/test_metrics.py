@@ -113,7 +113,7 @@ async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
 
 @pytest.mark.integration
 async def test_not_ready_while_the_endpoint_is_unreachable(aws: Aws) -> None:
-    settings = make_settings(aws.emulator, endpoint_url=f"http://127.0.0.1:{closed_port()}")
+    settings = make_settings(aws.cloud).through(f"http://127.0.0.1:{closed_port()}")
     health = Health(Metrics())
     async with anyio.create_task_group() as group:
         group.start_soon(lambda: run_worker(settings, install_signals=False, health=health))

@@ -36,6 +36,17 @@ CHANGED: dict[str, Any] = {
     "log_level": "debug",
     "region": "eu-west-3",
     "endpoint_url": "http://127.0.0.1:4566",
+    "sqs_endpoint_url": "http://127.0.0.1:4567",
+    "events_endpoint_url": "http://127.0.0.1:4568",
+    "dynamodb_endpoint_url": "http://127.0.0.1:4569",
+}
+# Endpoints go to child processes as the standard variables, which botocore reads (see
+# tests/test_endpoints.py), not Settings().
+ENDPOINT_VARIABLES = {
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:4566",
+    "AWS_ENDPOINT_URL_SQS": "http://127.0.0.1:4567",
+    "AWS_ENDPOINT_URL_EVENTBRIDGE": "http://127.0.0.1:4568",
+    "AWS_ENDPOINT_URL_DYNAMODB": "http://127.0.0.1:4569",
 }
 
 
@@ -43,7 +54,7 @@ def _clear_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in list(os.environ):
         if name.startswith("WAIT_TIMES_"):
             monkeypatch.delenv(name)
-    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+    for name in ("AWS_REGION", "AWS_DEFAULT_REGION", *ENDPOINT_VARIABLES):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -73,8 +84,35 @@ def test_every_field_changed_round_trips(monkeypatch: pytest.MonkeyPatch) -> Non
         assert getattr(original, name) != getattr(defaults, name), name
     environ = original.to_environ()
     assert environ["AWS_REGION"] == "eu-west-3"
-    assert environ["AWS_ENDPOINT_URL"] == "http://127.0.0.1:4566"
     assert environ["WAIT_TIMES_LOG_FORMAT"] == "json"
     assert environ["WAIT_TIMES_DRAIN_SECONDS"] == "2.5"
+    assert {k: environ[k] for k in ENDPOINT_VARIABLES} == ENDPOINT_VARIABLES
     assert len(environ) == len(CHANGED)
-    assert _read_back(monkeypatch, environ) == original
+    endpoints = {name: None for name in CHANGED if name.endswith("endpoint_url")}
+    assert _read_back(monkeypatch, environ) == original.model_copy(update=endpoints)
+
+
+def test_the_environment_never_sets_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
+    """botocore reads the endpoint variables itself, the ignore switch and the config
+    file with them; a Settings field read from them would override all of that."""
+    settings = _read_back(monkeypatch, ENDPOINT_VARIABLES)
+    assert [settings.endpoint_for(s) for s in ("sqs", "events", "dynamodb")] == [None] * 3
+
+
+def test_an_imposed_endpoint_goes_to_every_service_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """So a child lands where the parent's settings put it, whatever service variable the
+    environment it joins already has; a service's own endpoint wins over the general one."""
+    _clear_environment(monkeypatch)
+    environ = Settings(
+        endpoint_url="http://general:1", dynamodb_endpoint_url="http://tables:2"
+    ).to_environ()
+    assert {k: v for k, v in environ.items() if "ENDPOINT" in k} == {
+        "AWS_ENDPOINT_URL": "http://general:1",
+        "AWS_ENDPOINT_URL_SQS": "http://general:1",
+        "AWS_ENDPOINT_URL_EVENTBRIDGE": "http://general:1",
+        "AWS_ENDPOINT_URL_DYNAMODB": "http://tables:2",
+    }
+    through = Settings(dynamodb_endpoint_url="http://tables:2").through("http://proxy:3")
+    assert {through.endpoint_for(s) for s in ("sqs", "events", "dynamodb")} == {"http://proxy:3"}

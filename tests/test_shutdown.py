@@ -34,9 +34,9 @@ async def test_sigterm_mid_stream_exits_0_quickly_and_loses_nothing(aws: Aws) ->
     await put_planned(aws, first)
     initial = await queue_depth(aws)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAIT_TIMES_")}
+    env.update(aws.cloud.env())
     env.update(
         {
-            "AWS_ENDPOINT_URL": aws.emulator.url,
             "AWS_REGION": aws.settings.region,
             "WAIT_TIMES_METRICS_PORT": "0",
             "WAIT_TIMES_LOG_FORMAT": "json",

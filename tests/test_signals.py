@@ -166,7 +166,13 @@ def test_play_stops_at_once_and_exits_0(
 ) -> None:
     # The compose player's kind of run: until stopped, its clock catching up.
     player = command(
-        environment(aws.emulator.url), "play", "--rate", "2", "--speed", "30", pid1=pid1
+        environment(aws.cloud.url, **aws.cloud.env()),
+        "play",
+        "--rate",
+        "2",
+        "--speed",
+        "30",
+        pid1=pid1,
     )
     wait_for(lambda: player.logged("player_started"), 30, "the player to start")
     time.sleep(0.5)  # mid-traffic
@@ -205,7 +211,7 @@ def test_an_interrupted_provision_exits_128_plus_the_signal(
 def test_the_worker_drains_and_exits_0(
     aws: Aws, command: Callable[..., Command], signum: int, pid1: bool
 ) -> None:
-    worker = command(environment(aws.emulator.url), "run", pid1=pid1)
+    worker = command(environment(aws.cloud.url, **aws.cloud.env()), "run", pid1=pid1)
     wait_for(lambda: worker.logged("worker_started"), 30, "the worker to start")
     code, seconds = worker.stop(signum)
     assert code == 0, worker.stderr()[-2000:]

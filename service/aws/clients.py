@@ -1,4 +1,12 @@
-"""AWS clients for the adapters: one aiobotocore session, endpoint and region from settings."""
+"""AWS clients for the adapters: one aiobotocore session, region from settings.
+
+Endpoints are botocore's to resolve, as every AWS SDK does: ``AWS_ENDPOINT_URL_SQS``,
+``AWS_ENDPOINT_URL_EVENTBRIDGE`` and ``AWS_ENDPOINT_URL_DYNAMODB`` before
+``AWS_ENDPOINT_URL``, then the shared config file (a ``services`` section, then the
+profile's ``endpoint_url``), none of them with ``AWS_IGNORE_CONFIGURED_ENDPOINT_URLS``.
+Only an endpoint the settings impose (``Settings.endpoint_for``: code that started its own
+emulator) is passed explicitly, and so wins over all of those.
+"""
 
 from __future__ import annotations
 
@@ -49,12 +57,19 @@ async def open_clients(
     the raw material of the cost-per-order figures.
     """
     session = get_session()
-    kwargs: dict[str, Any] = {"region_name": settings.region, "config": CLIENT_CONFIG}
-    if settings.endpoint_url:
-        kwargs["endpoint_url"] = settings.endpoint_url
-    sqs = await stack.enter_async_context(session.create_client("sqs", **kwargs))
-    dynamodb = await stack.enter_async_context(session.create_client("dynamodb", **kwargs))
-    events = await stack.enter_async_context(session.create_client("events", **kwargs))
+
+    def options(service: str) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {"region_name": settings.region, "config": CLIENT_CONFIG}
+        imposed = settings.endpoint_for(service)
+        if imposed:
+            kwargs["endpoint_url"] = imposed
+        return kwargs
+
+    sqs = await stack.enter_async_context(session.create_client("sqs", **options("sqs")))
+    dynamodb = await stack.enter_async_context(
+        session.create_client("dynamodb", **options("dynamodb"))
+    )
+    events = await stack.enter_async_context(session.create_client("events", **options("events")))
     if on_call is not None:
         for service, client in (("sqs", sqs), ("dynamodb", dynamodb), ("events", events)):
             client.meta.events.register(

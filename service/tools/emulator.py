@@ -16,7 +16,7 @@ import sys
 import threading
 import urllib.request
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 READY_PREFIX = "listening "
 
@@ -28,7 +28,28 @@ class Emulator:
         self.host = host
         self.port = port
         self.url = ""
+        self.server_pid: int | None = None  # the process that serves (CPU figures)
         self._process: subprocess.Popen[str] | None = None
+
+    # Seconds stop() gives the child after closing its stdin, before killing it.
+    stop_timeout = 5.0
+
+    def command(self) -> list[str]:
+        """The child's command line: it prints ``listening <url>`` once it serves."""
+        return [
+            sys.executable,
+            "-m",
+            "service.tools.emulator",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+        ]
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id while it runs."""
+        return self._process.pid if self._process is not None else None
 
     def start(self) -> str:
         """Start the child and return its endpoint URL."""
@@ -36,15 +57,7 @@ class Emulator:
         env.setdefault("AWS_ACCESS_KEY_ID", "testing")
         env.setdefault("AWS_SECRET_ACCESS_KEY", "testing")
         self._process = subprocess.Popen(  # noqa: S603 - our own module, fixed arguments
-            [
-                sys.executable,
-                "-m",
-                "service.tools.emulator",
-                "--host",
-                self.host,
-                "--port",
-                str(self.port),
-            ],
+            self.command(),
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -58,7 +71,10 @@ class Emulator:
         if not line.startswith(READY_PREFIX):
             self.stop()
             raise RuntimeError(f"the AWS emulator did not start: {line!r}")
-        self.url = line[len(READY_PREFIX) :].strip()
+        # "listening <url>", and the serving process's id where that is not the child.
+        url, *server = line[len(READY_PREFIX) :].split()
+        self.url = url
+        self.server_pid = int(server[0]) if server else self._process.pid
         return self.url
 
     def reset(self) -> None:
@@ -75,14 +91,14 @@ class Emulator:
         if process.stdin is not None:
             process.stdin.close()
         try:
-            process.wait(timeout=5)
+            process.wait(timeout=self.stop_timeout)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
         if process.stdout is not None:
             process.stdout.close()
 
-    def __enter__(self) -> Emulator:
+    def __enter__(self) -> Self:
         self.start()
         return self
 

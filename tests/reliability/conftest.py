@@ -6,12 +6,12 @@ from collections.abc import Iterator
 
 import pytest
 
-from service.tools.emulator import Emulator
+from tests.helpers import Cloud
 from tests.reliability.proxy import FaultProxy
 
 
 @pytest.fixture
-def proxy(emulator: Emulator) -> Iterator[FaultProxy]:
-    """A fresh proxy to the session's emulator, faults off."""
-    with FaultProxy(emulator.url, seed=1234) as running:
+def proxy(cloud: Cloud) -> Iterator[FaultProxy]:
+    """A fresh proxy to the test's emulators (each service to its own), faults off."""
+    with FaultProxy(cloud.urls, seed=1234) as running:
         yield running

@@ -122,13 +122,13 @@ def _diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:
     return "\n".join(lines[:20])
 
 
-def worker_env(endpoint: str, settings: Settings, **extra: str) -> dict[str, str]:
-    """The environment of a ``wait-times run`` child process (``settings`` at ``endpoint``)."""
+def worker_env(settings: Settings, **extra: str) -> dict[str, str]:
+    """The environment of a ``wait-times run`` child process with ``settings`` (their
+    endpoints as the standard variables: ``settings.through(proxy.url)`` for a proxy)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("WAIT_TIMES_")}
     env.update(settings.to_environ())
     env.update(
         {
-            "AWS_ENDPOINT_URL": endpoint,
             "WAIT_TIMES_METRICS_PORT": "0",
             "WAIT_TIMES_METRICS_HOST": "127.0.0.1",
             "WAIT_TIMES_LOG_FORMAT": "json",

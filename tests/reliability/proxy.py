@@ -1,8 +1,10 @@
 """A fault-injecting HTTP proxy between workers and the AWS emulator (loopback only).
 
-Workers get ``AWS_ENDPOINT_URL`` = ``proxy.url``; every request they send crosses this
-proxy, which parses it just enough to know its operation (the ``X-Amz-Target`` header
-of the JSON protocol DynamoDB, SQS and EventBridge all use) and then, as the test
+Workers get ``AWS_ENDPOINT_URL`` = ``proxy.url`` (``Settings.through``); every request
+they send crosses this proxy, which parses it just enough to know its service and
+operation (the ``X-Amz-Target`` header of the JSON protocol DynamoDB, SQS and EventBridge
+all use), forwards it to that service's emulator (SQS and EventBridge on LocalStack,
+DynamoDB on moto, or all on moto) and, as the test
 decides: forwards it, forwards it late, answers it with AWS throttling or a 5xx in the
 exact shape botocore parses, resets the connection, holds it until released, black-holes
 it, or refuses connections altogether. The clients are the real aiobotocore ones, with
@@ -25,6 +27,7 @@ import struct
 import threading
 import uuid
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 LOOPBACK = "127.0.0.1"
@@ -57,6 +60,14 @@ _SERVER_ERRORS = {
     ),
 }
 _SERVICES = {"DynamoDB": "dynamodb", "AmazonSQS": "sqs", "AWSEvents": "events"}
+
+
+def _loopback_port(url: str) -> int:
+    host_port = url.rsplit("/", 1)[-1] if "://" in url else url
+    host, _, port = host_port.rpartition(":")
+    if host not in (LOOPBACK, "localhost"):
+        raise ValueError(f"the proxy only forwards to loopback, not {host!r}")
+    return int(port)
 
 
 @dataclass
@@ -92,6 +103,7 @@ class _Request:
 class _Connection:
     writer: asyncio.StreamWriter
     upstream: asyncio.StreamWriter | None = None
+    upstream_port: int = 0
     pump: asyncio.Task[None] | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -99,12 +111,12 @@ class _Connection:
 class FaultProxy:
     """The proxy. ``start()`` binds a free loopback port that it keeps for its lifetime."""
 
-    def __init__(self, upstream_url: str, *, seed: int = 0) -> None:
-        host_port = upstream_url.rsplit("/", 1)[-1] if "://" in upstream_url else upstream_url
-        host, _, port = host_port.rpartition(":")
-        if host not in (LOOPBACK, "localhost"):
-            raise ValueError(f"the proxy only forwards to loopback, not {host!r}")
-        self.upstream_port = int(port)
+    def __init__(self, upstream: str | Mapping[str, str], *, seed: int = 0) -> None:
+        """``upstream``: one endpoint URL, or one per service (``sqs``, ``events``,
+        ``dynamodb``: ``Cloud.urls``)."""
+        urls = {"other": upstream} if isinstance(upstream, str) else dict(upstream)
+        urls.setdefault("other", next(iter(urls.values())))
+        self.upstream_ports = {service: _loopback_port(url) for service, url in urls.items()}
         self.port = 0
         self.rng = random.Random(seed)
         self.faults = Faults()
@@ -382,10 +394,14 @@ class FaultProxy:
             await self._restored.wait()
             self._reset(connection)
             return False
+        port = self.upstream_ports.get(request.service, self.upstream_ports["other"])
         if connection.upstream is None:
-            up_reader, up_writer = await asyncio.open_connection(LOOPBACK, self.upstream_port)
-            connection.upstream = up_writer
+            up_reader, up_writer = await asyncio.open_connection(LOOPBACK, port)
+            connection.upstream, connection.upstream_port = up_writer, port
             connection.pump = asyncio.create_task(self._pump(up_reader, connection))
+        elif connection.upstream_port != port:
+            # botocore keeps one connection pool per client, so one service per connection.
+            raise OSError("requests for two services on one connection")
         self.forwarded[operation] += 1
         connection.upstream.write(request.head + request.body)
         await connection.upstream.drain()

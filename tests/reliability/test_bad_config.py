@@ -48,7 +48,7 @@ def _run(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 def test_a_bad_start_is_one_line_and_the_documented_exit_code(
     aws: Aws, problem: str, extra: dict[str, str], code: int, named: list[str]
 ) -> None:
-    env = worker_env(aws.emulator.url, aws.settings, **extra)
+    env = worker_env(aws.settings, **extra)
     result = _run(env)
     assert result.returncode == code, (problem, result.stderr[-2000:])
     lines = result.stderr.strip().splitlines()
@@ -60,7 +60,7 @@ def test_a_bad_start_is_one_line_and_the_documented_exit_code(
 async def test_an_unreachable_endpoint_is_waited_for_not_ready(aws: Aws, proxy: FaultProxy) -> None:
     started = time.monotonic()
     proxy.refuse()
-    worker = WorkerProcess(worker_env(proxy.url, aws.settings))
+    worker = WorkerProcess(worker_env(aws.settings.through(proxy.url)))
     try:
         await wait_until(lambda: worker.logged("aws_unreachable"), 30, "aws_unreachable")
         await wait_until(lambda: worker.metrics_port() is not None, 10, "the metrics port")

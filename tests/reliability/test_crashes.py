@@ -75,7 +75,7 @@ async def _feed(aws: Aws, bodies: list[str], parts: int, every: float) -> None:
         await anyio.sleep(every)
 
 
-async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws, emulator) -> None:
+async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws) -> None:
     # Every kill abandons up to 20 received messages, so one message can be in flight in
     # several crashed batches; past maxReceiveCount SQS moves it to the DLQ by design. The
     # threshold is raised above the number of kills so that any message missing at the end
@@ -84,11 +84,12 @@ async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws, emulator) -> Non
     traffic = messy_traffic(130, seed=1)
     started = time.monotonic()
     kills: list[str] = []
-    with FaultProxy(emulator.url, seed=1) as first, FaultProxy(emulator.url, seed=2) as second:
+    urls = aws.cloud.urls
+    with FaultProxy(urls, seed=1) as first, FaultProxy(urls, seed=2) as second:
         async with anyio.create_task_group() as lanes:
             lanes.start_soon(_feed, aws, traffic.bodies, 60, 1.2)
             for lane, proxy in enumerate((first, second)):
-                env = worker_env(proxy.url, aws.settings)
+                env = worker_env(aws.settings.through(proxy.url))
                 lanes.start_soon(_kill_lane, lane, proxy, env, 13, kills)
     # A survivor finishes what the killed ones left (held messages return after the
     # visibility timeout).
@@ -118,7 +119,7 @@ def _processed(worker: WorkerProcess) -> float:
 async def test_three_workers_one_killed_and_restarted_twice(aws: Aws) -> None:
     traffic = messy_traffic(150, seed=2)
     started = time.monotonic()
-    env = worker_env(aws.emulator.url, aws.settings)
+    env = worker_env(aws.settings)
     workers = [WorkerProcess(env) for _ in range(3)]
     victims: list[WorkerProcess] = []
     try:

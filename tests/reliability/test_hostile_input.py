@@ -162,7 +162,7 @@ async def test_hostile_input_goes_to_the_dlq_once_and_the_rest_is_processed(aws:
     # concurrent long polls can both take a message that was just made visible again, so
     # ApproximateReceiveCount can skip maxReceiveCount. "Logged once, on the receive
     # reaching maxReceiveCount" is exact only when the count is.
-    env = worker_env(aws.emulator.url, aws.settings)
+    env = worker_env(aws.settings)
     worker = WorkerProcess(env)
     try:
         await wait_for_empty_queue(aws, 120)
@@ -238,7 +238,6 @@ async def test_a_flood_of_new_tenants_keeps_memory_and_series_bounded(aws: Aws) 
     first, rest = bodies[: len(bodies) // 4], bodies[len(bodies) // 4 :]
     await send_bodies(aws, first)
     env = worker_env(
-        aws.emulator.url,
         aws.settings,
         WAIT_TIMES_MAX_WINDOWS_IN_MEMORY=str(WINDOW_CAP),
         WAIT_TIMES_MAX_METRIC_SERIES=str(SERIES_CAP),

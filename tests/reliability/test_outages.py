@@ -25,7 +25,7 @@ pytestmark = pytest.mark.reliability
 async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultProxy) -> None:
     traffic = messy_traffic(110, seed=4)
     await send_bodies(aws, traffic.bodies)
-    settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+    settings = aws.settings.through(proxy.url)
     # A fifth of requests fail, throttling and 5xx in turn: a schedule, not dice, so the
     # counts below follow from the number of requests.
     proxy.configure(fault_every=5)
@@ -80,7 +80,7 @@ async def test_emulator_unreachable_for_10_s_mid_stream(aws: Aws, proxy: FaultPr
     traffic = messy_traffic(100, seed=3)
     bodies = traffic.bodies
     await send_bodies(aws, bodies[: len(bodies) // 2])
-    settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+    settings = aws.settings.through(proxy.url)
     metrics = Metrics()
     health = Health(metrics)
     seen: list[int] = []
@@ -125,7 +125,7 @@ async def test_emulator_unreachable_for_10_s_mid_stream(aws: Aws, proxy: FaultPr
 async def test_batches_slower_than_the_visibility_timeout(aws: Aws, proxy: FaultProxy) -> None:
     traffic = messy_traffic(40, seed=5)
     await send_bodies(aws, traffic.bodies)
-    settings = aws.settings.model_copy(update={"endpoint_url": proxy.url})
+    settings = aws.settings.through(proxy.url)
     assert settings.visibility_timeout_seconds == 5
     # 6 s on a quarter of the window writes and heartbeats: batches outlive the 5 s
     # visibility timeout; a late heartbeat lets a batch's messages reappear meanwhile.

@@ -32,7 +32,7 @@ async def test_sigterm_during_a_burst_ten_times(aws: Aws) -> None:
     traffic = messy_traffic(150, seed=8)
     bodies = traffic.bodies
     rng = random.Random(8)
-    env = worker_env(aws.emulator.url, aws.settings)
+    env = worker_env(aws.settings)
     started = time.monotonic()
     exits: list[float] = []
     size = -(-len(bodies) // ROUNDS)

@@ -64,7 +64,8 @@ WORKER_ACTIONS = {
         "dynamodb:UpdateItem",
         "dynamodb:DescribeTable",
     },
-    "DeadLetterQueue": {"sqs:GetQueueAttributes"},  # its depth, exported as a metric
+    # Its depth, exported as a metric; its URL is looked up by name at start.
+    "DeadLetterQueue": {"sqs:GetQueueUrl", "sqs:GetQueueAttributes"},
     "Bus": {"events:PutEvents"},
 }
 

@@ -97,7 +97,7 @@ def test_replay_summary_is_a_readable_line(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.strip() == (
         f"replayed {len(envelopes) + 2} events: 136 ignored, 2 unprocessable "
-        "(not_an_envelope: 1, not_json: 1), 0 anomalies"
+        "(not_an_envelope: 1, not_json: 1), 0 anomalies, 0 halves after their order expired"
     )
     assert "{" not in result.stderr, "no Python dict"
 

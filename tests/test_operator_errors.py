@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,9 @@ def denied_events(action: str) -> tuple[str, None, str]:
 class AnsweringProxy(FaultProxy):
     """The fault proxy, answering chosen operations with an AWS error instead of forwarding."""
 
-    def __init__(self, upstream_url: str, answers: dict[str, tuple[str, str | None, str]]):
+    def __init__(
+        self, upstream_url: str | Mapping[str, str], answers: dict[str, tuple[str, str | None, str]]
+    ):
         super().__init__(upstream_url)
         self.answers = answers
 
@@ -69,8 +71,13 @@ class AnsweringProxy(FaultProxy):
 
 
 @pytest.fixture
-def answering(emulator: Emulator) -> Iterator[AnsweringProxy]:
-    proxy = AnsweringProxy(emulator.url, {})
+def answering(request: pytest.FixtureRequest, emulator: Emulator) -> Iterator[AnsweringProxy]:
+    """A proxy that answers chosen operations itself and forwards the rest, each service to
+    the test's own emulator (the ``aws`` fixture's, when the test has it)."""
+    upstream: Any = emulator.url
+    if "aws" in request.fixturenames:
+        upstream = request.getfixturevalue("aws").cloud.urls
+    proxy = AnsweringProxy(upstream, {})
     with proxy:
         yield proxy
 

@@ -179,7 +179,7 @@ def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     return events
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=100, deadline=None)  # the brute-force property test covers more
 @given(st.data())
 def test_final_windows_do_not_depend_on_order_or_duplicates(data: st.DataObject) -> None:
     events = data.draw(event_sets())

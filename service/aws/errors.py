@@ -226,9 +226,20 @@ def translated(operation: str) -> Iterator[None]:
 
 
 async def call(operation: str, request: Callable[[], Awaitable[T]]) -> T:
-    """One AWS request (botocore's own two attempts inside), failures translated."""
-    with translated(operation):
+    """One AWS request (botocore's own two attempts inside), failures translated.
+
+    The same as ``with translated(operation)``, written out: every request of the service
+    goes through here, and a generator-based context manager per call shows in profiles.
+    """
+    try:
         return await request()
+    except WaitTimesError:
+        raise
+    except Exception as exc:
+        error = translate(exc, operation)
+        if error is None:
+            raise
+        raise error from exc
 
 
 def cancellation_reasons(exc: BaseException) -> list[str]:

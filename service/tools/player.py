@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
+import orjson
 import structlog
 
 from service.aws.publisher import put_events
@@ -232,7 +233,7 @@ def to_entry(
         "EventBusName": bus,
         "Source": source,
         "DetailType": event.detail_type,
-        "Detail": json.dumps(event.detail),
+        "Detail": orjson.dumps(event.detail).decode(),
         "Time": datetime.fromtimestamp(int(event.at), UTC),
     }
 

@@ -554,11 +554,6 @@ def test_every_reference_to_a_conditional_resource_is_guarded_by_its_condition()
 # LocalStack here serves SQS, EventBridge, CloudFormation, IAM and CloudWatch, not DynamoDB
 # (it would download DynamoDB Local and a JDK): there the stack is created without its
 # table, and the task role is granted the table `provision` makes on moto.
-LOCALSTACK_STACK = (
-    "LocalStack: the template no longer has the conditional LogGroup it refused, but the "
-    "log group, execution role and cluster it now always creates were not run through "
-    "LocalStack's CloudFormation in CI yet (community LocalStack has no ECS)"
-)
 CREATED = {
     "moto": EMULATED,
     "localstack": {
@@ -592,7 +587,7 @@ def without_table(table_arn: str) -> str:
     "cloud",
     [
         "moto",
-        pytest.param("localstack", marks=pytest.mark.xfail(strict=False, reason=LOCALSTACK_STACK)),
+        "localstack",
     ],
     indirect=True,
 )
@@ -628,7 +623,17 @@ async def test_stack_on_the_emulator_serves_the_worker(cloud: Cloud) -> None:
                 if not described["StackStatus"].endswith("_IN_PROGRESS"):
                     break
                 await anyio.sleep(0.2)
-        assert described["StackStatus"] == "CREATE_COMPLETE", described.get("StackStatusReason")
+        if described["StackStatus"] != "CREATE_COMPLETE":
+            events = (await cloudformation.describe_stack_events(StackName="wait-times"))[
+                "StackEvents"
+            ]
+            failed = [
+                f"{e.get('LogicalResourceId')} ({e.get('ResourceType')}): "
+                f"{e.get('ResourceStatusReason')}"
+                for e in events
+                if e.get("ResourceStatus", "").endswith("FAILED")
+            ]
+            raise AssertionError(f"{described['StackStatus']}: {failed}")
         created = {
             r["LogicalResourceId"]: r["ResourceType"]
             for r in (await cloudformation.describe_stack_resources(StackName="wait-times"))[

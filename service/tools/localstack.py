@@ -39,7 +39,7 @@ from service.tools.emulator import READY_PREFIX, Emulator
 VERSION = "4.9.2"  # the tag docker-compose.yml pins; what localstack-requirements.txt installs
 # What the worker uses, and what the stack test creates through CloudFormation (loaded
 # lazily: a service costs nothing until its first request).
-SERVICES = ("sqs", "events", "cloudformation", "iam", "cloudwatch")
+SERVICES = ("sqs", "events", "cloudformation", "iam", "cloudwatch", "logs")
 LOOPBACK = "127.0.0.1"
 STOP_DEADLINE_SECONDS = 5.0
 READY_WITHIN_SECONDS = 60.0

@@ -122,10 +122,10 @@ class DrinkAverageTime(BaseModel):
     model_config = ConfigDict(frozen=True)
     eventId: str = Field(description="tenant")
     drink: str
-    duration: float | None = Field(
-        description="mean wait in seconds of the orders in the window; null when none counts"
+    duration: float = Field(
+        ge=0, description="mean wait in seconds of the orders in the window (3 decimals)"
     )
-    samples: int = Field(ge=0, description="orders averaged")
+    samples: int = Field(ge=1, description="orders averaged")
     window: int = Field(ge=1, description="configured window size N")
     version: int = Field(ge=1, description="rises with every change of this key's window")
     updatedAt: datetime
@@ -134,12 +134,16 @@ class DrinkAverageTime(BaseModel):
 def average_event(
     key: WindowKey, window: Window, version: int, window_size: int, now: datetime | None = None
 ) -> DrinkAverageTime:
-    """The published detail for a key's window at ``version``."""
+    """The published detail for a key's window at ``version`` (it has a counted order: a
+    window with none is never published)."""
     tenant, drink = key
+    duration = window.duration
+    if duration is None:
+        raise ValueError(f"no counted order in the window of {key}: nothing to publish")
     return DrinkAverageTime(
         eventId=tenant,
         drink=drink,
-        duration=window.duration,
+        duration=duration,
         samples=window.samples,
         window=window_size,
         version=version,

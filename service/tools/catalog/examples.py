@@ -81,22 +81,6 @@ def published_examples(settings: Settings) -> list[Example]:
                 },
             ),
         ),
-        Example(
-            "noOrderCounts",
-            "The only completed Americano was then cancelled: nothing counts, duration is null",
-            None,
-            envelope(
-                "9e2b7c41-3d5a-4f08-8c6e-1a4b2d9f0e37",
-                "2022-10-14T13:04:02Z",
-                {
-                    "eventId": "NYC",
-                    "drink": "Americano",
-                    "duration": None,
-                    "samples": 0,
-                    "version": 2,
-                },
-            ),
-        ),
     ]
 
 

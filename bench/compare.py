@@ -1,6 +1,6 @@
 """Old against new in one run: the same bench part on another commit and on this tree.
 
-Run: ``python -m bench.compare REV [ROUNDS]``. REV is checked out into a temporary git
+Run: ``python -m bench.compare REV [ROUNDS] [cost|core]``. REV is checked out into a temporary git
 worktree (nothing here changes); then, ROUNDS times, ``bench.cost`` (calls per completed
 order at 1,000 orders of history) and ``bench.core`` (replay against parse time on 300,000
 events) run on REV and on this tree, alternating which goes first, each in a fresh
@@ -59,6 +59,8 @@ GIT = shutil.which("git") or "git"
 def main() -> int:
     rev = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
+    only = sys.argv[3] if len(sys.argv) > 3 else ""
+    parts = {name: part for name, part in PARTS.items() if only in part[0]}
     with tempfile.TemporaryDirectory() as folder:
         old = Path(folder) / "old"
         subprocess.run(
@@ -66,7 +68,7 @@ def main() -> int:
         )
         try:
             report: dict[str, dict[str, list[float]]] = {}
-            for name, (module, args, key, _) in PARTS.items():
+            for name, (module, args, key, _) in parts.items():
                 seen: dict[str, list[float]] = {"old": [], "new": []}
                 for round_ in range(rounds):
                     order = [("old", old), ("new", ROOT)]

@@ -130,7 +130,7 @@ def rows_of(events: list[dict[str, Any]], window_size: int) -> list[dict[str, An
 
 
 @pytest.mark.unit
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(st.data())
 def test_replay_is_the_brute_force_reference_in_any_order(data: st.DataObject) -> None:
     events = data.draw(conflicting_event_sets())

@@ -19,9 +19,8 @@ from service.settings import Settings
 from service.tools.player import Schedule, TrafficGenerator, play_generated
 from tests.helpers import ROOT
 
-pytestmark = pytest.mark.unit
 
-
+@pytest.mark.unit
 def test_generated_traffic_is_reproducible_with_a_seed() -> None:
     def plan(seed: int) -> list[tuple[float, str, str]]:
         events = TrafficGenerator(seed=seed, rate=2, start=0).events(50)
@@ -121,6 +120,9 @@ def lag_at(sent: list[tuple[float, float]], wall: float) -> float:
     return now - at
 
 
+# A simulated soak (hundreds of thousands of events): the reliability tier, so the
+# unit tier stays a seconds-long loop.
+@pytest.mark.reliability
 async def test_compose_player_plays_a_week_the_worker_accepts_and_keeps_to_the_wall_clock() -> None:
     command = COMPOSE["services"]["player"]["command"]
     args = build_parser().parse_args(command)
@@ -157,6 +159,9 @@ async def test_compose_player_plays_a_week_the_worker_accepts_and_keeps_to_the_w
     )
 
 
+# A simulated soak (hundreds of thousands of events): the reliability tier, so the
+# unit tier stays a seconds-long loop.
+@pytest.mark.reliability
 async def test_the_demo_player_runs_past_a_day_too() -> None:
     # Before, at the demo's x20, every event was from the future after about 76 minutes.
     args = build_parser().parse_args(["demo"])
@@ -180,6 +185,7 @@ async def test_the_demo_player_runs_past_a_day_too() -> None:
     assert bus.sent[-1][0] - WALL_START > DAY - 60
 
 
+@pytest.mark.unit
 async def test_no_pacing_plays_the_past_at_once_and_the_future_in_real_time() -> None:
     settings = Settings()
     clock = SimulatedClock(WALL_START, WALL_START + DAY)
@@ -208,6 +214,7 @@ async def test_no_pacing_plays_the_past_at_once_and_the_future_in_real_time() ->
     assert all(at <= now for now, at in bus.sent)
 
 
+@pytest.mark.unit
 async def test_duration_counts_real_seconds() -> None:
     settings = Settings()
     clock = SimulatedClock(WALL_START, WALL_START + DAY)
@@ -223,6 +230,7 @@ async def test_duration_counts_real_seconds() -> None:
 
 @pytest.mark.parametrize("speed", [0, 0.5, 1, 2, 30])
 @pytest.mark.parametrize("history", [0, 60, 3600])
+@pytest.mark.unit
 def test_the_schedule_never_plays_an_event_before_its_time(speed: float, history: float) -> None:
     schedule = Schedule(WALL_START, history, speed)
     times = [schedule.start + step * 7.3 for step in range(2000)]

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from service.aws.publisher import EventBridgePublisher
+from service.backoff import Backoff
 from service.core.events import DrinkAverageTime, average_event
 from service.core.window import Window, WindowEntry
 from service.errors import DependencyError
@@ -68,7 +69,10 @@ async def test_entries_go_in_tens_and_refused_ones_are_retried() -> None:
 
 
 @pytest.mark.unit
-async def test_an_entry_refused_every_time_is_an_error_not_a_silent_drop() -> None:
+async def test_an_entry_refused_every_time_is_an_error_not_a_silent_drop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("service.aws.publisher.CONTENTION", Backoff(base=0.0, cap=0.0))
     publisher = EventBridgePublisher(RefusingEvents(refusals=100), "bus", "src")  # type: ignore[arg-type]
     with pytest.raises(DependencyError):
         await publisher.publish(details(1))

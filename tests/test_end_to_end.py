@@ -11,7 +11,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
+from service.aws.provision import provision
 from service.aws.queue import SqsQueue
+from service.core.events import consumed_event_pattern
 from service.metrics import Metrics
 from service.ports import Message
 from service.tools.player import play_recording
@@ -175,6 +177,46 @@ async def test_conflicting_duplicates_through_the_bus_to_two_workers(aws: Aws) -
     expected = [{"eventId": "NYC", "drink": "Latte", "duration": 45.0, "samples": 3}]
     assert expected_rows(envelopes, aws.settings) == expected
     assert expected_rows(envelopes[::-1], aws.settings) == expected
+    assert await aws.stored_rows() == expected
+    assert latest_by_key(await aws.published()) == expected
+
+
+async def test_order_finished_as_the_completion_event(aws: Aws) -> None:
+    """WAIT_TIMES_COMPLETION_EVENT=order-finished: provision brings the existing rule to the
+    new pattern, and the worker ends waits with OrderProcessor.orderFinished (the barista's
+    -COMPLETED is then ignored; a cancellation still excludes the order)."""
+    settings = aws.settings.model_copy(update={"completion_event": "order-finished"})
+    await provision(settings, aws.clients, capture_queue="capture")
+    rule = await aws.clients.events.describe_rule(
+        Name=settings.rule_name, EventBusName=settings.event_bus
+    )
+    assert json.loads(rule["EventPattern"]) == consumed_event_pattern(
+        settings.source, "order-finished"
+    )
+    base = 1_790_000_000
+
+    def envelope(kind: str, order: str, at: int) -> dict[str, Any]:
+        detail: dict[str, Any] = {"orderId": order, "eventId": "NYC"}
+        if kind == "OrderManager.WaitingCompletion":
+            detail["drinkOrder"] = {"drink": "Latte"}
+        return {
+            "detail-type": kind,
+            "source": settings.source,
+            "time": datetime.fromtimestamp(at, UTC).isoformat(),
+            "detail": detail,
+        }
+
+    envelopes = [
+        envelope("OrderManager.WaitingCompletion", "a", base),
+        envelope("OrderManager.OrderNYC-COMPLETED", "a", base + 30),  # not the completion now
+        envelope("OrderProcessor.orderFinished", "a", base + 45),
+        envelope("OrderManager.WaitingCompletion", "b", base + 100),
+        envelope("OrderManager.OrderNYC-CANCELLED", "b", base + 120),
+        envelope("OrderProcessor.orderFinished", "b", base + 121),  # fires for cancelled too
+    ]
+    await play_recording(aws.clients.events, settings.event_bus, envelopes, speed=0)
+    await burst(settings)
+    expected = [{"eventId": "NYC", "drink": "Latte", "duration": 45.0, "samples": 1}]
     assert await aws.stored_rows() == expected
     assert latest_by_key(await aws.published()) == expected
 

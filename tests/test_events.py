@@ -153,3 +153,47 @@ def test_rule_pattern_lists_exactly_the_consumed_types() -> None:
 def test_the_recordings_are_present() -> None:
     # conftest refuses to start without them; without them most tests here would prove nothing.
     assert len(RECORDINGS) >= 20, f"expected the recordings under {DATA}"
+
+
+def test_the_completion_event_option_swaps_which_event_ends_a_wait() -> None:
+    finished, completed = "OrderProcessor.orderFinished", "OrderManager.OrderNYC-COMPLETED"
+    assert role_of(finished) is None and role_of(completed) is Role.COMPLETED
+    assert role_of(finished, "order-finished") is Role.COMPLETED
+    assert role_of(completed, "order-finished") is None  # not two completion events
+    for cancel in ("OrderManager.OrderNYC-CANCELLED", "OrderProcessor.OrderTimeOut"):
+        assert role_of(cancel, "order-finished") is Role.CANCELLED  # still excludes
+    recorded = json.loads(
+        (DATA / "event-player/order-7ea64372-lifecycle")
+        .joinpath("03_OrderProcessor.orderFinished__events-json-index68.json")
+        .read_text()
+    )
+    event = parse_envelope(recorded, completion="order-finished")
+    assert event is not None and event.role is Role.COMPLETED
+    assert parse_envelope(recorded) is None
+    pattern = consumed_event_pattern("s", "order-finished")["detail-type"]
+    assert finished in pattern and not any("COMPLETED" in str(entry) for entry in pattern)
+
+
+def test_names_are_one_key_whichever_way_they_are_written() -> None:
+    def submission(tenant_fields: dict[str, object], drink: str) -> bytes:
+        detail = {"orderId": "o", "drinkOrder": {"drink": drink}, **tenant_fields}
+        return json.dumps(
+            {
+                "detail-type": "OrderManager.WaitingCompletion",
+                "source": "s",
+                "time": "2026-01-01T00:00:00Z",
+                "detail": detail,
+            }
+        ).encode()
+
+    composed = parse_body(submission({"eventId": " NYC "}, "Caff\u00e8"))
+    decomposed = parse_body(submission({"state": " NYC -CREATED"}, "Caffe\u0300 "))
+    assert composed is not None and decomposed is not None
+    assert (composed.tenant, composed.drink) == (decomposed.tenant, decomposed.drink)
+    assert composed.drink == "Caff\u00e8"
+    with pytest.raises(PoisonMessageError) as long_tenant:
+        parse_body(submission({"eventId": "T" * 129}, "Latte"))
+    assert long_tenant.value.reason == "invalid_tenant"
+    with pytest.raises(PoisonMessageError) as long_drink:
+        parse_body(submission({"eventId": "NYC"}, "L" * 129))
+    assert long_drink.value.reason == "invalid_drink"

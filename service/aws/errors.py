@@ -11,8 +11,7 @@ non-retriable DependencyError. Above this module nothing looks at botocore's sha
 from __future__ import annotations
 
 import re
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from botocore.exceptions import (
@@ -211,25 +210,11 @@ def translate_raised(exc: BaseException) -> WaitTimesError | None:
     return None
 
 
-@contextmanager
-def translated(operation: str) -> Iterator[None]:
-    """Raise the service's error in place of an AWS failure inside the block."""
-    try:
-        yield
-    except WaitTimesError:
-        raise
-    except Exception as exc:
-        error = translate(exc, operation)
-        if error is None:
-            raise
-        raise error from exc
-
-
 async def call(operation: str, request: Callable[[], Awaitable[T]]) -> T:
     """One AWS request (botocore's own two attempts inside), failures translated.
 
-    The same as ``with translated(operation)``, written out: every request of the service
-    goes through here, and a generator-based context manager per call shows in profiles.
+    Plain try/except rather than a context manager: every request of the service goes
+    through here, and a generator-based context manager per call shows in profiles.
     """
     try:
         return await request()

@@ -98,11 +98,17 @@ async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws) -> None:
     print(f"kills={len(kills)} {checked} {time.monotonic() - started:.1f}s")
     print("\n".join(kills))
     assert len(kills) == 26
-    # A flush of one or two orders (the UpdateItem path) happens only when timing makes
-    # one, so that point is reported, not required; every other point is hit at least twice.
+    # Two points exist only when timing makes them: a flush of one or two orders (the
+    # UpdateItem path) and a flush that changed exactly one key (the single PutItem; several
+    # keys go in one TransactWriteItems). They are reported, not required (a CI run hit the
+    # PutItem point once); the others come with every flush of three orders or more, which
+    # this traffic (60 parts of about five orders) makes throughout: each is hit twice.
+    timing_made = {"UpdateItem", "PutItem"}
     for where, operation in KILL_POINTS[1:]:
-        if operation != "UpdateItem":
-            assert sum(where in k for k in kills) >= 2, where
+        hits = sum(where in k for k in kills)
+        print(f"{hits} kills: {where}")
+        if operation not in timing_made:
+            assert hits >= 2, where
 
 
 def _processed(worker: WorkerProcess) -> float:

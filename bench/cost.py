@@ -22,12 +22,13 @@ import anyio
 from bench import baseline
 from service.app import run_worker
 from service.aws.clients import open_clients
-from service.aws.items import encode_entries, order_pk, window_pk
+from service.aws.items import order_item, window_put
 from service.aws.provision import ensure_queue, ensure_rule, provision
+from service.core.commit import MAX_LIVE_ORDERS
 from service.core.events import consumed_event_pattern, role_of
 from service.core.orders import Role
-from service.core.pairing import OrderBook, Paired, outcome
-from service.core.window import Window, WindowKey
+from service.core.pairing import KeyState, OrderBook, OrderRecord
+from service.core.window import WindowKey
 from service.logs import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings
@@ -83,11 +84,14 @@ async def write_items(clients: Any, table: str, items: list[dict[str, Any]]) -> 
 
 
 async def seed_service(clients: Any, settings: Settings, history: list[PlannedEvent]) -> None:
-    """The records and windows the service would hold after this history (the pure core)."""
+    """The records and key states the service would hold after this history, in the item
+    layout it writes (``service.aws.items``), computed with its own rules: events joined
+    with ``join_event`` (through ``OrderBook``), key states with ``KeyState`` as a commit
+    leaves them (``MAX_LIVE_ORDERS``)."""
     from service.core.events import parse_envelope  # noqa: PLC0415
 
     book = OrderBook(settings.pending_ttl_seconds)
-    windows: dict[WindowKey, Window] = {}
+    now = 0
     for planned in history:
         event = parse_envelope(
             {
@@ -99,41 +103,27 @@ async def seed_service(clients: Any, settings: Settings, history: list[PlannedEv
         )
         if event is None:
             continue
-        record = book.apply(event, event.time)
-        found = None if record is None else outcome(record, settings.max_wait_seconds)
-        if isinstance(found, Paired):
-            windows[found.key] = windows.get(found.key, Window(settings.window_size)).merge_one(
-                found.entry
-            )
-    items: list[dict[str, Any]] = []
-    for record in book.records.values():
-        item: dict[str, Any] = {
-            "pk": {"S": order_pk(record.order_id)},
-            "expiresAt": {"N": str(record.expires_at)},
-        }
-        if record.tenant is not None:
-            item |= {
-                "tn": {"S": record.tenant},
-                "dr": {"S": record.drink or ""},
-                "st": {"N": str(record.submitted_at)},
-            }
-        if record.completed_at is not None:
-            item["ct"] = {"N": str(record.completed_at)}
-        if record.cancelled:
-            item["cx"] = {"BOOL": True}
-        items.append(item)
-    for (tenant, drink), window in windows.items():
-        items.append(
-            {
-                "pk": {"S": window_pk((tenant, drink))},
-                "tenant": {"S": tenant},
-                "drink": {"S": drink},
-                "v": {"N": "1"},
-                "e": {"S": encode_entries(window.entries)},
-                "updatedAt": {"S": "2026-01-01T00:00:00Z"},
-            }
+        now = max(now, event.time)
+        book.apply(event, now)
+    by_key: dict[WindowKey, list[OrderRecord]] = {}
+    for record in (*book.records.values(), *book.take_stale()):
+        if record.completions:
+            for key in record.keys:
+                by_key.setdefault(key, []).append(record)
+    table = settings.table_name
+    items: list[dict[str, Any]] = [
+        order_item(record, record.expires_at or now + settings.pending_ttl_seconds)
+        for record in book.records.values()
+    ]
+    for key, records in by_key.items():
+        state = (
+            KeyState(key, settings.window_size)
+            .add(records)
+            .settle(now, settings.max_wait_seconds, MAX_LIVE_ORDERS)
         )
-    await write_items(clients, settings.table_name, items)
+        view = state.view(settings.max_wait_seconds)
+        items.append(dict(window_put(state, view, 1, table, expected=0)["Item"]))
+    await write_items(clients, table, items)
 
 
 def _iso(at: float) -> str:

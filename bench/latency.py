@@ -425,8 +425,8 @@ async def measure_breakdown(settings: Settings, orders_count: int) -> dict[str, 
         )
         stack.push_async_callback(_stop_worker, worker)
         log.attach(worker.queue.client, "sqs")
-        log.attach(worker.store.client, "dynamodb")
-        log.attach(worker.publisher.client, "events")
+        log.attach(worker.flush.store.client, "dynamodb")
+        log.attach(worker.flush.publisher.client, "events")
         total = WARMUP_ORDERS + orders_count
         orders = plan_orders("SPLIT", total, int(time.time()) - 100_000)
         await put_entries(clients.events, [o.submission(settings.event_bus) for o in orders])

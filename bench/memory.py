@@ -13,10 +13,10 @@ state is built honestly inside a real worker process instead:
 * ``loaded``: it then fills the very structures the worker keeps for that load, through
   the worker's own code paths: 10,000 full windows (WINDOW_SIZE=10 entries of uuid4 order
   ids, realistic times and waits) go into the store's window cache with
-  ``DynamoStore._remember`` (what ``merge`` does after every write), their averages go to
+  ``DynamoStore.cache.put`` (what ``merge_all`` does after every write), their averages go to
   the metrics with ``Metrics.observe_average`` (what a publish does; the series cap
   applies), and 100,000 half-open orders (uuid4 ids) go to the pending-orders tracker with
-  ``Worker._track_pending`` (what every processed submission does). Open orders' records
+  ``PendingOrders.track`` (``worker.flush.pending``, what every flush does). Open orders' records
   live in DynamoDB, not in the worker: the tracker of their ids is all the worker holds.
 * Both modes then process a few hundred real messages from the queue (submissions and
   completions on keys of the filled windows), so the peak includes real batches on top
@@ -96,11 +96,12 @@ def _order_id(rng: random.Random) -> str:
 
 def fill(worker: Any, rng: random.Random) -> None:
     """The state of 10,000 windows and 100,000 open orders, through the worker's own code."""
-    from service.aws.store import _Stored  # noqa: PLC0415
-    from service.core.pairing import KeyState, OrderRecord  # noqa: PLC0415
+    from service.core.commit import StoredKey  # noqa: PLC0415
+    from service.core.pairing import KeyState, OrderRecord, top  # noqa: PLC0415
     from service.core.window import Window, WindowEntry  # noqa: PLC0415
 
-    size = worker.settings.window_size
+    size = worker.options.window_size
+    store, pending = worker.flush.store, worker.flush.pending
     all_keys = keys()
     for key in all_keys:
         completed = BASE_TIME
@@ -109,20 +110,20 @@ def fill(worker: Any, rng: random.Random) -> None:
             completed -= rng.randint(30, 400)
             wait = max(5, round(rng.gauss(MENU[key[1]], MENU[key[1]] * 0.25)))
             entries.append(WindowEntry(completed, _order_id(rng), wait))
-        window = Window(size).merge(entries)
+        window = Window(size, top(entries, size))
         assert len(window.entries) == size
         # Orders older than the expiry horizon: the key's state holds them settled.
         state = KeyState(key, size, {}, window.entries)
-        worker.store._remember(key, _Stored(state, window, size))
+        store.cache.put(key, StoredKey(state, window, 1))
         worker.observer.average_published(key, window.duration, window.samples)
     for _ in range(OPEN_ORDERS):
         tenant, drink = rng.choice(all_keys)
         submitted = BASE_TIME - rng.randint(0, 3600)
-        worker._track_pending(
-            OrderRecord.of(_order_id(rng), tenant, drink, submitted, expires_at=submitted + 86400)
+        pending.track(
+            [OrderRecord.of(_order_id(rng), tenant, drink, submitted, expires_at=submitted + 86400)]
         )
-    assert worker.store.cached_windows == WINDOWS, worker.store.cached_windows
-    assert len(worker._pending) == OPEN_ORDERS
+    assert store.cached_windows == WINDOWS, store.cached_windows
+    assert len(pending) == OPEN_ORDERS
 
 
 async def child(mode: str, expected: int) -> None:
@@ -149,8 +150,8 @@ async def child(mode: str, expected: int) -> None:
             gc.collect()
             stages["filled"] = _status_mb()
             stages["fill_s"] = round(time.perf_counter() - started, 2)
-            stages["pending_orders"] = len(worker._pending)
-            stages["cached_windows"] = worker.store.cached_windows
+            stages["pending_orders"] = len(worker.flush.pending)
+            stages["cached_windows"] = worker.flush.store.cached_windows
         print(MARK + "ready", flush=True)
         processed = "wait_times_messages_processed_total"
         started = time.perf_counter()
@@ -159,8 +160,8 @@ async def child(mode: str, expected: int) -> None:
         stages["messages_s"] = round(time.perf_counter() - started, 1)
         stages["processed"] = _status_mb()
         stages["messages_processed"] = metrics.registry.get_sample_value(processed)
-        stages["pending_after"] = len(worker._pending)
-        stages["windows_after"] = worker.store.cached_windows
+        stages["pending_after"] = len(worker.flush.pending)
+        stages["windows_after"] = worker.flush.store.cached_windows
         worker.stop()
     # VmHWM: this process image's RSS high-water mark. Not ru_maxrss: Linux carries the
     # spawning process's high-water mark across fork/exec into it (it would report the
@@ -326,7 +327,7 @@ async def measure(report: dict[str, Any]) -> None:
         "method": (
             "real worker process (run_worker on the emulator); windows put in the store's "
             "cache with DynamoStore._remember, averages observed with Metrics.observe_average, "
-            "100,000 uuid4 order ids tracked with Worker._track_pending; then "
+            "100,000 uuid4 order ids tracked with PendingOrders.track; then "
             f"{2 * REAL_ORDERS} real messages processed from SQS; peak = VmHWM of the child"
         ),
         "idle_worker_rss_mb": baseline["idle"]["VmRSS"],

@@ -17,9 +17,10 @@ from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
 from service.errors import MissingResourceError
+from service.flush import Flush
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
 from service.ports import Observer, QueueDepthSource
-from service.settings import Settings
+from service.settings import Settings, worker_options
 from service.worker import Worker, until_done, watch_queue_depths
 
 log = structlog.get_logger(__name__)
@@ -54,7 +55,8 @@ def build_worker(
     publisher = EventBridgePublisher(
         clients.events, settings.event_bus, settings.source, observer=observer
     )
-    return Worker(queue, store, publisher, settings, observer, max_receive_count=max_receive_count)
+    options = worker_options(settings, redrive_limit=max_receive_count)
+    return Worker(queue, Flush(queue, store, publisher, observer, options), options, observer)
 
 
 async def wait_for_resources(

@@ -9,14 +9,16 @@ errors (``service.errors``): ``DependencyError`` (with ``retriable``) or
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Protocol
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from service.core.events import DrinkAverageTime
-from service.core.pairing import OrderRecord
+from service.core.pairing import Anomalous, OrderRecord
 from service.core.window import Window, WindowKey
-from service.errors import WaitTimesError
+from service.errors import PoisonMessageError, WaitTimesError
+
+T = TypeVar("T")
 
 SQS_BATCH_LIMIT = 10  # messages per receive, entries per delete or visibility batch
 
@@ -193,4 +195,38 @@ class Observer(Protocol):
 
     def dependencies_ok(self) -> None:
         """Dependencies answered: ready."""
+        ...
+
+
+class Retry(Protocol):
+    """How a flush runs a step that may fail retriably: the worker's one retry loop."""
+
+    def __call__(self, step: str, call: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        """Run ``call`` until it succeeds, or raise once it fails for good."""
+        ...
+
+
+@dataclass
+class FlushOutcome:
+    """What one flush did, for the observer, tests and logs."""
+
+    processed: int = 0
+    ignored: int = 0
+    poison: int = 0
+    published: int = 0
+    deleted: int = 0
+    changed_keys: list[WindowKey] = field(default_factory=list)
+    late_halves: int = 0
+    anomalies: list[Anomalous] = field(default_factory=list)  # marked by this flush
+    averages: list[WindowChange] = field(default_factory=list)
+    final_poison: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class FlushRunner(Protocol):
+    """Processes the messages of one flush (``service.flush.Flush``): the worker's runner."""
+
+    async def run(self, messages: Sequence[Message], retry: Retry) -> FlushOutcome:
+        """Make the flush's effects durable, publish, then delete its messages, running
+        every step that may fail retriably through ``retry``. Idempotent."""
         ...

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
@@ -252,3 +253,39 @@ def known_regions() -> frozenset[str]:
         ]
         regions |= set.intersection(*services)
     return frozenset(regions)
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """What the worker and its flushes read of the configuration, and nothing else: the
+    wiring builds it (``worker_options``), so the worker never holds ``Settings``.
+
+    ``redrive_limit`` is the queue's real ``maxReceiveCount`` as the worker found it at
+    start (None: the queue has no dead-letter queue), not ``Settings.max_receive_count``,
+    which is what ``provision`` sets.
+    """
+
+    source: str = DEFAULT_SOURCE
+    completion_event: str = "completed"
+    window_size: int = 10
+    max_wait_seconds: int = 7200
+    pending_ttl_seconds: int = 86400
+    max_clock_skew_seconds: int = 86400
+    max_receives_per_flush: int = 10
+    drain_seconds: float = 20.0
+    redrive_limit: int | None = None
+
+
+def worker_options(settings: Settings, *, redrive_limit: int | None = None) -> WorkerOptions:
+    """The worker's options from the settings, with the queue's redrive limit."""
+    return WorkerOptions(
+        source=settings.source,
+        completion_event=settings.completion_event,
+        window_size=settings.window_size,
+        max_wait_seconds=settings.max_wait_seconds,
+        pending_ttl_seconds=settings.pending_ttl_seconds,
+        max_clock_skew_seconds=settings.max_clock_skew_seconds,
+        max_receives_per_flush=settings.max_receives_per_flush,
+        drain_seconds=settings.drain_seconds,
+        redrive_limit=redrive_limit,
+    )

@@ -7,9 +7,11 @@ tests run in milliseconds:
   visibility (on an injectable clock that tests can ``advance``), a redrive policy into
   ``dlq``, stale receipt handles ignored; its depth, and its dead-letter queue's
   (``dead_letters``), as the QueueDepthSource port.
-- ``FakeStore``: DynamoDB semantics on the pure core: order records joined like the
-  ``if_not_exists`` update (``service.aws.items.order_update``), windows with versions and
-  conditional writes, a per-process cache, and another writer on demand (``bump``).
+- ``FakeStore``: DynamoDB semantics on the pure core: order records joined as the
+  update does (``service.aws.items.order_update``: ``ADD`` to the sets of submissions and
+  completions, a sticky cancellation, the expiry set once), windows committed with the one
+  window rule (``service.core.commit.WindowCommit``) in versioned, conditional writes, a
+  per-process cache, and another writer on demand (``bump``).
 - ``RecordingPublisher``: records every published average.
 - ``RecordingObserver``: records every report, readiness, and the latest queue depths.
 
@@ -24,14 +26,14 @@ import itertools
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 import anyio
 from anyio.lowlevel import checkpoint
 
+from service.core.commit import StoredKey, WindowCommit
 from service.core.events import DrinkAverageTime
-from service.core.pairing import KeyState, OrderRecord
-from service.core.window import Window, WindowKey
+from service.core.pairing import OrderRecord
+from service.core.window import WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import (
     SQS_BATCH_LIMIT,
@@ -41,8 +43,6 @@ from service.ports import (
     WindowChange,
     WindowState,
 )
-
-MAX_CONFLICT_ROUNDS = 50  # as DynamoStore: lost races before contention counts as a failure
 
 
 def key_name(key: WindowKey) -> str:
@@ -393,23 +393,15 @@ def join_record(stored: OrderRecord, incoming: OrderRecord, expires_at: int) -> 
     return joined if joined.expires_at is not None else joined._replace(expires_at=expires_at)
 
 
-class Stored(NamedTuple):
-    """A key as last written: its state, its view (the window), its version."""
-
-    state: KeyState
-    view: Window
-    version: int
-
-
 class FakeStore(Injectable):
     """The OrderStore port in memory, on the pure core, with DynamoStore's semantics.
 
     - ``records``: order records, each call's records joined in with ``join_record``.
     - ``keys``: each key's durable state (``KeyState``), view and version. ``merge_all``
-      starts from this process's cache (``cached``; the durable copy for a key not cached),
-      proposes each changed state at version + 1 and writes them all only if every
+      starts from this process's cache (``cached``; the durable copy for a key not cached)
+      and runs ``WindowCommit``: its proposals are written all together only if every
       expected version still holds (a transaction); keys that lost are re-read, joined and
-      proposed again.
+      proposed again, within the rule's limits.
     - ``bump(key, records)``: another writer joins records into a key behind this
       process's cache, so the next merge of that key must re-read and join.
 
@@ -434,17 +426,15 @@ class FakeStore(Injectable):
         self.max_wait_seconds = max_wait_seconds
         self.observer = observer
         self.records: dict[str, OrderRecord] = {}
-        self.keys: dict[WindowKey, Stored] = {}
-        self.cached: dict[WindowKey, Stored] = {}
+        self.keys: dict[WindowKey, StoredKey] = {}
+        self.cached: dict[WindowKey, StoredKey] = {}
         self.conflicts = 0
 
     # -- for tests -----------------------------------------------------------------
 
-    def stored(self, key: WindowKey) -> Stored:
+    def stored(self, key: WindowKey) -> StoredKey:
         """The durable state of a key (empty at version 0 when none)."""
-        return self.keys.get(key) or Stored(
-            KeyState(key, self.window_size), Window(self.window_size), 0
-        )
+        return self.keys.get(key) or StoredKey.empty(key, self.window_size)
 
     def window(self, key: WindowKey) -> WindowState:
         """The durable window of a key (empty at version 0 when none)."""
@@ -455,7 +445,7 @@ class FakeStore(Injectable):
         """Another writer joins ``records`` into a stored key: its version rises."""
         current = self.stored(key)
         state = current.state.add(records)
-        self.keys[key] = Stored(state, state.view(self.max_wait_seconds), current.version + 1)
+        self.keys[key] = StoredKey(state, state.view(self.max_wait_seconds), current.version + 1)
         self.journal.record("bump", [key_name(key)])
         return self.window(key)
 
@@ -505,42 +495,26 @@ class FakeStore(Injectable):
         keys = [key_name(key) for key in records]
         await self.injections.enter("merge", keys)
         states = {key: self.cached.get(key) or self.stored(key) for key in records}
-        before = {key: stored.view for key, stored in states.items()}
-        for _ in range(MAX_CONFLICT_ROUNDS):
-            proposals: dict[WindowKey, Stored] = {}
-            for key, batch in records.items():
-                current = states[key]
-                state = current.state.add(batch).settle(now, self.max_wait_seconds, 2000)
-                if state is not current.state:
-                    proposals[key] = Stored(
-                        state, state.view(self.max_wait_seconds), current.version + 1
-                    )
-            if not proposals:
-                break
-            lost = [key for key in proposals if self.stored(key).version != states[key].version]
-            if lost:  # the transaction is cancelled: re-read the losers, join again
-                for key in lost:
-                    self.conflicts += 1
+        commit = WindowCommit(records, states, now=now, max_wait_seconds=self.max_wait_seconds)
+        while proposals := commit.proposals():
+            # One transaction for every key: written only if every expected version holds.
+            lost = [k for k in proposals if self.stored(k).version != commit.states[k].version]
+            if lost:
+                self.conflicts += len(lost)
+                for _ in lost:
                     if self.observer is not None:
                         self.observer.window_conflict()
-                    states[key] = self.stored(key)
+                commit.lost({key: self.stored(key) for key in lost})
                 continue
-            for key, stored in proposals.items():
-                self.keys[key] = states[key] = stored
-        else:
-            raise DependencyError(
-                "window writes lost too many races", operation="fake.merge", code="Contention"
-            )
+            self.keys.update(proposals)
+            commit.landed(proposals)
         self.injections.leave("merge", keys)  # a lost answer leaves the cache stale
-        for key in records:
-            self.cached[key] = states[key]
+        result = commit.result()
+        for committed in result:
+            self.cached[committed.key] = committed.stored
         return [
-            WindowChange(
-                key,
-                WindowState(states[key].view, states[key].version),
-                states[key].view != before[key],
-            )
-            for key in records
+            WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
+            for c in result
         ]
 
 

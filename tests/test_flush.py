@@ -25,6 +25,7 @@ from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.window import WindowKey
 from service.errors import DependencyError
+from service.flush import Flush
 from service.metrics import Health, Metrics, PrometheusObserver
 from service.ports import Message, WindowChange
 from tests.helpers import (
@@ -206,7 +207,8 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
     observer = PrometheusObserver(metrics, Health(metrics))
     worker = build_worker(aws.settings, aws.clients, url, max_receive, observer)
     failing = FailsOnOneOrder(aws.store(), bad)
-    worker.store = failing
+    assert isinstance(worker.flush, Flush)
+    worker.flush.store = failing
 
     # Every receive handed to the committer at once, as on a busy queue.
     held: list[list[Message]] = []

@@ -27,7 +27,9 @@ from hypothesis import strategies as st
 from service.aws.clients import open_clients
 from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
+from service.flush import Flush
 from service.ports import Message
+from service.settings import worker_options
 from service.tools.emulator import Emulator
 from service.tools.replay import replay
 from service.worker import Worker
@@ -163,26 +165,26 @@ async def _race(settings_: Any, flushes: list[list[Message]]) -> None:
     async with AsyncExitStack() as stack:
         clients = await open_clients(settings_, stack)
         await ensure_table(clients.dynamodb, settings_.table_name)
-        workers = [
-            Worker(
-                FakeQueue(),
-                DynamoStore(
-                    clients.dynamodb,
-                    settings_.table_name,
-                    window_size=settings_.window_size,
-                    ttl_seconds=settings_.pending_ttl_seconds,
-                    max_wait_seconds=settings_.max_wait_seconds,
-                ),
-                RecordingPublisher(),
-                settings_,
-                RecordingObserver(),
+        options = worker_options(settings_)
+
+        def new_worker() -> Worker:
+            queue = FakeQueue()
+            store = DynamoStore(
+                clients.dynamodb,
+                settings_.table_name,
+                window_size=settings_.window_size,
+                ttl_seconds=settings_.pending_ttl_seconds,
+                max_wait_seconds=settings_.max_wait_seconds,
             )
-            for _ in range(2)
-        ]
+            observer = RecordingObserver()
+            flush = Flush(queue, store, RecordingPublisher(), observer, options)
+            return Worker(queue, flush, options, observer)
+
+        workers = [new_worker() for _ in range(2)]
 
         async def run(worker: Worker, mine: list[list[Message]]) -> None:
             for flush in mine:
-                await worker.process_batch(flush)
+                await worker.process_flush(flush)
 
         async with anyio.create_task_group() as group:
             for index, worker in enumerate(workers):

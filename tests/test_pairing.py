@@ -17,6 +17,8 @@ from service.core.pairing import (
     OrderBook,
     OrderRecord,
     Paired,
+    expired,
+    join_event,
     outcome,
 )
 from service.core.window import WindowEntry
@@ -75,11 +77,32 @@ def test_expiry_drops_stale_records_only_after_the_ttl_and_late_halves_never_pai
     book.apply(submitted("a", 0), now=0)
     book.apply(completed("b", 50), now=50)
     assert book.expire(now=99) == []
-    assert book.open_orders == 2
+    assert set(book.records) == {"a", "b"}
     assert [r.order_id for r in book.expire(now=100)] == ["a"]
     assert set(book.records) == {"b"}
     assert book.apply(completed("a", 101), now=101) is None  # its partner expired
     assert book.late_halves == 1 and "a" not in book.records
+
+
+def test_join_event_sets_the_expiry_once_and_refuses_a_record_past_it() -> None:
+    first = join_event(None, submitted("o", 10), now=10, ttl_seconds=100)
+    assert first is not None and first.expires_at == 110
+    second = join_event(first, completed("o", 70), now=70, ttl_seconds=100)
+    assert second is not None and second.expires_at == 110 and second.completions == (70,)
+    assert join_event(second, completed("o", 70), now=80, ttl_seconds=100) is second
+    assert join_event(second, completed("o", 60), now=110, ttl_seconds=100) is None
+    assert expired(second, 110) and not expired(second, 109)
+
+
+def test_the_book_retires_a_record_found_expired_when_a_half_arrives() -> None:
+    """No sweep ran: the record is past its expiry when its partner comes, so the order is
+    done (the worker's rule for a record DynamoDB has not deleted yet)."""
+    book = OrderBook(ttl_seconds=100)
+    book.apply(submitted("a", 0), now=0)
+    assert book.apply(completed("a", 150), now=150) is None
+    assert book.late_halves == 1 and "a" not in book.records
+    assert [r.order_id for r in book.take_stale()] == ["a"] and book.take_stale() == []
+    assert book.apply(completed("a", 151), now=151) is None and book.late_halves == 2
 
 
 def test_conflicting_halves_earliest_wins_whatever_the_delivery_order() -> None:

@@ -38,7 +38,7 @@ class RefusingEvents:
 
 
 def details(count: int) -> list[DrinkAverageTime]:
-    window = Window(10).merge([WindowEntry(100, "o", 60)])
+    window = Window(10, (WindowEntry(100, "o", 60),))
     return [average_event((f"T{i}", "Latte"), window, 1, 10) for i in range(count)]
 
 

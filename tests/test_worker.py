@@ -30,8 +30,9 @@ from service.core.events import SUBMITTED_DETAIL_TYPE
 from service.core.pairing import OrderRecord
 from service.core.window import WindowEntry, WindowKey
 from service.errors import ConfigurationError, DependencyError
+from service.flush import Flush
 from service.ports import QueueDepth, QueueDepthSource
-from service.settings import DEFAULT_SOURCE, Settings
+from service.settings import DEFAULT_SOURCE, Settings, worker_options
 from service.worker import DEPTH_POLL_SECONDS, Worker, watch_queue_depths
 from tests.fakes import Fakes, Injectable, QueuedMessage, join_record
 from tests.helpers import wait_until
@@ -91,15 +92,11 @@ def send_order(fakes: Fakes, order_id: str, at: int, wait: int, drink: str = "La
 
 def make_worker(fakes: Fakes, **overrides: Any) -> Worker:
     settings = Settings(**{**FAST, **overrides})
-    return Worker(
-        fakes.queue,
-        fakes.store,
-        fakes.publisher,
-        settings,
-        fakes.observer,
-        max_receive_count=fakes.queue.max_receive_count,
-        clock=lambda: NOW,
+    options = worker_options(settings, redrive_limit=fakes.queue.max_receive_count)
+    flush = Flush(
+        fakes.queue, fakes.store, fakes.publisher, fakes.observer, options, clock=lambda: NOW
     )
+    return Worker(fakes.queue, flush, options, fakes.observer)
 
 
 async def run_burst(worker: Worker) -> None:
@@ -234,7 +231,7 @@ async def test_the_same_message_twice_in_one_flush_is_deleted_without_error(
     worker = make_worker(fakes)
     with anyio.fail_after(2):
         received = await fakes.queue.receive(0)
-        outcome = await worker.process_batch([*received, received[1]])
+        outcome = await worker.process_flush([*received, received[1]])
     assert (outcome.processed, outcome.poison, outcome.published) == (2, 0, 1)
     assert not fakes.queue.messages
     assert fakes.observer.flushes[-1]["deleted"] == 2

@@ -1,7 +1,7 @@
 """DynamoDB adapter of the OrderStore port: order records and windows in one table.
 
 The item layout is ``service.aws.items``. Calls are amortized over a flush
-(docs/decisions.md, "One flush, four calls"): one or two orders are written with
+(docs/decisions.md, "One flush, a handful of calls (group commit)"): one or two orders are written with
 UpdateItem ``ALL_NEW`` (one round trip, the low-latency path); more are written with one
 TransactWriteItems per 100 and read back with one consistent BatchGetItem per 100.
 Changed windows go out in one conditional PutItem, or one TransactWriteItems for
@@ -10,15 +10,15 @@ two workers at once: whichever write lands second, its reader sees both halves.
 
 Each request is made once (botocore's own two attempts inside); a failure is raised as
 the service's error and the worker decides whether to try again. Losing a race on a
-window is not an error: the store re-reads, joins and writes again (bounded).
+window is not an error: the store re-reads, joins and writes again, as the one window
+rule (``service.core.commit.WindowCommit``) says, within its limits.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -26,9 +26,11 @@ import structlog
 from service.aws import items
 from service.aws.errors import call, cancellation_reasons
 from service.backoff import CONTENTION
-from service.core.pairing import KeyState, OrderRecord
-from service.core.window import Window, WindowKey
+from service.core.commit import StoredKey, WindowCommit
+from service.core.pairing import OrderRecord
+from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
+from service.lru import Lru
 from service.ports import Observer, WindowChange, WindowState
 
 if TYPE_CHECKING:
@@ -40,20 +42,10 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-MAX_LIVE_ORDERS = 2000  # per key: past it the oldest orders settle early (KeyState.settle)
-MAX_CONFLICT_ROUNDS = 50  # re-merges after lost races before contention counts as a failure
 MAX_UNPROCESSED_ROUNDS = 8  # asks for DynamoDB's UnprocessedKeys before it counts as a failure
 TRANSACT_LIMIT = 100  # actions per TransactWriteItems
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 SINGLE_WRITES_UP_TO = 2  # orders per flush written with UpdateItem ALL_NEW instead
-
-
-class _Stored(NamedTuple):
-    """A key's state as last written: the state, its view (the window), its version."""
-
-    state: KeyState
-    view: Window
-    version: int
 
 
 class DynamoStore:
@@ -75,9 +67,8 @@ class DynamoStore:
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
         self.max_wait_seconds = max_wait_seconds
-        self.max_cached_windows = max_cached_windows
         self.observer = observer
-        self._cache: OrderedDict[WindowKey, _Stored] = OrderedDict()
+        self.cache: Lru[WindowKey, StoredKey] = Lru(max_cached_windows)  # windows as last written
         # Windows are merged one flush at a time per process (the worker has one loop); the
         # lock keeps that true for any other caller, so the cache never goes backwards.
         self._windows_lock = anyio.Lock()
@@ -85,7 +76,7 @@ class DynamoStore:
     @property
     def cached_windows(self) -> int:
         """How many windows this process holds in memory."""
-        return len(self._cache)
+        return len(self.cache)
 
     def _items(self, operation: str, count: int) -> None:
         if self.observer is not None:
@@ -205,13 +196,11 @@ class DynamoStore:
 
     # -- windows -------------------------------------------------------------------
 
-    def _stored_state(self, key: WindowKey, item: items.Item | None) -> _Stored:
+    def _stored_state(self, key: WindowKey, item: items.Item | None) -> StoredKey:
         stored = items.window_from_item(item, self.window_size)
-        if stored is None:
-            return _Stored(KeyState(key, self.window_size), Window(self.window_size), 0)
-        return _Stored(*stored)
+        return StoredKey.empty(key, self.window_size) if stored is None else StoredKey(*stored)
 
-    async def load_states(self, keys: Iterable[WindowKey]) -> dict[WindowKey, _Stored]:
+    async def load_states(self, keys: Iterable[WindowKey]) -> dict[WindowKey, StoredKey]:
         """The stored states of some keys (one consistent read per 100); empty at version 0."""
         keys = list(keys)
         stored = await self._get_items(items.window_pk(key) for key in keys)
@@ -220,58 +209,41 @@ class DynamoStore:
     async def merge_all(
         self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join records into their keys' stored states (settling what expired by ``now``);
-        keys that lost a race are re-read and joined again (the state is a semilattice, so
-        every writer converges). ``changed``: the key's window (the view) changed."""
+        """Join records into their keys' stored states (settling what expired by ``now``)
+        with the one window rule; keys that lost a race are re-read and joined again.
+        ``changed``: the key's window (the view) changed."""
         async with self._windows_lock:
-            states = {key: self._cache[key] for key in records if key in self._cache}
+            states: dict[WindowKey, StoredKey] = {}
+            for key in records:
+                cached = self.cache.get(key)
+                if cached is not None:
+                    states[key] = cached
             cold = [key for key in records if key not in states]
             if cold:
                 states |= await self.load_states(cold)
-            before = {key: stored.view for key, stored in states.items()}
-            for round_ in range(MAX_CONFLICT_ROUNDS):
-                proposals = {}
-                for key, batch in records.items():
-                    current = states[key]
-                    state = current.state.add(batch).settle(
-                        now, self.max_wait_seconds, MAX_LIVE_ORDERS
-                    )
-                    if state is not current.state:
-                        proposals[key] = _Stored(
-                            state, state.view(self.max_wait_seconds), current.version + 1
-                        )
-                if not proposals:
-                    break
-                written, conflicted = await self._write_windows(proposals, states)
+            commit = WindowCommit(records, states, now=now, max_wait_seconds=self.max_wait_seconds)
+            while proposals := commit.proposals():
+                written, conflicted = await self._write_windows(proposals, commit.states)
+                commit.landed(written)
                 for key in written:
-                    states[key] = proposals[key]
-                    self._remember(key, states[key])
+                    self.cache.put(key, proposals[key])
                 if conflicted:
                     for _ in conflicted:
                         if self.observer is not None:
                             self.observer.window_conflict()
-                    states |= await self.load_states(conflicted)
+                    commit.lost(await self.load_states(conflicted))
                 if not written:  # nobody's write landed: let the other transaction finish
-                    await anyio.sleep(CONTENTION.delay(round_))
-            else:
-                raise DependencyError(
-                    f"window writes lost {MAX_CONFLICT_ROUNDS} races in a row (contention)",
-                    operation="dynamodb.PutItem",
-                    code="WindowContention",
-                )
-            for key in records:
-                self._remember(key, states[key])
+                    await anyio.sleep(CONTENTION.delay(commit.rounds - 1))
+            result = commit.result()
+            for committed in result:
+                self.cache.put(committed.key, committed.stored)
             return [
-                WindowChange(
-                    key,
-                    WindowState(states[key].view, states[key].version),
-                    states[key].view != before[key],
-                )
-                for key in records
+                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
+                for c in result
             ]
 
     async def _write_windows(
-        self, proposals: dict[WindowKey, _Stored], current: dict[WindowKey, _Stored]
+        self, proposals: dict[WindowKey, StoredKey], current: dict[WindowKey, StoredKey]
     ) -> tuple[set[WindowKey], set[WindowKey]]:
         """Write new states conditionally: (keys written, keys to re-read).
 
@@ -314,12 +286,12 @@ class DynamoStore:
                 written |= set(chunk)
         return written, conflicted
 
-    def _window_put(self, proposal: _Stored, expected: int) -> PutTypeDef:
+    def _window_put(self, proposal: StoredKey, expected: int) -> PutTypeDef:
         return items.window_put(
             proposal.state, proposal.view, proposal.version, self.table_name, expected=expected
         )
 
-    async def _put_window(self, key: WindowKey, proposal: _Stored, *, expected: int) -> bool:
+    async def _put_window(self, key: WindowKey, proposal: StoredKey, *, expected: int) -> bool:
         put = self._window_put(proposal, expected)
         try:
             await call("dynamodb.PutItem", lambda: self.client.put_item(**put))
@@ -330,9 +302,3 @@ class DynamoStore:
             raise
         self._items("PutItem", 1)
         return True
-
-    def _remember(self, key: WindowKey, stored: _Stored) -> None:
-        self._cache[key] = stored
-        self._cache.move_to_end(key)
-        while len(self._cache) > self.max_cached_windows:
-            self._cache.popitem(last=False)

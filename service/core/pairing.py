@@ -267,57 +267,87 @@ class KeyState:
         return Window(self.size, top(entries, self.size))
 
 
+def join_event(
+    record: OrderRecord | None, event: OrderEvent, now: int, ttl_seconds: int
+) -> OrderRecord | None:
+    """The one way an order's events are joined: its record after one more event, at ``now``.
+
+    No record yet: a new one, expiring ``ttl_seconds`` after ``now`` (its expiry is set
+    once, when the order is first seen). A record past its expiry: None, the order is done
+    and the event is a late half, never paired (docs/design.md, "Expiry"). Otherwise the
+    record with the event joined in (``record`` itself when the event adds nothing).
+    Replay's hot path: one call per event.
+    """
+    if record is None:
+        return OrderRecord(event.order_id).merge(event, now + ttl_seconds)
+    expires_at = record.expires_at
+    if expires_at is not None and expires_at <= now:
+        return None
+    return record.merge(event)
+
+
+def expired(record: OrderRecord, now: int) -> bool:
+    """Whether the record's expiry has passed at ``now``: the order is done."""
+    return record.expires_at is not None and record.expires_at <= now
+
+
 class OrderBook:
-    """In-memory order records with expiry, for ``replay`` (the worker keeps them in DynamoDB).
+    """In-memory order records with expiry, for ``replay``, tests and the benchmark (the
+    worker keeps them in DynamoDB). Events are joined with ``join_event``.
 
     A record expires ``ttl_seconds`` after it was first seen; an order whose record
     expired is done: a half of it arriving later is counted (``late_halves``) and never
-    paired, as the worker does with a record past its expiry.
+    paired, as the worker does with a record past its expiry. Records that expired are in
+    ``stale`` until taken (``take_stale``), so their entries can settle.
     """
 
     def __init__(self, ttl_seconds: int) -> None:
         self.ttl_seconds = ttl_seconds
         self.records: dict[str, OrderRecord] = {}
         self.expired_ids: set[str] = set()
+        self.stale: list[OrderRecord] = []
         self.expired = 0
         self.late_halves = 0
 
     def apply(self, event: OrderEvent, now: int) -> OrderRecord | None:
-        """Merge an event into its order's record; the new record, or None if unchanged."""
-        if event.order_id in self.expired_ids:
+        """Join an event into its order's record; the new record, or None if unchanged
+        (a duplicate, or a late half of an expired order)."""
+        order_id = event.order_id
+        current = self.records.get(order_id)
+        if current is None and order_id in self.expired_ids:
             self.late_halves += 1
             return None
-        current = self.records.get(event.order_id)
-        if current is None:
-            current = OrderRecord(event.order_id)
-        merged = current.merge(event, now + self.ttl_seconds)
-        if merged is current:
+        joined = join_event(current, event, now, self.ttl_seconds)
+        if joined is None or joined is current:
+            if joined is None and current is not None:  # it expired before this half came
+                self._retire(current)
+                self.late_halves += 1
             return None
-        self.records[event.order_id] = merged
-        return merged
+        self.records[order_id] = joined
+        return joined
+
+    def _retire(self, record: OrderRecord) -> None:
+        del self.records[record.order_id]
+        self.expired_ids.add(record.order_id)
+        self.stale.append(record)
+        self.expired += 1
 
     def expire(self, now: int) -> list[OrderRecord]:
-        """Drop records whose TTL has passed; returns them.
+        """Drop records whose TTL has passed; returns them (they are in ``stale`` too).
 
         A record's expiry is set when it is first seen, from a clock that never goes back,
         and a dict keeps first-insertion order: the expired records are a prefix.
         """
-        stale = []
+        found = []
         for record in self.records.values():
             if record.expires_at is None or record.expires_at > now:
                 break
-            stale.append(record)
-        for record in stale:
-            del self.records[record.order_id]
-            self.expired_ids.add(record.order_id)
-        self.expired += len(stale)
-        return stale
+            found.append(record)
+        for record in found:
+            self._retire(record)
+        return found
 
-    @property
-    def open_orders(self) -> int:
-        """Orders with one half and no outcome yet (neither paired nor cancelled)."""
-        return sum(
-            1
-            for r in self.records.values()
-            if (not r.submissions) != (not r.completions) and not r.cancelled
-        )
+    def take_stale(self) -> list[OrderRecord]:
+        """The records that expired since the last call, oldest first."""
+        stale, self.stale = self.stale, []
+        return stale

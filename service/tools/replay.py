@@ -82,24 +82,38 @@ def replay(
 
     The clock is the latest accepted event time, so a recording expires pending records
     as it would have live. An event later than the wall clock plus the allowed skew is
-    refused as the worker refuses it (unprocessable), and so cannot move the clock. A half
-    of an order whose record has expired is counted (``late_halves``) and never paired.
-    The result does not depend on the order of the envelopes, only on their set (and the
-    expiry horizon). The loop is the hot path of ``wait-times replay``.
+    refused as the worker refuses it (unprocessable), and so cannot move the clock. Events
+    are joined with ``join_event`` (through ``OrderBook``): a half of an order whose record
+    has expired is counted (``late_halves``) and never paired. The result does not depend
+    on the order of the envelopes, only on their set (and the expiry horizon).
     """
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
     book = OrderBook(ttl_seconds)
-    records = book.records
-    expired_ids = book.expired_ids
-    new_record = OrderRecord
-    parse = parse_envelope
     settled = _Settled(window_size, max_wait_seconds)
     result = ReplayResult({})
+    _feed(envelopes, book, settled, result, source, not_after, completion)
+    settled.add(book.take_stale())
+    settled.add(book.records.values())
+    result.windows = {key: Window(window_size, entries) for key, entries in settled.entries.items()}
+    result.anomalies = settled.anomalies
+    result.late_halves = book.late_halves
+    return result
+
+
+def _feed(
+    envelopes: Iterable[Any],
+    book: OrderBook,
+    settled: _Settled,
+    result: ReplayResult,
+    source: str | None,
+    not_after: int,
+    completion: str,
+) -> None:
+    """The hot loop of ``wait-times replay``: parse, join, sweep expired records now and then."""
+    apply = book.apply
+    parse = parse_envelope
     poison = result.poison
-    ignored = 0
-    now = 0
-    sweep_at = 0
-    events = 0
+    ignored = events = now = sweep_at = 0
     for envelope in envelopes:
         events += 1
         try:
@@ -114,31 +128,13 @@ def replay(
             continue
         if event.time > now:  # noqa: PLR1730 - the hot path: cheaper than a call to max
             now = event.time
-        order_id = event.order_id
-        current = records.get(order_id)
-        if current is None:
-            if order_id in expired_ids:
-                book.late_halves += 1
-                continue
-            records[order_id] = new_record(order_id).merge(event, now + ttl_seconds)
-        elif current.expires_at is not None and current.expires_at <= now:
-            # Its record expired before this half came: the order is done, as in the worker.
-            del records[order_id]
-            expired_ids.add(order_id)
-            settled.add((current,))
-            book.late_halves += 1
-        else:
-            records[order_id] = current.merge(event)
+        apply(event, now)
         if now >= sweep_at:
-            settled.add(book.expire(now))
+            book.expire(now)
+            settled.add(book.take_stale())
             sweep_at = now + SWEEP_EVERY_SECONDS
-    settled.add(records.values())
-    result.windows = {key: Window(window_size, entries) for key, entries in settled.entries.items()}
     result.events = events
     result.ignored = ignored
-    result.anomalies = settled.anomalies
-    result.late_halves = book.late_halves
-    return result
 
 
 class NotEventsError(ValueError):

@@ -1,0 +1,345 @@
+"""One flush: the messages processed together, as named steps (docs/decisions.md, "One
+flush, named steps").
+
+The pure steps take values and return named values; they call no port and no observer,
+so they are unit-tested without fakes:
+
+1. ``triage``: parse every message: order events, poison, ignored, duplicates in the flush;
+2. ``join_records``: each order's events in the flush joined into one record;
+3. ``sort_records``: the stored records sorted out, once per order: the records each key's
+   state must join, the redelivered orders per key, the anomalous orders not yet
+   reported, the halves that came after their order expired;
+4. ``to_publish``: which committed keys publish their average;
+5. ``final_poison``: which poison messages are on the receive that sends them to the DLQ.
+
+``Flush.run`` is the effectful sequence around them, in the order the delivery guarantees
+rest on: apply (order records), commit (windows), publish, mark anomalies, delete, then
+release poison. A crash anywhere before the delete means redelivery, and every effect is
+idempotent. It reports to the observer twice: what it received when it starts, and
+everything it did, in one place (``_report``), when its effects are durable.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import structlog
+
+from service.core.events import average_event, parse_body
+from service.core.orders import OrderEvent
+from service.core.pairing import Anomalous, OrderRecord, expired, join_event, outcome
+from service.core.window import WindowKey
+from service.errors import PoisonMessageError, WaitTimesError
+from service.lru import Lru
+from service.ports import (
+    AveragePublisher,
+    FlushOutcome,
+    Message,
+    Observer,
+    OrderQueue,
+    OrderStore,
+    Retry,
+    WindowChange,
+)
+from service.settings import WorkerOptions
+
+log = structlog.get_logger(__name__)
+
+MAX_TRACKED_PENDING = 200_000  # orders the pending gauge remembers (one LRU)
+
+
+# -- the pure steps ------------------------------------------------------------------------
+
+
+@dataclass
+class Triage:
+    """A flush's messages sorted by what they are."""
+
+    orders: list[tuple[Message, OrderEvent]] = field(default_factory=list)
+    poison: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
+    to_delete: list[Message] = field(default_factory=list)  # ignored, or twice in the flush
+    ignored: int = 0
+    redelivered: int = 0
+
+
+def triage(messages: Sequence[Message], options: WorkerOptions, *, now: int) -> Triage:
+    """Parse every message: order events, poison, ignored, duplicates in the flush. An event
+    stamped more than ``max_clock_skew_seconds`` after ``now`` is poison."""
+    sorted_out = Triage()
+    seen: set[str] = set()
+    not_after = now + options.max_clock_skew_seconds
+    for message in messages:
+        if message.message_id in seen:  # the same message twice in one flush
+            sorted_out.to_delete.append(message)
+            continue
+        seen.add(message.message_id)
+        if message.receive_count > 1:
+            sorted_out.redelivered += 1
+        try:
+            event = parse_body(
+                message.body,
+                source=options.source,
+                not_after=not_after,
+                completion=options.completion_event,
+            )
+        except PoisonMessageError as exc:
+            sorted_out.poison.append((message, exc))
+            continue
+        if event is None:
+            sorted_out.ignored += 1
+            sorted_out.to_delete.append(message)
+        else:
+            sorted_out.orders.append((message, event))
+    return sorted_out
+
+
+def join_records(
+    orders: Sequence[tuple[Message, OrderEvent]], *, now: int, ttl_seconds: int
+) -> list[OrderRecord]:
+    """One record per order: its events in this flush, joined (``join_event``)."""
+    joined: dict[str, OrderRecord] = {}
+    for _, event in orders:
+        record = join_event(joined.get(event.order_id), event, now, ttl_seconds)
+        if record is not None:  # a record made in this flush cannot be past its expiry
+            joined[event.order_id] = record
+    return list(joined.values())
+
+
+@dataclass
+class SortedRecords:
+    """The stored records of a flush's orders, sorted out for the window commit."""
+
+    by_key: dict[WindowKey, list[OrderRecord]] = field(default_factory=dict)
+    redelivered: dict[WindowKey, set[str]] = field(default_factory=dict)
+    anomalous: dict[str, Anomalous] = field(default_factory=dict)
+    current: list[OrderRecord] = field(default_factory=list)  # not expired, for the gauge
+    late_halves: int = 0
+
+
+def sort_records(
+    orders: Sequence[tuple[Message, OrderEvent]],
+    stored: dict[str, OrderRecord],
+    *,
+    now: int,
+    max_wait_seconds: int,
+) -> SortedRecords:
+    """Sort a flush's stored records out, once per order however many of its events the
+    flush holds: every key an order's submissions name hears about it once it has a
+    completion; an order delivered again is redelivered for those keys; an order whose
+    record expired before these halves came is done, its halves late and never paired
+    (DynamoDB deletes expired items lazily; docs/design.md, "Expiry")."""
+    by_order: dict[str, list[Message]] = defaultdict(list)
+    for message, event in orders:
+        by_order[event.order_id].append(message)
+    found = SortedRecords()
+    by_key: defaultdict[WindowKey, list[OrderRecord]] = defaultdict(list)
+    redelivered: defaultdict[WindowKey, set[str]] = defaultdict(set)
+    for order_id, messages in by_order.items():
+        record = stored[order_id]
+        if expired(record, now):
+            found.late_halves += len(messages)
+            continue
+        found.current.append(record)
+        if not record.completions:
+            continue
+        again = any(message.receive_count > 1 for message in messages)
+        for key in record.keys:
+            by_key[key].append(record)
+            if again:
+                redelivered[key].add(order_id)
+        paired = outcome(record, max_wait_seconds)
+        if isinstance(paired, Anomalous) and not record.anomaly_reported:
+            found.anomalous[order_id] = paired
+    found.by_key, found.redelivered = dict(by_key), dict(redelivered)
+    return found
+
+
+def to_publish(
+    changes: Sequence[WindowChange], records: SortedRecords, *, retried: bool
+) -> list[WindowChange]:
+    """The keys whose average goes out: a key whose window changed, and one whose window
+    holds a redelivered order (its publish may have been lost with a crashed worker). When
+    the commit was tried again (``retried``), an earlier attempt may have written some
+    keys before failing, so every key whose window holds one of the flush's orders."""
+    redelivered = records.redelivered
+    if retried:
+        redelivered = {key: {r.order_id for r in batch} for key, batch in records.by_key.items()}
+    return [
+        change
+        for change in changes
+        if change.state.window.samples
+        and (
+            change.changed
+            or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
+        )
+    ]
+
+
+def final_poison(
+    poison: Sequence[tuple[Message, PoisonMessageError]], redrive_limit: int | None
+) -> list[tuple[Message, PoisonMessageError]]:
+    """The poison messages on the receive after which the redrive policy moves them to the
+    dead-letter queue (every one without a DLQ): each is reported once, then."""
+    return [
+        (message, error)
+        for message, error in poison
+        if redrive_limit is None or message.receive_count >= redrive_limit
+    ]
+
+
+# -- the effects ---------------------------------------------------------------------------
+
+
+class PendingOrders:
+    """Orders seen with one half and no cancellation, for the pending-orders gauge: an
+    approximation, bounded by the one LRU to the most recent ``MAX_TRACKED_PENDING``."""
+
+    def __init__(self, capacity: int = MAX_TRACKED_PENDING) -> None:
+        self._orders: Lru[str, bool] = Lru(capacity)
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def track(self, records: Sequence[OrderRecord]) -> None:
+        """Remember the half-open orders among ``records``, forget the others."""
+        for record in records:
+            half_open = (not record.submissions) != (not record.completions)
+            if half_open and not record.cancelled:
+                self._orders.put(record.order_id, True)
+            else:
+                self._orders.discard(record.order_id)
+
+
+class Flush:
+    """Runs flushes: the pure steps above between the effects on the ports."""
+
+    def __init__(
+        self,
+        queue: OrderQueue,
+        store: OrderStore,
+        publisher: AveragePublisher,
+        observer: Observer,
+        options: WorkerOptions,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.store = store
+        self.publisher = publisher
+        self.observer = observer
+        self.options = options
+        self.clock = clock
+        self.pending = PendingOrders()
+
+    async def run(self, messages: Sequence[Message], retry: Retry) -> FlushOutcome:
+        """Make one flush's effects durable, publish, then delete it, each step that may
+        fail retriably run through ``retry`` (the worker's loop). Idempotent."""
+        started = time.perf_counter()
+        now = int(self.clock())
+        options = self.options
+        found = triage(messages, options, now=now)
+        self.observer.flush_started(len(messages), found.redelivered)
+        joined = join_records(found.orders, now=now, ttl_seconds=options.pending_ttl_seconds)
+        stored = await retry("apply", lambda: self.store.apply_all(joined, now))
+        records = sort_records(
+            found.orders, stored, now=now, max_wait_seconds=options.max_wait_seconds
+        )
+        self.pending.track(records.current)
+        averages = await self._commit(records, now, retry)
+        await self._publish(averages, retry)
+        marked = await self._mark_anomalies(records, retry)
+        to_delete = found.to_delete + [message for message, _ in found.orders]
+        deleted = await retry("delete", lambda: self.queue.delete(to_delete)) if to_delete else 0
+        outcome = FlushOutcome(
+            processed=len(found.orders),
+            ignored=found.ignored,
+            poison=len(found.poison),
+            published=len(averages),
+            deleted=deleted,
+            changed_keys=[c.key for c in averages if c.changed],
+            late_halves=records.late_halves,
+            anomalies=marked,
+            averages=averages,
+            final_poison=final_poison(found.poison, options.redrive_limit),
+            seconds=time.perf_counter() - started,
+        )
+        self._report(outcome)
+        if found.poison:
+            await self._release([message for message, _ in found.poison])
+        return outcome
+
+    async def _commit(self, records: SortedRecords, now: int, retry: Retry) -> list[WindowChange]:
+        """Join the records into their keys' stored states; the changes to publish."""
+        if not records.by_key:
+            return []
+        attempts: list[None] = []
+
+        def merge() -> Awaitable[list[WindowChange]]:
+            attempts.append(None)
+            return self.store.merge_all(records.by_key, now)
+
+        changes = await retry("merge", merge)
+        return to_publish(changes, records, retried=len(attempts) > 1)
+
+    async def _publish(self, averages: list[WindowChange], retry: Retry) -> None:
+        if not averages:
+            return
+        size = self.options.window_size
+        details = [average_event(c.key, c.state.window, c.state.version, size) for c in averages]
+        await retry("publish", lambda: self.publisher.publish(details))
+
+    async def _mark_anomalies(self, records: SortedRecords, retry: Retry) -> list[Anomalous]:
+        """Mark each anomalous order once; those this flush marked (only it reports them)."""
+        if not records.anomalous:
+            return []
+        kinds = {order_id: found.anomaly.value for order_id, found in records.anomalous.items()}
+        marked = await retry("mark", lambda: self.store.mark_anomalies(kinds))
+        return [records.anomalous[order_id] for order_id in sorted(marked)]
+
+    def _report(self, outcome: FlushOutcome) -> None:
+        """Everything a flush did, to the observer and the log, in one place."""
+        observer = self.observer
+        if outcome.late_halves:
+            observer.late_half(outcome.late_halves)
+        for change in outcome.averages:
+            window = change.state.window
+            observer.average_published(change.key, window.duration, window.samples)
+        for found in outcome.anomalies:
+            observer.anomaly(found.anomaly.value)
+            log.warning(
+                "wait_anomaly",
+                order_id=found.order_id,
+                tenant=found.key[0],
+                drink=found.key[1],
+                wait_s=found.wait,
+                kind=found.anomaly.value,
+            )
+        observer.flush_finished(
+            processed=outcome.processed,
+            ignored=outcome.ignored,
+            deleted=outcome.deleted,
+            seconds=outcome.seconds,
+            windows_tracked=self.store.cached_windows,
+            pending_orders=len(self.pending),
+        )
+        for message, error in outcome.final_poison:
+            observer.poison(error.reason)
+            log.error(
+                "poison_message",
+                message_id=message.message_id,
+                reason=error.reason,
+                detail=error.detail,
+                receive_count=message.receive_count,
+                dead_letter=self.options.redrive_limit is not None,
+            )
+
+    async def _release(self, poison: list[Message]) -> None:
+        """Make poison visible again at once, so it reaches the DLQ quickly."""
+        try:
+            await self.queue.change_visibility(poison, 0)
+        except WaitTimesError as exc:
+            # Not released early, it returns after the visibility timeout all the same.
+            log.warning("poison_release_failed", error=str(exc)[:300])

@@ -1,0 +1,194 @@
+"""One contract for both stores: the same cases against ``FakeStore`` and ``DynamoStore``.
+
+The fake drives most worker tests; the real adapter runs on moto (DynamoDB on both
+emulators is moto). Both commit windows with the one window rule
+(``service.core.commit.WindowCommit``); these cases hold them to the same observable
+behaviour, so they cannot drift apart silently: order records joined and read back, the
+expiry set once, windows written at version + 1 only when they change, a lost race re-read
+and joined, anomalies marked once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+import pytest
+
+from service.aws import items
+from service.aws.store import DynamoStore
+from service.core.orders import OrderEvent, Role
+from service.core.pairing import OrderRecord
+from service.core.window import WindowKey
+from service.ports import OrderStore, WindowChange
+from tests.fakes import FakeStore, RecordingObserver
+from tests.helpers import DYNAMODB_ONLY, Aws
+
+pytestmark = pytest.mark.integration
+
+KEY: WindowKey = ("NYC", "Latte")
+TTL = 86400
+MAX_WAIT = 7200
+
+
+def submitted(order_id: str, at: int, tenant: str = "NYC", drink: str = "Latte") -> OrderRecord:
+    return OrderRecord(order_id).merge(OrderEvent(Role.SUBMITTED, order_id, at, tenant, drink))
+
+
+def completed(order_id: str, at: int) -> OrderRecord:
+    return OrderRecord(order_id).merge(OrderEvent(Role.COMPLETED, order_id, at))
+
+
+def paired(order_id: str, at: int, wait: int) -> OrderRecord:
+    return submitted(order_id, at).join(completed(order_id, at + wait))
+
+
+@dataclass
+class Subject:
+    """A store under contract, a second writer on the same durable state, its observer."""
+
+    store: OrderStore
+    other: Callable[[WindowKey, Sequence[OrderRecord], int], Awaitable[None]]
+    observer: RecordingObserver
+
+
+@pytest.fixture(params=["fake", "dynamodb"])
+async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Subject]:
+    """Each store in turn (``aws``, freshly provisioned moto: only the real adapter uses it)."""
+    observer = RecordingObserver()
+    if request.param == "fake":
+        fake = FakeStore(ttl_seconds=TTL, max_wait_seconds=MAX_WAIT, observer=observer)
+
+        async def bump(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
+            fake.bump(key, records)
+
+        yield Subject(fake, bump, observer)
+        return
+
+    def dynamo(observer: RecordingObserver | None) -> DynamoStore:
+        return DynamoStore(
+            aws.clients.dynamodb,
+            aws.settings.table_name,
+            window_size=10,
+            ttl_seconds=TTL,
+            max_wait_seconds=MAX_WAIT,
+            observer=observer,
+        )
+
+    second = dynamo(None)
+
+    async def merge(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
+        await second.merge_all({key: list(records)}, now)
+
+    yield Subject(dynamo(observer), merge, observer)
+
+
+def only(changes: list[WindowChange]) -> WindowChange:
+    assert len(changes) == 1
+    return changes[0]
+
+
+@DYNAMODB_ONLY
+async def test_records_are_joined_and_read_back_with_the_first_expiry(subject: Subject) -> None:
+    store = subject.store
+    assert await store.apply_all([], now=1000) == {}
+    first = await store.apply_all([submitted("a", 100)], now=1000)
+    assert first["a"].submissions == ((100, "NYC", "Latte"),)
+    assert first["a"].expires_at == 1000 + TTL
+    again = await store.apply_all([completed("a", 160)], now=5000)
+    assert again["a"].submissions == ((100, "NYC", "Latte"),)
+    assert again["a"].completions == (160,)
+    assert again["a"].expires_at == 1000 + TTL  # set once, by the first writer
+
+
+@DYNAMODB_ONLY
+async def test_many_records_at_once_take_the_same_join(subject: Subject) -> None:
+    """Two orders take single updates in DynamoStore, more a transaction: same result."""
+    store = subject.store
+    ids = [f"o{i}" for i in range(5)]
+    await store.apply_all([submitted(o, 100 + i) for i, o in enumerate(ids)], now=1000)
+    both = await store.apply_all([completed(o, 200) for o in ids], now=1001)
+    assert sorted(both) == ids
+    for i, order_id in enumerate(ids):
+        assert both[order_id].submitted_at == 100 + i and both[order_id].completed_at == 200
+        assert both[order_id].expires_at == 1000 + TTL
+
+
+@DYNAMODB_ONLY
+async def test_a_window_is_written_at_the_next_version_only_when_it_changes(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    first = only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1000))
+    assert first.changed and first.state.version == 1
+    assert first.state.window.duration == 60.0 and first.state.window.samples == 1
+    same = only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1001))
+    assert not same.changed and same.state.version == 1
+    second = only(await store.merge_all({KEY: [paired("b", 200, 30)]}, now=1002))
+    assert second.changed and second.state.version == 2
+    assert second.state.window.duration == 45.0
+
+
+@DYNAMODB_ONLY
+async def test_a_lost_race_is_read_again_and_joined(subject: Subject) -> None:
+    store = subject.store
+    only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1000))
+    await subject.other(KEY, [paired("b", 200, 20)], 1000)  # behind this store's cache
+    change = only(await store.merge_all({KEY: [paired("c", 300, 40)]}, now=1000))
+    assert change.changed and change.state.version == 3
+    assert sorted(e.order_id for e in change.state.window.entries) == ["a", "b", "c"]
+    assert subject.observer.counts["window_conflict"] == 1
+
+
+@DYNAMODB_ONLY
+async def test_every_submission_key_hears_of_an_order_and_the_earliest_counts(
+    subject: Subject,
+) -> None:
+    """An order submitted twice under two drinks belongs to the earliest submission's key;
+    the other key's state holds it and shows nothing."""
+    other_key: WindowKey = ("NYC", "Mocha")
+    record = submitted("a", 100).join(submitted("a", 110, drink="Mocha")).join(completed("a", 160))
+    changes = await subject.store.merge_all({KEY: [record], other_key: [record]}, now=1000)
+    by_key = {change.key: change for change in changes}
+    assert by_key[KEY].state.window.duration == 60.0
+    assert by_key[other_key].state.window.samples == 0
+
+
+@DYNAMODB_ONLY
+async def test_records_settle_when_they_expire_and_still_count(subject: Subject) -> None:
+    record = paired("a", 100, 60)._replace(expires_at=1500)
+    first = only(await subject.store.merge_all({KEY: [record]}, now=1000))
+    assert first.state.window.duration == 60.0
+    later = paired("b", 1600, 20)._replace(expires_at=90000)
+    change = only(await subject.store.merge_all({KEY: [later]}, now=2000))
+    assert change.changed and change.state.version == 2
+    assert [e.order_id for e in change.state.window.entries] == ["b", "a"]
+
+
+@DYNAMODB_ONLY
+async def test_an_anomaly_is_marked_once(subject: Subject) -> None:
+    store = subject.store
+    await store.apply_all([submitted("a", 100).join(completed("a", 90))], now=1000)
+    assert await store.mark_anomalies({"a": "negative_wait"}) == {"a"}
+    assert await store.mark_anomalies({"a": "negative_wait"}) == set()
+    stored = await store.apply_all([completed("a", 90)], now=1001)
+    assert stored["a"].anomaly_reported
+
+
+@DYNAMODB_ONLY
+async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aws) -> None:
+    """``items.order_item`` (the cost benchmark's seeding) is the layout the update leaves."""
+    record = submitted("a", 100).join(completed("a", 160))._replace(cancelled=True)
+    table = aws.settings.table_name
+    await aws.clients.dynamodb.put_item(
+        TableName=table, Item=items.order_item(record._replace(order_id="seeded"), 2000)
+    )
+    await aws.clients.dynamodb.update_item(**items.order_update(record, table, 2000))
+    read = {}
+    for order_id in ("seeded", "a"):
+        found = await aws.clients.dynamodb.get_item(
+            TableName=table, Key={items.KEY: {"S": items.order_pk(order_id)}}, ConsistentRead=True
+        )
+        read[order_id] = items.record_from_item("a", found["Item"])
+    assert read["seeded"] == read["a"]
+    assert read["a"].cancelled and read["a"].completions == (160,)

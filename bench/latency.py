@@ -341,8 +341,8 @@ async def measure_real_process(settings: Settings, orders_count: int) -> dict[st
         for name in after
         if name.startswith("wait_times_aws_calls_total{")
     }
-    batches = after["wait_times_batch_seconds_count"] - before["wait_times_batch_seconds_count"]
-    batch_s = after["wait_times_batch_seconds_sum"] - before["wait_times_batch_seconds_sum"]
+    flushes = after["wait_times_flush_seconds_count"] - before["wait_times_flush_seconds_count"]
+    flush_s = after["wait_times_flush_seconds_sum"] - before["wait_times_flush_seconds_sum"]
     return {
         "bare": summary_ms(bare),
         "forwarder": summary_ms(forward),
@@ -350,8 +350,8 @@ async def measure_real_process(settings: Settings, orders_count: int) -> dict[st
         "ratio_p50": round(percentile(worker, 50) / percentile(bare, 50), 2),
         "forwarder_ratio_p50": round(percentile(forward, 50) / percentile(bare, 50), 2),
         "worker_over_forwarder_p50": round(percentile(worker, 50) / percentile(forward, 50), 2),
-        "worker_batches": int(batches),
-        "worker_batch_mean_ms": round(batch_s / max(batches, 1) * 1000, 2),
+        "worker_flushes": int(flushes),
+        "worker_flush_mean_ms": round(flush_s / max(flushes, 1) * 1000, 2),
         "worker_aws_calls_during_timing": {k: int(v) for k, v in sorted(calls.items()) if v},
         "bare_put_events_call": summary_ms(capture.put_calls[WARMUP_ORDERS:]),
         "worker_cpu_s_total": round(worker_cpu, 2),
@@ -514,7 +514,7 @@ async def measure(report: dict[str, Any], orders: int) -> None:
         f"  the bare probe's PutEvents call alone: p50 "
         f"{headline['bare_put_events_call']['p50_ms']} ms (moto enqueues on the rule's target "
         "inside that call; the rest of the round trip is the long poll waking and answering)\n"
-        f"  worker batch (receive excluded) mean {headline['worker_batch_mean_ms']} ms; "
+        f"  worker flush (its receives excluded) mean {headline['worker_flush_mean_ms']} ms; "
         f"AWS calls during the timed part: {headline['worker_aws_calls_during_timing']}"
     )
     print(f"  where the time goes (in-process worker, {split_orders} orders, p50 / p99 ms):")

@@ -19,7 +19,7 @@ state is built honestly inside a real worker process instead:
   ``PendingOrders.track`` (``worker.flush.pending``, what every flush does). Open orders' records
   live in DynamoDB, not in the worker: the tracker of their ids is all the worker holds.
 * Both modes then process a few hundred real messages from the queue (submissions and
-  completions on keys of the filled windows), so the peak includes real batches on top
+  completions on keys of the filled windows), so the peak includes real flushes on top
   of the state. The peak is the child's VmHWM (its RSS high-water mark).
 
 Also measured: the peak RSS of ``wait-times replay`` over 100,000 open orders

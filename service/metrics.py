@@ -59,9 +59,9 @@ class Metrics:
             "Messages deleted after their effect was durable",
             registry=r,
         )
-        self.batch_seconds = Histogram(
-            "wait_times_batch_seconds",
-            "Time to process one received batch, receive excluded",
+        self.flush_seconds = Histogram(
+            "wait_times_flush_seconds",
+            "Time to process one flush (one or several receives), its receives excluded",
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
@@ -106,7 +106,8 @@ class Metrics:
         )
         self.dynamodb_items = Counter(
             "wait_times_dynamodb_items",
-            "Items the store wrote or read, by DynamoDB operation (items per call shows batching)",
+            "Items the store wrote or read, by DynamoDB operation (a BatchGetItem or "
+            "TransactWriteItems call carries several)",
             ["operation"],
             registry=r,
         )
@@ -117,7 +118,7 @@ class Metrics:
         )
         self.visibility_extensions = Counter(
             "wait_times_visibility_extensions",
-            "Heartbeats that kept a slow batch invisible",
+            "Heartbeats that kept a slow flush's messages invisible",
             registry=r,
         )
         self.pending_orders = Gauge(
@@ -209,7 +210,7 @@ class PrometheusObserver:
         self.health = health
 
     def flush_started(self, messages: int, redelivered: int) -> None:
-        """Count a flush's received messages."""
+        """Count a flush's messages (those of all its receives) and its size."""
         self.metrics.flush_messages.observe(messages)
         self.metrics.messages_received.inc(messages)
         self.metrics.messages_redelivered.inc(redelivered)
@@ -224,12 +225,13 @@ class PrometheusObserver:
         windows_tracked: int,
         pending_orders: int,
     ) -> None:
-        """Count what a flush did; its success also means the dependencies answer."""
+        """Count what a flush did and how long it took (its receives excluded); its success
+        also means the dependencies answer."""
         m = self.metrics
         m.messages_processed.inc(processed)
         m.messages_ignored.inc(ignored)
         m.messages_deleted.inc(deleted)
-        m.batch_seconds.observe(seconds)
+        m.flush_seconds.observe(seconds)
         m.windows_tracked.set(windows_tracked)
         m.pending_orders.set(pending_orders)
         self.dependencies_ok()
@@ -251,7 +253,7 @@ class PrometheusObserver:
         self.metrics.observe_average(key, duration, samples)
 
     def visibility_extended(self) -> None:
-        """Count a heartbeat."""
+        """Count a heartbeat of a slow flush (one for all its messages)."""
         self.metrics.visibility_extensions.inc()
 
     def aws_call(self, service: str, operation: str) -> None:

@@ -20,7 +20,10 @@ from service.errors import PoisonMessageError, WaitTimesError
 
 T = TypeVar("T")
 
-SQS_BATCH_LIMIT = 10  # messages per receive, entries per delete or visibility batch
+# AWS's own limit, in AWS's word "batch": at most 10 messages per ReceiveMessage (one
+# receive) and 10 entries per DeleteMessageBatch or ChangeMessageVisibilityBatch. A flush
+# (what the worker processes together) may hold several receives.
+SQS_BATCH_LIMIT = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +63,18 @@ class WindowChange:
 
 class OrderQueue(Protocol):
     """Where messages come from (SQS in production). At-least-once: anything not deleted
-    comes back after ``visibility_timeout`` seconds."""
+    comes back after ``visibility_timeout`` seconds.
+
+    A *receive* is one call of ``receive`` (one SQS ReceiveMessage); a *flush* is what the
+    worker processes together: one receive, or several while they come back full.
+    """
 
     visibility_timeout: int
 
     async def receive(self, wait_seconds: int | None = None) -> list[Message]:
-        """Up to ``SQS_BATCH_LIMIT`` messages, waiting up to ``wait_seconds`` for the first
-        (None: the queue's long poll; 0: only what is waiting). Empty when none came."""
+        """One receive: up to ``SQS_BATCH_LIMIT`` messages, waiting up to ``wait_seconds``
+        for the first (None: the queue's long poll; 0: only what is waiting). Empty when
+        none came."""
         ...
 
     async def is_drained(self) -> bool:
@@ -74,8 +82,9 @@ class OrderQueue(Protocol):
         ...
 
     async def delete(self, messages: Sequence[Message]) -> int:
-        """Delete messages whose effect is durable; returns how many the queue confirmed. A
-        stale receipt (another receiver has the message now) is not an error."""
+        """Delete messages whose effect is durable (a flush's, however many receives brought
+        them); returns how many the queue confirmed. A stale receipt (another receiver has
+        the message now) is not an error."""
         ...
 
     async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
@@ -133,7 +142,8 @@ class Observer(Protocol):
     """Everything the worker and the adapters report: metrics, readiness. One seam."""
 
     def flush_started(self, messages: int, redelivered: int) -> None:
-        """A flush of ``messages`` received messages (``redelivered`` of them seen before)."""
+        """A flush starts: ``messages`` messages from one or several receives, processed
+        together (``redelivered`` of them received before)."""
         ...
 
     def flush_finished(
@@ -146,7 +156,8 @@ class Observer(Protocol):
         windows_tracked: int,
         pending_orders: int,
     ) -> None:
-        """A flush made its effects durable, published and deleted its messages."""
+        """A flush made its effects durable, published and deleted its messages;
+        ``seconds`` is how long that took, its receives excluded."""
         ...
 
     def poison(self, reason: str) -> None:

@@ -677,7 +677,7 @@ async def test_stack_on_the_emulator_serves_the_worker(cloud: Cloud) -> None:
         assert published is not None
         assert published >= len(windows)
 
-        # Every call the worker made is one the task role grants (the batched paths ran).
+        # Every call the worker made is one the task role grants (the multi-item paths ran).
         made = {
             (s.labels["service"], s.labels["operation"])
             for s in next(iter(metrics.aws_calls.collect())).samples

@@ -115,7 +115,7 @@ async def test_a_hard_killed_worker_and_a_new_one_give_the_same_windows(aws: Aws
         await wait_until(
             lambda: metrics.messages_processed._value.get() >= 60, 60, "60 processed messages"
         )
-        group.cancel_scope.cancel()  # a crash: no drain, in-flight batches abandoned
+        group.cancel_scope.cancel()  # a crash: no drain, the flush in flight abandoned
     await burst(settings)
     expected = expected_rows(as_envelopes(events, settings.source), settings)
     assert await aws.stored_rows() == expected
@@ -270,7 +270,7 @@ async def test_poison_messages_reach_the_dlq_and_good_ones_are_processed(aws: Aw
     assert await aws.stored_rows() == expected_rows(envelopes, aws.settings)
 
 
-async def test_the_same_message_twice_in_one_batch_is_deleted_without_error(aws: Aws) -> None:
+async def test_the_same_message_twice_in_one_flush_is_deleted_without_error(aws: Aws) -> None:
     events = generated(orders=1, seed=1)
     envelope = as_envelopes(events, aws.settings.source)[0]
     await aws.clients.sqs.send_message(

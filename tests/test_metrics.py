@@ -94,7 +94,7 @@ async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
             "wait_times_messages_processed_total",
             "wait_times_messages_ignored_total",
             "wait_times_messages_failed_total",
-            "wait_times_batch_seconds_bucket",
+            "wait_times_flush_seconds_bucket",
             "wait_times_flush_messages_bucket",
             'wait_times_dynamodb_items_total{operation="',
             "wait_times_events_published_total",

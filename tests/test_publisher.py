@@ -1,4 +1,4 @@
-"""PutEvents batching and retry of refused entries (FailedEntryCount)."""
+"""PutEvents: ten entries per call, and retry of refused entries (FailedEntryCount)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""SQS adapters: the OrderQueue port (long-poll receive, batched deletes, visibility changes)
+"""SQS adapters: the OrderQueue port (receives: long-poll ReceiveMessage; deletes and
+visibility changes, ten entries per DeleteMessageBatch or ChangeMessageVisibilityBatch)
 and the QueueDepthSource port (a queue's depth, for the queue and its dead-letter queue).
 
 Each request is made once (botocore's own two attempts inside); failures are raised as the
@@ -37,7 +38,7 @@ class SqsQueue:
         self.wait_seconds = wait_seconds
 
     async def receive(self, wait_seconds: int | None = None) -> list[Message]:
-        """Long-poll for up to ten messages."""
+        """One receive: one ReceiveMessage, long-polling for up to ten messages."""
         response = await call(
             "sqs.ReceiveMessage",
             partial(
@@ -65,10 +66,11 @@ class SqsQueue:
         return depth.visible == 0 and depth.in_flight == 0
 
     async def delete(self, messages: Sequence[Message]) -> int:
-        """Delete messages in batches of ten; returns how many SQS confirmed.
+        """Delete messages (a flush's), ten per DeleteMessageBatch; returns how many SQS
+        confirmed.
 
         Receipt handles are deduplicated and entry ids are positions, so the same message
-        twice in one batch never trips ``BatchEntryIdsNotDistinct``.
+        twice in one flush never trips ``BatchEntryIdsNotDistinct``.
         """
         messages = distinct(messages)
         deleted = 0
@@ -97,7 +99,8 @@ class SqsQueue:
         return deleted
 
     async def change_visibility(self, messages: Sequence[Message], seconds: int) -> None:
-        """Set the visibility timeout of messages (heartbeat, or 0 to release them)."""
+        """Set the visibility timeout of messages (a flush's heartbeat, or 0 to release
+        them), ten per ChangeMessageVisibilityBatch."""
         messages = distinct(messages)
         for start in range(0, len(messages), SQS_BATCH_LIMIT):
             chunk = messages[start : start + SQS_BATCH_LIMIT]
@@ -121,7 +124,8 @@ class SqsQueue:
 
 
 def distinct(messages: Sequence[Message]) -> list[Message]:
-    """Messages with distinct receipt handles, in their order (SQS refuses repeats in a batch)."""
+    """Messages with distinct receipt handles, in their order (SQS refuses repeats in one
+    DeleteMessageBatch or ChangeMessageVisibilityBatch)."""
     return list({m.receipt_handle: m for m in messages}.values())
 
 

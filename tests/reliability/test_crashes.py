@@ -76,8 +76,8 @@ async def _feed(aws: Aws, bodies: list[str], parts: int, every: float) -> None:
 
 
 async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws) -> None:
-    # Every kill abandons up to 20 received messages, so one message can be in flight in
-    # several crashed batches; past maxReceiveCount SQS moves it to the DLQ by design. The
+    # Every kill abandons the killed worker's flush in flight, so one message can be in
+    # several crashed flushes; past maxReceiveCount SQS moves it to the DLQ by design. The
     # threshold is raised above the number of kills so that any message missing at the end
     # was lost by the service, not redriven by the policy.
     await set_max_receive_count(aws, 40)

@@ -122,13 +122,13 @@ async def test_emulator_unreachable_for_10_s_mid_stream(aws: Aws, proxy: FaultPr
     assert seen[0] == 200 and 503 in seen and seen[-1] == 200, seen
 
 
-async def test_batches_slower_than_the_visibility_timeout(aws: Aws, proxy: FaultProxy) -> None:
+async def test_flushes_slower_than_the_visibility_timeout(aws: Aws, proxy: FaultProxy) -> None:
     traffic = messy_traffic(40, seed=5)
     await send_bodies(aws, traffic.bodies)
     settings = aws.settings.through(proxy.url)
     assert settings.visibility_timeout_seconds == 5
-    # 6 s on a quarter of the window writes and heartbeats: batches outlive the 5 s
-    # visibility timeout; a late heartbeat lets a batch's messages reappear meanwhile.
+    # 6 s on a quarter of the window writes and heartbeats: flushes outlive the 5 s
+    # visibility timeout; a late heartbeat lets a flush's messages reappear meanwhile.
     # A schedule, not dice: the first two order or window writes take 6 s, so the first
     # flushes outlive the 5 s visibility timeout and only their heartbeats (never delayed
     # here: a heartbeat of a large flush is several requests, and delaying any of them

@@ -41,7 +41,7 @@ async def test_sigterm_during_a_burst_ten_times(aws: Aws) -> None:
         worker = WorkerProcess(env)
         try:
             await wait_until(lambda: worker.logged("worker_started"), 30, "the worker")  # noqa: B023 - awaited at once
-            await anyio.sleep(rng.uniform(0.2, 1.5))  # mid-batch, most of the time
+            await anyio.sleep(rng.uniform(0.2, 1.5))  # mid-flush, most of the time
             signalled = time.monotonic()
             worker.terminate()
             await wait_until(lambda: not worker.alive(), 30, "exit within 30 s")  # noqa: B023 - awaited at once

@@ -232,8 +232,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         "summary": "The average wait of one drink at one tenant changed.",
         "description": (
             "Published by wait-times, one event per (eventId, drink) whose window changed in "
-            "a processed batch. Keep the highest detail.version per (eventId, drink): an "
-            "event may arrive late, out of order, or twice with the same version. "
+            "a flush (the messages processed together). Keep the highest detail.version per "
+            "(eventId, drink): an event may arrive late, out of order, or twice with the same version. "
             "detail.duration is null when no order in the window counts."
         ),
         "contentType": "application/json",
@@ -345,7 +345,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "sendDrinkAverageTime": {
                 "action": "send",
                 "title": "Publish averages",
-                "summary": "One event per changed (eventId, drink) window per batch.",
+                "summary": "One event per changed (eventId, drink) window per flush.",
                 "channel": {"$ref": "#/channels/drinkAverages"},
                 "messages": [{"$ref": "#/channels/drinkAverages/messages/drinkAverageTime"}],
             },

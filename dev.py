@@ -6,7 +6,7 @@ Commands:
   test [PYTEST ARGS]    the test suite (``-m unit``: the pure tier, seconds)
   lint                  ruff check and ruff format --check
   format                ruff format, then ruff check --fix
-  typecheck             mypy: service/ strictly, tests/ and bench/ in default mode
+  typecheck             mypy: service/ and testing/ strictly, tests/ and bench/ in default mode
   bench [PART]          the benchmark (prints figures, writes bench/out/results.json)
   run COMMAND [ARGS]    any ``wait-times`` sub-command from .venv (run, provision, play, ...)
   help, -h, --help      this text

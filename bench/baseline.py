@@ -1,11 +1,11 @@
 """The original extension's design, as a plain consumer, for the cost comparison.
 
-What the first version did for every order (DESIGN.md): store each submission and each
-completion as its own DynamoDB write; on each completion, query every stored order of
-that drink, average the latest N and put one event. The original drove this with Step
-Functions and Lambda; here the same DynamoDB and EventBridge work is done by a loop on an
-SQS queue fed by the same rule, so both designs run on one emulator with the same events.
-Like the original, it mixes all tenants into one average per drink.
+What the first version did for every order (docs/performance.md, part 2): store each
+submission and each completion as its own DynamoDB write; on each completion, query every
+stored order of that drink, average the latest N and put one event. The original drove
+this with Step Functions and Lambda; here the same DynamoDB and EventBridge work is done by
+a loop on an SQS queue fed by the same rule, so both designs run on one emulator with the
+same events. Like the original, it mixes all tenants into one average per drink.
 """
 
 from __future__ import annotations

@@ -57,8 +57,8 @@ from service.aws.provision import provision
 from service.core.events import role_of
 from service.settings import Settings
 from service.tools.emulator import Emulator
-from service.tools.localstack import LocalStack
 from service.tools.player import TrafficGenerator, put_entries, to_entry
+from testing.localstack import LocalStack
 
 SETUPS = ("moto", "localstack")
 WORKER_COUNTS = (1, 2)

@@ -21,7 +21,7 @@ import pytest_timeout
 from service.aws.clients import open_clients
 from service.aws.provision import provision
 from service.tools.emulator import Emulator
-from service.tools.localstack import LocalStack
+from testing.localstack import LocalStack
 from tests.helpers import (
     CAPTURE_QUEUE,
     DATA,

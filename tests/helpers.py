@@ -22,9 +22,9 @@ from service.metrics import Metrics
 from service.ports import WindowState
 from service.settings import Settings
 from service.tools.emulator import Emulator
-from service.tools.localstack import LocalStack
 from service.tools.player import TrafficGenerator, put_entries, to_entry
 from service.tools.replay import replay
+from testing.localstack import LocalStack
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "serverlesspresso-events"

@@ -48,7 +48,7 @@ from tests.helpers import Cloud, make_settings, scan_windows
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE_PATH = ROOT / "deploy" / "ecs" / "wait-times.yaml"
 
-# The worker's AWS calls (service/queue.py, store.py, publisher.py, app.py), one set per
+# The worker's AWS calls (service/aws/queue.py, store.py, publisher.py, service/app.py), one set per
 # resource: the task role must grant exactly these, on exactly that resource.
 WORKER_ACTIONS = {
     "Queue": {

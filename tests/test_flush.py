@@ -253,7 +253,7 @@ async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> Non
 
 @DYNAMODB_ONLY
 async def test_a_cancelled_transaction_on_the_emulator_changes_nothing(aws: Aws) -> None:
-    """The emulator's cheap rollback (service/emulator.py) keeps transactions all-or-nothing."""
+    """The emulator's cheap rollback (service/tools/emulator.py) keeps transactions all-or-nothing."""
     ddb, table = aws.clients.dynamodb, aws.settings.table_name
     await ddb.put_item(TableName=table, Item={"pk": {"S": "a"}, "n": {"N": "1"}})
     await ddb.put_item(TableName=table, Item={"pk": {"S": "c"}, "v": {"N": "5"}})

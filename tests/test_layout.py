@@ -94,3 +94,14 @@ def test_adapters_take_typed_clients() -> None:
         text = path.read_text()
         assert "client: Any" not in text, path.name
         assert "client: object" not in text, path.name
+
+
+def test_every_module_of_the_package_is_run_by_a_command() -> None:
+    # The image installs service/ and nothing else: a module only tests or the benchmark
+    # import belongs outside it (testing/; docs/decisions.md, "Test infrastructure lives
+    # outside the package"). A package counts as reached when one of its modules is.
+    reached = closure("service.cli") | {"service.cli"}
+    unused = sorted(
+        m for m in MODULES if m not in reached and not any(r.startswith(f"{m}.") for r in reached)
+    )
+    assert not unused, unused

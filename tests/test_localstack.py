@@ -1,4 +1,4 @@
-"""service/tools/localstack.py: loopback only, files under .tools, a port it does not own is
+"""testing/localstack.py: loopback only, files under .tools, a port it does not own is
 refused, and a LocalStack that ignores SIGTERM is killed after its deadline."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from service.tools.localstack import port_is_taken, stop_process
+from testing.localstack import port_is_taken, stop_process
 from tests.helpers import ROOT, Cloud
 
 pytestmark = pytest.mark.integration
@@ -58,7 +58,7 @@ def test_a_taken_port_is_refused(tmp_path: Path) -> None:
             [
                 sys.executable,
                 "-m",
-                "service.tools.localstack",
+                "testing.localstack",
                 "--python",
                 str(tmp_path / "never-run"),
                 "--root",

@@ -1,4 +1,4 @@
-"""The reference model: expected final windows from a set of events, written from DESIGN.md.
+"""The reference model: expected final windows from a set of events, from docs/design.md.
 
 Deliberately independent of ``service/``: no pairing, window or replay code is imported,
 and nothing here is clever. It works on the *set* of events (duplicates collapse), so it

@@ -5,7 +5,7 @@ moto: LocalStack's needs Amazon's DynamoDB Local and a JDK, downloaded at first 
 LocalStack lives in its own pinned virtual environment (``python3 dev.py`` installs it into
 ``.tools/localstack`` from ``localstack-requirements.txt``); this module only runs it.
 
-``python -m service.tools.localstack --python <its python> --root <folder>`` starts it on
+``python -m testing.localstack --python <its python> --root <folder>`` starts it on
 loopback, prints ``listening <url> <pid>`` once SQS and EventBridge answer, and stops it
 when its standard input closes (so it never outlives its parent) or on SIGTERM. It refuses
 to start while the port is taken. LocalStack can hang in "Stopping all services" after
@@ -68,11 +68,11 @@ class LocalStack(Emulator):
         self._clients: dict[str, Any] = {}
 
     def command(self) -> list[str]:
-        """``python -m service.tools.localstack`` with this instance's options."""
+        """``python -m testing.localstack`` with this instance's options."""
         return [
             sys.executable,
             "-m",
-            "service.tools.localstack",
+            "testing.localstack",
             "--python",
             str(self.python),
             "--root",

@@ -16,7 +16,7 @@ rule (``service.core.commit.WindowCommit``) says, within its limits.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING
 
@@ -134,44 +134,7 @@ class DynamoStore:
         self._items("TransactWriteItems", len(actions))
 
     async def _get_items(self, pks: Iterable[str]) -> dict[str, items.Item]:
-        """Strongly consistent BatchGetItem of distinct keys; absent keys are left out.
-
-        DynamoDB hands back what it could not read under load (UnprocessedKeys): those are
-        asked for again after a short backoff, a bounded number of times.
-        """
-        pending = list(dict.fromkeys(pks))
-        found: dict[str, items.Item] = {}
-        rounds = 0
-        while pending:
-            chunk, pending = pending[:BATCH_GET_LIMIT], pending[BATCH_GET_LIMIT:]
-            response = await call(
-                "dynamodb.BatchGetItem",
-                partial(
-                    self.client.batch_get_item,
-                    RequestItems={
-                        self.table_name: {
-                            "Keys": [{items.KEY: {"S": pk}} for pk in chunk],
-                            "ConsistentRead": True,
-                        }
-                    },
-                ),
-            )
-            self._items("BatchGetItem", len(chunk))
-            for item in response.get("Responses", {}).get(self.table_name, []):
-                found[item[items.KEY]["S"]] = item
-            unprocessed = response.get("UnprocessedKeys", {}).get(self.table_name)
-            left = [key[items.KEY]["S"] for key in unprocessed["Keys"]] if unprocessed else []
-            if left:
-                if rounds >= MAX_UNPROCESSED_ROUNDS:
-                    raise DependencyError(
-                        f"BatchGetItem left {len(left)} keys unprocessed {rounds} times",
-                        operation="dynamodb.BatchGetItem",
-                        code="UnprocessedKeys",
-                    )
-                pending = left + pending
-                await anyio.sleep(CONTENTION.delay(rounds))
-                rounds += 1
-        return found
+        return await batch_get(self.client, self.table_name, pks, self._items)
 
     async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
         """Set each order's anomaly mark (order id → kind) unless already set; returns the
@@ -302,3 +265,49 @@ class DynamoStore:
             raise
         self._items("PutItem", 1)
         return True
+
+
+async def batch_get(
+    client: DynamoDBClient,
+    table_name: str,
+    pks: Iterable[str],
+    count_items: Callable[[str, int], None],
+) -> dict[str, items.Item]:
+    """Strongly consistent BatchGetItem of distinct keys; absent keys are left out.
+
+    DynamoDB hands back what it could not read under load (UnprocessedKeys): those are
+    asked for again after a short backoff, a bounded number of times.
+    """
+    pending = list(dict.fromkeys(pks))
+    found: dict[str, items.Item] = {}
+    rounds = 0
+    while pending:
+        chunk, pending = pending[:BATCH_GET_LIMIT], pending[BATCH_GET_LIMIT:]
+        response = await call(
+            "dynamodb.BatchGetItem",
+            partial(
+                client.batch_get_item,
+                RequestItems={
+                    table_name: {
+                        "Keys": [{items.KEY: {"S": pk}} for pk in chunk],
+                        "ConsistentRead": True,
+                    }
+                },
+            ),
+        )
+        count_items("BatchGetItem", len(chunk))
+        for item in response.get("Responses", {}).get(table_name, []):
+            found[item[items.KEY]["S"]] = item
+        unprocessed = response.get("UnprocessedKeys", {}).get(table_name)
+        left = [key[items.KEY]["S"] for key in unprocessed["Keys"]] if unprocessed else []
+        if left:
+            if rounds >= MAX_UNPROCESSED_ROUNDS:
+                raise DependencyError(
+                    f"BatchGetItem left {len(left)} keys unprocessed {rounds} times",
+                    operation="dynamodb.BatchGetItem",
+                    code="UnprocessedKeys",
+                )
+            pending = left + pending
+            await anyio.sleep(CONTENTION.delay(rounds))
+            rounds += 1
+    return found

@@ -11,34 +11,18 @@ from __future__ import annotations
 import json
 import sys
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from service.settings import DEFAULT_SOURCE
-from service.tools.player import PlannedEvent, TrafficGenerator
+from service.tools.player import TrafficGenerator
 from service.tools.replay import read_events, replay
+from tests.envelopes import envelope
 
 OUT = Path(__file__).resolve().parent / "out"
 TENANTS = ("NYC", "LDN", "SYD", "BER", "TYO", "SFO")
 TARGET_RATIO = 3.0
-
-
-def envelope(event: PlannedEvent, event_id: str) -> dict[str, Any]:
-    """The full EventBridge envelope a planned event arrives in."""
-    return {
-        "version": "0",
-        "id": event_id,
-        "detail-type": event.detail_type,
-        "source": DEFAULT_SOURCE,
-        "account": "123456789012",
-        "time": datetime.fromtimestamp(int(event.at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "region": "us-east-1",
-        "resources": [],
-        "detail": event.detail,
-    }
 
 
 def generate(path: Path, events: int) -> None:
@@ -47,7 +31,13 @@ def generate(path: Path, events: int) -> None:
     written = 0
     with path.open("wb") as out:
         for event in generator.events(None):
-            out.write(orjson.dumps(envelope(event, f"{written:08d}-bench")) + b"\n")
+            body = envelope(
+                detail_type=event.detail_type,
+                detail=event.detail,
+                at=event.at,
+                id=f"{written:08d}-bench",
+            )
+            out.write(orjson.dumps(body) + b"\n")
             written += 1
             if written >= events:
                 return

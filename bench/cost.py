@@ -34,6 +34,7 @@ from service.metrics import Metrics
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import PlannedEvent, TrafficGenerator, put_entries, to_entry
+from tests.envelopes import envelope
 
 START = 1_790_000_000
 WARM_UP_ORDERS = 100
@@ -94,12 +95,12 @@ async def seed_service(clients: Any, settings: Settings, history: list[PlannedEv
     now = 0
     for planned in history:
         event = parse_envelope(
-            {
-                "detail-type": planned.detail_type,
-                "source": settings.source,
-                "time": _iso(planned.at),
-                "detail": planned.detail,
-            }
+            envelope(
+                detail_type=planned.detail_type,
+                detail=planned.detail,
+                at=planned.at,
+                source=settings.source,
+            )
         )
         if event is None:
             continue
@@ -124,12 +125,6 @@ async def seed_service(clients: Any, settings: Settings, history: list[PlannedEv
         view = state.view(settings.max_wait_seconds)
         items.append(dict(window_put(state, view, 1, table, expected=0)["Item"]))
     await write_items(clients, table, items)
-
-
-def _iso(at: float) -> str:
-    from datetime import UTC, datetime  # noqa: PLC0415
-
-    return datetime.fromtimestamp(int(at), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def history_pairs(history: list[PlannedEvent]) -> list[tuple[str, str, int, int]]:

@@ -57,12 +57,12 @@ from bench.common import (
     wait_times_command,
     worker_env,
 )
-from bench.core import envelope
 from service.aws.clients import open_clients
 from service.aws.provision import provision
 from service.settings import DEFAULT_SOURCE
 from service.tools.emulator import Emulator
 from service.tools.player import MENU, TrafficGenerator, put_entries
+from tests.envelopes import envelope
 
 OUT = Path(__file__).resolve().parent / "out"
 OPEN_ORDERS = 100_000
@@ -250,7 +250,13 @@ def open_orders_file(count: int = OPEN_ORDERS) -> Path:
         for event in generator.events(None):
             if event.detail_type != "OrderManager.WaitingCompletion":
                 continue
-            out.write(orjson.dumps(envelope(event, f"{written:08d}-open")) + b"\n")
+            body = envelope(
+                detail_type=event.detail_type,
+                detail=event.detail,
+                at=event.at,
+                id=f"{written:08d}-open",
+            )
+            out.write(orjson.dumps(body) + b"\n")
             written += 1
             if written >= count:
                 break

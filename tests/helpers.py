@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from service.tools.emulator import Emulator
 from service.tools.player import TrafficGenerator, put_entries, to_entry
 from service.tools.replay import replay
 from testing.localstack import LocalStack
+from tests.envelopes import envelope
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data" / "serverlesspresso-events"
@@ -215,15 +215,9 @@ def generated(orders: int, seed: int, tenants: tuple[str, ...] = ("NYC", "LDN"))
 
 
 def as_envelopes(events: list[Any], source: str) -> list[dict[str, Any]]:
-    """What replay needs for the same planned events."""
+    """The envelopes of planned events (what the queue receives, what replay reads)."""
     return [
-        {
-            "detail-type": e.detail_type,
-            "source": source,
-            "time": datetime.fromtimestamp(int(e.at), UTC).isoformat(),
-            "detail": e.detail,
-        }
-        for e in events
+        envelope(detail_type=e.detail_type, detail=e.detail, at=e.at, source=source) for e in events
     ]
 
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
-from typing import Any
 
 import anyio
 import pytest
@@ -18,6 +16,7 @@ from service.metrics import Metrics
 from service.ports import Message
 from service.tools.player import play_recording
 from service.tools.replay import read_events
+from tests.envelopes import envelope
 from tests.helpers import (
     RECORDING,
     Aws,
@@ -38,22 +37,10 @@ async def test_averages_come_back_on_the_bus_with_rising_versions(aws: Aws) -> N
     envelopes = []
     for index, wait in enumerate([30, 60, 90]):
         order = f"order-{index}"
-        envelopes.append(
-            {
-                "detail-type": "OrderManager.WaitingCompletion",
-                "source": aws.settings.source,
-                "time": datetime.fromtimestamp(base + index * 200, UTC).isoformat(),
-                "detail": {"orderId": order, "eventId": "NYC", "drinkOrder": {"drink": "Latte"}},
-            }
-        )
-        envelopes.append(
-            {
-                "detail-type": "OrderManager.OrderNYC-COMPLETED",
-                "source": aws.settings.source,
-                "time": datetime.fromtimestamp(base + index * 200 + wait, UTC).isoformat(),
-                "detail": {"orderId": order, "eventId": "NYC"},
-            }
-        )
+        at = base + index * 200
+        source = aws.settings.source
+        envelopes.append(envelope("submitted", order, at=at, source=source))
+        envelopes.append(envelope("completed", order, at=at + wait, source=source))
     versions: list[int] = []
     durations: list[float] = []
     for pair_start in range(0, len(envelopes), 2):
@@ -141,33 +128,20 @@ async def test_conflicting_duplicates_through_the_bus_to_two_workers(aws: Aws) -
     completed 60 s after the earlier; another completed twice; a third re-submitted for
     another drink; a fourth completed and then cancelled. Earliest wins, everywhere."""
     base = 1_790_000_000
-
-    def envelope(kind: str, order: str, at: int, drink: str = "Latte") -> dict[str, Any]:
-        detail: dict[str, Any] = {"orderId": order, "eventId": "NYC"}
-        if kind == "OrderManager.WaitingCompletion":
-            detail["drinkOrder"] = {"drink": drink}
-        return {
-            "detail-type": kind,
-            "source": aws.settings.source,
-            "time": datetime.fromtimestamp(at, UTC).isoformat(),
-            "detail": detail,
-        }
-
-    submitted, done = "OrderManager.WaitingCompletion", "OrderManager.OrderNYC-COMPLETED"
-    cancelled = "OrderManager.OrderNYC-CANCELLED"
+    source = aws.settings.source
     envelopes = [
-        envelope(submitted, "a", base + 20),  # the retry, delivered first
-        envelope(submitted, "a", base),
-        envelope(done, "a", base + 60),
-        envelope(submitted, "b", base + 100),
-        envelope(done, "b", base + 190),  # the retry of the completion below
-        envelope(done, "b", base + 130),
-        envelope(submitted, "c", base + 200, "Mocha"),
-        envelope(submitted, "c", base + 195, "Latte"),  # earlier: c is a Latte
-        envelope(done, "c", base + 240),
-        envelope(submitted, "d", base + 300),
-        envelope(done, "d", base + 330),
-        envelope(cancelled, "d", base + 331),
+        envelope("submitted", "a", at=base + 20, source=source),  # the retry, delivered first
+        envelope("submitted", "a", at=base, source=source),
+        envelope("completed", "a", at=base + 60, source=source),
+        envelope("submitted", "b", at=base + 100, source=source),
+        envelope("completed", "b", at=base + 190, source=source),  # the retry of the one below
+        envelope("completed", "b", at=base + 130, source=source),
+        envelope("submitted", "c", at=base + 200, drink="Mocha", source=source),
+        envelope("submitted", "c", at=base + 195, source=source),  # earlier: c is a Latte
+        envelope("completed", "c", at=base + 240, source=source),
+        envelope("submitted", "d", at=base + 300, source=source),
+        envelope("completed", "d", at=base + 330, source=source),
+        envelope("cancelled", "d", at=base + 331, source=source),
     ]
     await play_recording(aws.clients.events, aws.settings.event_bus, envelopes, speed=0)
     async with anyio.create_task_group() as group:
@@ -194,25 +168,14 @@ async def test_order_finished_as_the_completion_event(aws: Aws) -> None:
         settings.source, "order-finished"
     )
     base = 1_790_000_000
-
-    def envelope(kind: str, order: str, at: int) -> dict[str, Any]:
-        detail: dict[str, Any] = {"orderId": order, "eventId": "NYC"}
-        if kind == "OrderManager.WaitingCompletion":
-            detail["drinkOrder"] = {"drink": "Latte"}
-        return {
-            "detail-type": kind,
-            "source": settings.source,
-            "time": datetime.fromtimestamp(at, UTC).isoformat(),
-            "detail": detail,
-        }
-
+    source = settings.source
     envelopes = [
-        envelope("OrderManager.WaitingCompletion", "a", base),
-        envelope("OrderManager.OrderNYC-COMPLETED", "a", base + 30),  # not the completion now
-        envelope("OrderProcessor.orderFinished", "a", base + 45),
-        envelope("OrderManager.WaitingCompletion", "b", base + 100),
-        envelope("OrderManager.OrderNYC-CANCELLED", "b", base + 120),
-        envelope("OrderProcessor.orderFinished", "b", base + 121),  # fires for cancelled too
+        envelope("submitted", "a", at=base, source=source),
+        envelope("completed", "a", at=base + 30, source=source),  # not the completion now
+        envelope("finished", "a", at=base + 45, source=source),
+        envelope("submitted", "b", at=base + 100, source=source),
+        envelope("cancelled", "b", at=base + 120, source=source),
+        envelope("finished", "b", at=base + 121, source=source),  # fires for cancelled too
     ]
     await play_recording(aws.clients.events, settings.event_bus, envelopes, speed=0)
     await burst(settings)
@@ -225,14 +188,7 @@ POISON = [
     "not json",
     '{"detail-type": "OrderManager.WaitingCompletion", "source": ',
     "[1, 2, 3]",
-    json.dumps(
-        {
-            "detail-type": "OrderManager.OrderNYC-COMPLETED",
-            "source": "awsserverlessda.serverlesspresso",
-            "time": "2026-01-01T00:00:00Z",
-            "detail": {"eventId": "NYC"},
-        }
-    ),
+    json.dumps(envelope("completed", None, at="2026-01-01T00:00:00Z")),  # no orderId
 ]
 
 

@@ -10,6 +10,7 @@ import pytest
 from service.core.events import consumed_event_pattern, parse_body, parse_envelope, role_of
 from service.core.orders import Role
 from service.errors import PoisonMessageError
+from tests import envelopes
 from tests.helpers import DATA
 
 pytestmark = pytest.mark.unit
@@ -80,18 +81,9 @@ def test_envelope_time_is_used_and_account_is_optional() -> None:
 
 
 def _submission(**detail_overrides: object) -> dict[str, object]:
-    detail: dict[str, object] = {
-        "orderId": "o-1",
-        "drinkOrder": {"drink": "Caffe Latte"},
-        "eventId": "NYC",
-    }
-    detail.update(detail_overrides)
-    return {
-        "detail-type": "OrderManager.WaitingCompletion",
-        "source": "awsserverlessda.serverlesspresso",
-        "time": "2026-11-26T18:00:00Z",
-        "detail": detail,
-    }
+    built = envelopes.envelope("submitted", "o-1", at="2026-11-26T18:00:00Z", drink="Caffe Latte")
+    built["detail"].update(detail_overrides)
+    return built
 
 
 @pytest.mark.parametrize(
@@ -178,12 +170,7 @@ def test_names_are_one_key_whichever_way_they_are_written() -> None:
     def submission(tenant_fields: dict[str, object], drink: str) -> bytes:
         detail = {"orderId": "o", "drinkOrder": {"drink": drink}, **tenant_fields}
         return json.dumps(
-            {
-                "detail-type": "OrderManager.WaitingCompletion",
-                "source": "s",
-                "time": "2026-01-01T00:00:00Z",
-                "detail": detail,
-            }
+            envelopes.envelope("submitted", detail=detail, at="2026-01-01T00:00:00Z", source="s")
         ).encode()
 
     composed = parse_body(submission({"eventId": " NYC "}, "Caff\u00e8"))

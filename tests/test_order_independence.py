@@ -16,7 +16,7 @@ import json
 import unicodedata
 from collections import defaultdict
 from contextlib import AsyncExitStack
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 import anyio
@@ -33,6 +33,7 @@ from service.settings import worker_options
 from service.tools.emulator import Emulator
 from service.tools.replay import replay
 from service.worker import Worker
+from tests.envelopes import Kind, envelope
 from tests.fakes import FakeQueue, RecordingObserver, RecordingPublisher
 from tests.helpers import make_settings, scan_windows
 
@@ -43,22 +44,21 @@ DRINKS = ["Latte", "Mocha", "Caff\u00e8", "Caffe\u0300"]  # the last two are one
 EXAMPLES = itertools.count()
 
 
-def envelope(kind: str, order: str, at: int, tenant: str, drink: str = "") -> dict[str, Any]:
-    detail: dict[str, Any] = {"orderId": order, "eventId": tenant}
-    detail_type = {
-        "s": "OrderManager.WaitingCompletion",
-        "c": f"OrderManager.Order{tenant}-COMPLETED",
-        "x": f"OrderManager.Order{tenant}-CANCELLED",
-    }[kind]
-    if kind == "s":
-        detail["drinkOrder"] = {"drink": drink}
-    return {
-        "id": f"{kind}-{order}-{at}-{tenant}-{drink}",
-        "detail-type": detail_type,
-        "source": SOURCE,
-        "time": datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "detail": detail,
-    }
+KINDS: dict[str, Kind] = {"s": "submitted", "c": "completed", "x": "cancelled"}
+
+
+def order_event(kind: str, order: str, at: int, tenant: str, drink: str = "") -> dict[str, Any]:
+    """The shared envelope of an order event; its id starts with ``kind``, which
+    ``brute_force`` reads."""
+    return envelope(
+        KINDS[kind],
+        order,
+        at=at,
+        tenant=tenant,
+        drink=drink,
+        id=f"{kind}-{order}-{at}-{tenant}-{drink}",
+        source=SOURCE,
+    )
 
 
 @st.composite
@@ -71,7 +71,7 @@ def conflicting_event_sets(draw: st.DrawFn, tenants: tuple[str, ...] = ("NYC", "
         start = BASE + draw(st.integers(0, 40)) * 10
         for _ in range(draw(st.integers(0, 3))):
             events.append(
-                envelope(
+                order_event(
                     "s",
                     order,
                     start + draw(st.integers(0, 30)),
@@ -80,9 +80,9 @@ def conflicting_event_sets(draw: st.DrawFn, tenants: tuple[str, ...] = ("NYC", "
                 )
             )
         for _ in range(draw(st.integers(0, 3))):
-            events.append(envelope("c", order, start + draw(st.integers(-20, 400)), tenants[0]))
+            events.append(order_event("c", order, start + draw(st.integers(-20, 400)), tenants[0]))
         if draw(st.booleans()) and draw(st.booleans()):
-            events.append(envelope("x", order, start + 500, tenants[0]))
+            events.append(order_event("x", order, start + 500, tenants[0]))
     return events
 
 
@@ -152,9 +152,9 @@ def test_the_reviewers_case_forward_and_reverse_agree() -> None:
     """Two submissions of one order 20 s apart, the later delivered first, then its
     completion 60 s after the earlier: the order waited 60 s."""
     events = [
-        envelope("s", "o", BASE + 20, "NYC", "Latte"),
-        envelope("s", "o", BASE, "NYC", "Latte"),
-        envelope("c", "o", BASE + 60, "NYC"),
+        order_event("s", "o", BASE + 20, "NYC", "Latte"),
+        order_event("s", "o", BASE, "NYC", "Latte"),
+        order_event("c", "o", BASE + 60, "NYC"),
     ]
     assert rows_of(events, 10) == rows_of(events[::-1], 10) == brute_force(events, 10)
     assert rows_of(events, 10)[0]["duration"] == 60.0

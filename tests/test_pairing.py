@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -23,6 +22,7 @@ from service.core.pairing import (
 )
 from service.core.window import WindowEntry
 from service.tools.replay import replay
+from tests.envelopes import envelope
 
 pytestmark = pytest.mark.unit
 
@@ -165,23 +165,6 @@ def test_settled_orders_keep_only_the_top_n_and_the_view_is_unchanged() -> None:
     assert sorted(capped.live) == ["o4"] and capped.view(7200) == view
 
 
-def _envelope(event: OrderEvent) -> dict[str, Any]:
-    detail_type = {
-        Role.SUBMITTED: "OrderManager.WaitingCompletion",
-        Role.COMPLETED: f"OrderManager.Order{event.tenant}-COMPLETED",
-        Role.CANCELLED: "OrderProcessor.OrderTimeOut",
-    }[event.role]
-    detail: dict[str, Any] = {"orderId": event.order_id, "eventId": event.tenant}
-    if event.role is Role.SUBMITTED:
-        detail["drinkOrder"] = {"drink": event.drink}
-    return {
-        "detail-type": detail_type,
-        "source": "awsserverlessda.serverlesspresso",
-        "time": datetime.fromtimestamp(event.time, UTC).isoformat(),
-        "detail": detail,
-    }
-
-
 @st.composite
 def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
     """Orders with any mix of halves, cancellations, anomalies and tied completion times."""
@@ -194,11 +177,11 @@ def event_sets(draw: st.DrawFn) -> list[dict[str, Any]]:
         wait = draw(st.integers(-5, 200))
         parts = draw(st.sets(st.sampled_from(["s", "c", "x"]), min_size=1))
         if "s" in parts:
-            events.append(_envelope(OrderEvent(Role.SUBMITTED, order, start, tenant, drink)))
+            events.append(envelope("submitted", order, at=start, tenant=tenant, drink=drink))
         if "c" in parts:
-            events.append(_envelope(OrderEvent(Role.COMPLETED, order, start + wait, tenant)))
+            events.append(envelope("completed", order, at=start + wait, tenant=tenant))
         if "x" in parts:
-            events.append(_envelope(OrderEvent(Role.CANCELLED, order, start + wait, tenant)))
+            events.append(envelope("timeout", order, at=start + wait, tenant=tenant))
     return events
 
 

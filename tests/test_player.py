@@ -5,7 +5,6 @@ from __future__ import annotations
 import bisect
 import json
 import math
-import time
 from typing import Any, cast
 
 import orjson
@@ -17,6 +16,7 @@ from service.core.events import parse_body
 from service.core.orders import Role
 from service.settings import Settings
 from service.tools.player import Schedule, TrafficGenerator, play_generated
+from tests.envelopes import envelope
 from tests.helpers import ROOT
 
 
@@ -79,20 +79,15 @@ class CheckingBus:
         source = self.settings.source
         for entry in Entries:
             at = entry["Time"].timestamp()
-            # The envelope EventBridge delivers to the queue, built around the entry's detail.
-            head = orjson.dumps(
-                {
-                    "version": "0",
-                    "id": "0",
-                    "detail-type": entry["DetailType"],
-                    "source": entry["Source"],
-                    "account": "123456789012",
-                    "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at)),
-                    "region": "us-east-1",
-                    "resources": [],
-                }
+            # The envelope EventBridge delivers to the queue, around the entry's detail.
+            delivered = envelope(
+                detail_type=entry["DetailType"],
+                detail=orjson.loads(entry["Detail"]),
+                at=at,
+                id="0",
+                source=entry["Source"],
             )
-            body = head[:-1] + b',"detail":' + entry["Detail"].encode() + b"}"
+            body = orjson.dumps(delivered)
             # What the worker does with it: PoisonMessageError if it would go to the DLQ.
             event = parse_body(body, source=source, not_after=not_after)
             if event is not None and event.role is Role.SUBMITTED:

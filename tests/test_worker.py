@@ -17,7 +17,6 @@ from __future__ import annotations
 import itertools
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -26,14 +25,14 @@ from anyio.lowlevel import checkpoint
 from structlog.testing import capture_logs
 
 from service.backoff import Backoff
-from service.core.events import SUBMITTED_DETAIL_TYPE
 from service.core.pairing import OrderRecord
 from service.core.window import WindowEntry, WindowKey
 from service.errors import ConfigurationError, DependencyError
 from service.flush import Flush
 from service.ports import QueueDepth, QueueDepthSource
-from service.settings import DEFAULT_SOURCE, Settings, worker_options
+from service.settings import Settings, worker_options
 from service.worker import DEPTH_POLL_SECONDS, Worker, watch_queue_depths
+from tests.envelopes import envelope
 from tests.fakes import Fakes, Injectable, QueuedMessage, join_record
 from tests.helpers import wait_until
 
@@ -57,29 +56,16 @@ FAST: dict[str, Any] = {
 # -- building blocks ---------------------------------------------------------------------
 
 
-def stamp(at: int) -> str:
-    return datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def envelope(detail_type: str, detail: dict[str, Any], at: int = T0) -> str:
+def submitted(order_id: str, at: int, drink: str = "Latte", tenant: str = "NYC") -> str:
     return json.dumps(
-        {
-            "id": f"{detail_type}-{detail.get('orderId')}-{at}",
-            "detail-type": detail_type,
-            "source": DEFAULT_SOURCE,
-            "time": stamp(at),
-            "detail": detail,
-        }
+        envelope("submitted", order_id, at=at, tenant=tenant, drink=drink, id=f"s-{order_id}-{at}")
     )
 
 
-def submitted(order_id: str, at: int, drink: str = "Latte", tenant: str = "NYC") -> str:
-    detail = {"orderId": order_id, "eventId": tenant, "drinkOrder": {"drink": drink}}
-    return envelope(SUBMITTED_DETAIL_TYPE, detail, at)
-
-
 def completed(order_id: str, at: int, tenant: str = "NYC") -> str:
-    return envelope(f"OrderManager.Order{tenant}-COMPLETED", {"orderId": order_id}, at)
+    return json.dumps(
+        envelope("completed", order_id, at=at, tenant=tenant, id=f"c-{order_id}-{at}")
+    )
 
 
 def send_order(fakes: Fakes, order_id: str, at: int, wait: int, drink: str = "Latte") -> list[str]:
@@ -214,7 +200,11 @@ async def test_a_backlog_of_several_receives_is_one_flush(fakes: Fakes) -> None:
 async def test_an_ignored_detail_type_is_deleted_without_touching_the_store(
     fakes: Fakes,
 ) -> None:
-    ignored = fakes.queue.send(envelope("OrderProcessor.WorkflowStarted", {"orderId": "o1"}))
+    ignored = fakes.queue.send(
+        json.dumps(
+            envelope(detail_type="OrderProcessor.WorkflowStarted", detail={"orderId": "o1"}, at=T0)
+        )
+    )
     await burst(make_worker(fakes))
     assert fakes.journal.operations() == ["receive", "delete"]
     assert fakes.journal.subjects("delete") == [(ignored,)]
@@ -242,7 +232,7 @@ async def test_poison_is_released_reported_once_and_ends_in_the_dlq(fakes: Fakes
     good = send_order(fakes, "o1", T0, 30)
     poison = [
         fakes.queue.send("{not json"),
-        fakes.queue.send(envelope(SUBMITTED_DETAIL_TYPE, {"drinkOrder": {"drink": "Latte"}})),
+        fakes.queue.send(json.dumps(envelope("submitted", None, at=T0))),  # no orderId
     ]
     await burst(make_worker(fakes))
     queue = fakes.queue

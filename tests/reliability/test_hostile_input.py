@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from service.settings import DEFAULT_SOURCE
+from tests.envelopes import envelope, iso
 from tests.helpers import Aws, wait_until
 from tests.reliability import reference
 from tests.reliability.harness import (
@@ -20,20 +22,13 @@ from tests.reliability.harness import (
     wait_for_empty_queue,
     worker_env,
 )
-from tests.reliability.traffic import SOURCE, envelope, iso, messy_traffic
+from tests.reliability.traffic import event_id, messy_traffic
 
 pytestmark = pytest.mark.reliability
 
 
 def _submitted(detail: dict[str, Any], at: str = "2026-11-20T10:00:00Z") -> dict[str, Any]:
-    return {
-        "version": "0",
-        "id": "hostile",
-        "detail-type": "OrderManager.WaitingCompletion",
-        "source": SOURCE,
-        "time": at,
-        "detail": detail,
-    }
+    return envelope("submitted", detail=detail, at=at, id="hostile")
 
 
 GOOD_DRINK = {"drink": "Latte"}
@@ -98,20 +93,10 @@ def _non_ascii_orders(start: float) -> list[dict[str, Any]]:
         order_id = f"ü-{number}"
         at = start + number * 60
         events.append(
-            envelope(
-                rng,
-                "OrderManager.WaitingCompletion",
-                at,
-                {"orderId": order_id, "eventId": tenant, "drinkOrder": {"drink": drink}},
-            )
+            envelope("submitted", order_id, at=at, tenant=tenant, drink=drink, id=event_id(rng))
         )
         events.append(
-            envelope(
-                rng,
-                f"OrderManager.Order{tenant}-COMPLETED",
-                at + 50 + number,
-                {"orderId": order_id, "eventId": tenant},
-            )
+            envelope("completed", order_id, at=at + 50 + number, tenant=tenant, id=event_id(rng))
         )
     return events
 
@@ -147,7 +132,7 @@ async def test_hostile_input_goes_to_the_dlq_once_and_the_rest_is_processed(aws:
     entries = [
         {
             "EventBusName": aws.settings.event_bus,
-            "Source": SOURCE,
+            "Source": DEFAULT_SOURCE,
             "DetailType": detail_type,
             "Detail": json.dumps(detail),
             "Time": now,
@@ -218,21 +203,9 @@ async def test_a_flood_of_new_tenants_keeps_memory_and_series_bounded(aws: Aws) 
         at = base + number
         order = f"flood-order-{number}"
         events.append(
-            envelope(
-                rng,
-                "OrderManager.WaitingCompletion",
-                at,
-                {"orderId": order, "eventId": tenant, "drinkOrder": {"drink": "Espresso"}},
-            )
+            envelope("submitted", order, at=at, tenant=tenant, drink="Espresso", id=event_id(rng))
         )
-        events.append(
-            envelope(
-                rng,
-                f"OrderManager.Order{tenant}-COMPLETED",
-                at + 40,
-                {"orderId": order, "eventId": tenant},
-            )
-        )
+        events.append(envelope("completed", order, at=at + 40, tenant=tenant, id=event_id(rng)))
     assert iso(base)
     bodies = [json.dumps(e) for e in events]
     first, rest = bodies[: len(bodies) // 4], bodies[len(bodies) // 4 :]

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-SOURCE = "awsserverlessda.serverlesspresso"
+from tests.envelopes import envelope
+
 DRINKS = {
     "Espresso": 45,
     "Americano": 60,
@@ -54,26 +55,9 @@ class Traffic:
         return len(self.deliveries) - len({e["id"] for e in self.deliveries})
 
 
-def iso(epoch: float) -> str:
-    """EventBridge's envelope time format."""
-    return datetime.fromtimestamp(int(epoch), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def envelope(
-    rng: random.Random, detail_type: str, at: float, detail: dict[str, Any]
-) -> dict[str, Any]:
-    """An envelope as EventBridge hands it to the queue."""
-    return {
-        "version": "0",
-        "id": str(uuid.UUID(int=rng.getrandbits(128), version=4)),
-        "detail-type": detail_type,
-        "source": SOURCE,
-        "account": "123456789012",
-        "time": iso(at),
-        "region": "us-east-1",
-        "resources": [],
-        "detail": detail,
-    }
+def event_id(rng: random.Random) -> str:
+    """A reproducible uuid4 for an envelope's id."""
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
 def messy_traffic(
@@ -96,7 +80,7 @@ def messy_traffic(
     planned: list[tuple[float, dict[str, Any]]] = []
 
     def add(detail_type: str, at: float, detail: dict[str, Any], deliver_at: float) -> None:
-        event = envelope(rng, detail_type, at, detail)
+        event = envelope(detail_type=detail_type, detail=detail, at=at, id=event_id(rng))
         traffic.envelopes.append(event)
         planned.append((deliver_at + rng.uniform(-jitter_seconds, jitter_seconds), event))
 

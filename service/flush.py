@@ -166,7 +166,7 @@ def to_publish(
     keys before failing, so every key whose window holds one of the flush's orders."""
     redelivered = records.redelivered
     if retried:
-        redelivered = {key: {r.order_id for r in batch} for key, batch in records.by_key.items()}
+        redelivered = {key: {r.order_id for r in held} for key, held in records.by_key.items()}
     return [
         change
         for change in changes

@@ -524,7 +524,7 @@ class FakeStore(Injectable):
 class RecordingPublisher(Injectable):
     """The AveragePublisher port in memory: keeps every detail it was asked to publish.
 
-    ``published``: every detail accepted, in order; ``batches``: one list per call.
+    ``published``: every detail accepted, in order; ``calls``: the details of each call.
     Operation for ``fail``/``hold``: ``publish``. Journal entry: ``publish`` with
     ``tenant/drink@version`` per detail.
     """
@@ -532,14 +532,14 @@ class RecordingPublisher(Injectable):
     def __init__(self, *, journal: Journal | None = None) -> None:
         super().__init__("events", journal)
         self.published: list[DrinkAverageTime] = []
-        self.batches: list[list[DrinkAverageTime]] = []
+        self.calls: list[list[DrinkAverageTime]] = []
 
     async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
         """Record every detail, or raise an injected failure (nothing recorded then)."""
         subjects = [f"{d.eventId}/{d.drink}@{d.version}" for d in details]
         await self.injections.enter("publish", subjects)
         self.published.extend(details)
-        self.batches.append(list(details))
+        self.calls.append(list(details))
         self.injections.leave("publish", subjects)
 
     def latest(self, key: WindowKey) -> DrinkAverageTime:

@@ -14,6 +14,8 @@ CORE = (
     "service.core.events",
     "service.core.window",
     "service.core.pairing",
+    "service.core.commit",
+    "service.lru",
     "service.tools.replay",
 )
 IO_LIBRARIES = ("aiobotocore", "botocore", "anyio", "aiohttp", "prometheus_client", "moto")

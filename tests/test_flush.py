@@ -1,6 +1,6 @@
 """Flushes: several receives share one set of DynamoDB and EventBridge calls (real HTTP).
 
-What the batched paths must keep: halves written by two workers at once still pair; a
+What the paths that share calls must keep: halves written by two workers at once still pair; a
 window write that loses a race inside a transaction is re-read and joined; a backlog is
 processed in flushes larger than one receive with fewer calls than orders; and a receive
 that fails for an unexpected reason does not hold back the others of its flush.
@@ -235,7 +235,7 @@ async def test_an_unexpected_failure_in_one_receive_spares_the_rest_of_its_flush
 @DYNAMODB_ONLY
 async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> None:
     """The one-or-two-orders path writes concurrently; its failure must reach the worker as
-    the AWS error (retried, batch held), not as an ExceptionGroup (taken for a bug)."""
+    the AWS error (retried, flush held), not as an ExceptionGroup (taken for a bug)."""
     with FaultProxy(aws.cloud.urls, seed=5) as proxy:
         proxy.configure(throttle_rate=1.0, operations=frozenset({"UpdateItem"}))
         settings = aws.settings.through(proxy.url)

@@ -79,9 +79,11 @@ class WindowCommit:
         """The next state of every key the records still change, each at its version + 1;
         empty when done. Raises a retriable DependencyError past ``max_rounds`` rounds."""
         proposed: dict[WindowKey, StoredKey] = {}
-        for key, batch in self.records.items():
+        for key, key_records in self.records.items():
             current = self.states[key]
-            state = current.state.add(batch).settle(self.now, self.max_wait_seconds, self.max_live)
+            state = current.state.add(key_records).settle(
+                self.now, self.max_wait_seconds, self.max_live
+            )
             if state is not current.state:
                 proposed[key] = StoredKey(
                     state, state.view(self.max_wait_seconds), current.version + 1

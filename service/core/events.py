@@ -291,7 +291,10 @@ def _fast_path(envelope: dict[str, Any], role: Role) -> OrderEvent | None:
             or normalize_name(drink) != drink
         ):
             return None
-        tenant = tenant_of(tenant_id, detail.get("state"))
+        try:
+            tenant = tenant_of(tenant_id, detail.get("state"))
+        except PoisonMessageError:
+            return None  # the models refuse it too, and name the problem
         return OrderEvent(role, order_id, time, tenant, drink, event_id)
     # A completion's or cancellation's own eventId is not read: the submission's tenant
     # is the order's (docs/design.md).

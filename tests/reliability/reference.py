@@ -15,7 +15,7 @@ The rules, from the contract:
 - wait = completion time - submission time (envelope times); outside [0, max] it is an
   anomaly and never enters a window;
 - a window holds the N paired orders with the latest (completion time, orderId); an order
-  that is also cancelled keeps its slot but is not averaged;
+  that is also cancelled, whenever the cancellation arrives, neither counts nor holds a slot;
 - duration = mean of the averaged waits rounded to milliseconds (None if none), samples =
   their count.
 """

@@ -131,7 +131,7 @@ def messy_traffic(
             add("OrderProcessor.OrderTimeOut", done, {**ref, "cause": "timeout"}, done)
         else:
             add(completed_type, done, dict(ref), done)
-            if ending > 0.98:  # cancelled after completing: keeps its slot, not averaged
+            if ending > 0.98:  # cancelled after completing: excluded, no slot
                 add(cancelled_type, done + 3, dict(ref), done + 3)
         if rng.random() < unrelated_rate:
             add(rng.choice(UNRELATED), done + 1, dict(ref), done + 1)

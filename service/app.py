@@ -16,16 +16,13 @@ from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
-from service.errors import MissingResourceError
+from service.errors import EXIT_OK, MissingResourceError
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
 from service.ports import Observer, QueueDepthSource
 from service.settings import Settings
 from service.worker import Worker, until_done, watch_queue_depths
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK = 0
-EXIT_MISSING_RESOURCE = 3
 
 
 def build_worker(

@@ -27,13 +27,11 @@ import anyio
 import structlog
 
 from service.errors import (
-    AccessDeniedError,
+    EXIT_CODES,
+    EXIT_OK,
+    EXIT_USAGE,
     ConfigurationError,
     DependencyError,
-    MissingCredentialsError,
-    MissingResourceError,
-    RejectedCredentialsError,
-    SettingsError,
     WaitTimesError,
 )
 from service.logs import configure_logging
@@ -41,23 +39,6 @@ from service.settings import Settings, check_region, load_settings
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_MISSING_RESOURCE = 3
-EXIT_NO_CREDENTIALS = 4
-EXIT_REJECTED_CREDENTIALS = 5
-EXIT_ACCESS_DENIED = 6
-EXIT_AWS_FAILED = 7
-# The most specific class first; a shell reports 128 + N for a process signal N stopped.
-EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
-    (SettingsError, EXIT_USAGE),
-    (MissingResourceError, EXIT_MISSING_RESOURCE),
-    (MissingCredentialsError, EXIT_NO_CREDENTIALS),
-    (RejectedCredentialsError, EXIT_REJECTED_CREDENTIALS),
-    (AccessDeniedError, EXIT_ACCESS_DENIED),
-    (ConfigurationError, EXIT_MISSING_RESOURCE),
-    (DependencyError, EXIT_AWS_FAILED),
-)
 # A requested stop is success for the commands meant to run until stopped.
 STOP_IS_SUCCESS = frozenset({"run", "play", "demo"})
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)

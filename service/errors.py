@@ -93,6 +93,27 @@ class DependencyError(WaitTimesError):
         self.unreachable = unreachable
 
 
+# The exit code of each error that stops a command (the README's table, which a test
+# checks). The most specific class first; a shell reports 128 + N for a process signal N
+# stopped, and 1 is a bug (a traceback).
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_MISSING_RESOURCE = 3
+EXIT_NO_CREDENTIALS = 4
+EXIT_REJECTED_CREDENTIALS = 5
+EXIT_ACCESS_DENIED = 6
+EXIT_AWS_FAILED = 7
+EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
+    (SettingsError, EXIT_USAGE),
+    (MissingResourceError, EXIT_MISSING_RESOURCE),
+    (MissingCredentialsError, EXIT_NO_CREDENTIALS),
+    (RejectedCredentialsError, EXIT_REJECTED_CREDENTIALS),
+    (AccessDeniedError, EXIT_ACCESS_DENIED),
+    (ConfigurationError, EXIT_MISSING_RESOURCE),
+    (DependencyError, EXIT_AWS_FAILED),
+)
+
+
 @contextmanager
 def first_error() -> Iterator[None]:
     """Re-raise the first failure of a task group as itself, so callers see its type."""

@@ -21,6 +21,7 @@ from botocore.exceptions import (
 from service import cli
 from service.aws.errors import translate, translate_raised
 from service.errors import (
+    EXIT_CODES,
     AccessDeniedError,
     ConfigurationError,
     DependencyError,
@@ -213,5 +214,5 @@ def test_the_readme_documents_every_exit_code() -> None:
     table = readme.split("### Errors and exit codes", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     documented = {code for row in rows[1:] for code in re.findall(r"\b\d+\b", row.split("|")[-2])}
-    codes = {str(code) for _, code in cli.EXIT_CODES} | {"0", "1", "130", "143"}
+    codes = {str(code) for _, code in EXIT_CODES} | {"0", "1", "130", "143"}
     assert codes <= documented, codes - documented

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class WaitTimesError(Exception):
@@ -114,13 +117,25 @@ EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
 )
 
 
+def walk(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then depth first every exception inside the groups it wraps (task groups
+    wrap what they raise, nested when groups are): groups and leaves, in order."""
+    yield exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from walk(inner)
+
+
+def find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or, depth first, in the groups it wraps; else None."""
+    return next((found for found in walk(exc) if isinstance(found, kind)), None)
+
+
 @contextmanager
 def first_error() -> Iterator[None]:
     """Re-raise the first failure of a task group as itself, so callers see its type."""
     try:
         yield
     except ExceptionGroup as group:
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
+        first = next(leaf for leaf in walk(group) if not isinstance(leaf, BaseExceptionGroup))
         raise first from group

@@ -16,7 +16,7 @@ from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
-from service.errors import MissingResourceError
+from service.errors import EXIT_OK, MissingResourceError
 from service.flush import Flush
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
 from service.ports import Observer, QueueDepthSource
@@ -24,9 +24,6 @@ from service.settings import Settings, worker_options
 from service.worker import Worker, until_done, watch_queue_depths
 
 log = structlog.get_logger(__name__)
-
-EXIT_OK = 0
-EXIT_MISSING_RESOURCE = 3
 
 
 def build_worker(

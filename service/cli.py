@@ -21,48 +21,28 @@ from contextlib import AsyncExitStack
 from importlib import metadata, util
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NoReturn
 
 import anyio
 import structlog
 
 from service.errors import (
-    AccessDeniedError,
+    EXIT_CODES,
+    EXIT_OK,
+    EXIT_USAGE,
     ConfigurationError,
     DependencyError,
-    MissingCredentialsError,
-    MissingResourceError,
-    RejectedCredentialsError,
-    SettingsError,
     WaitTimesError,
+    find_error,
 )
 from service.logs import configure_logging
 from service.settings import Settings, check_region, load_settings
 
 log = structlog.get_logger(__name__)
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_MISSING_RESOURCE = 3
-EXIT_NO_CREDENTIALS = 4
-EXIT_REJECTED_CREDENTIALS = 5
-EXIT_ACCESS_DENIED = 6
-EXIT_AWS_FAILED = 7
-# The most specific class first; a shell reports 128 + N for a process signal N stopped.
-EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
-    (SettingsError, EXIT_USAGE),
-    (MissingResourceError, EXIT_MISSING_RESOURCE),
-    (MissingCredentialsError, EXIT_NO_CREDENTIALS),
-    (RejectedCredentialsError, EXIT_REJECTED_CREDENTIALS),
-    (AccessDeniedError, EXIT_ACCESS_DENIED),
-    (ConfigurationError, EXIT_MISSING_RESOURCE),
-    (DependencyError, EXIT_AWS_FAILED),
-)
 # A requested stop is success for the commands meant to run until stopped.
 STOP_IS_SUCCESS = frozenset({"run", "play", "demo"})
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
-
-E = TypeVar("E", bound=BaseException)
 
 
 class StopRequested(BaseException):
@@ -215,7 +195,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         command = args.command
         return _main(args)
     except BaseException as exc:
-        stop = _find(exc, StopRequested)
+        stop = find_error(exc, StopRequested)
         if stop is None:
             raise
         return _stopped(command, stop.signum)
@@ -239,7 +219,7 @@ def _main(args: argparse.Namespace) -> int:
     try:
         code: int = anyio.run(_dispatch, args, settings)
     except Exception as exc:  # what an operator can act on is one line; bugs re-raise
-        usage = _find(exc, UsageError)
+        usage = find_error(exc, UsageError)
         if usage is not None:
             print(f"wait-times {args.command}: {_one_line(usage)}", file=sys.stderr)
             return EXIT_USAGE
@@ -262,24 +242,12 @@ def exit_code(error: WaitTimesError) -> int:
 def _operator_error(exc: BaseException) -> WaitTimesError | None:
     """The service's error inside ``exc`` (task groups wrap what they raise); a botocore
     error raised outside an adapter (client creation, provisioning) is translated."""
-    found = _find(exc, WaitTimesError)
+    found = find_error(exc, WaitTimesError)
     if found is not None or "botocore" not in sys.modules:
         return found  # replay and schema never load botocore, and need no translation
     from service.aws.errors import translate_raised  # noqa: PLC0415
 
     return translate_raised(exc)
-
-
-def _find(exc: BaseException, kind: type[E]) -> E | None:
-    """The first ``kind`` in ``exc`` or, depth first, in the groups it wraps."""
-    if isinstance(exc, kind):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = _find(inner, kind)
-            if found is not None:
-                return found
-    return None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
 
 
 class WaitTimesError(Exception):
@@ -93,13 +96,46 @@ class DependencyError(WaitTimesError):
         self.unreachable = unreachable
 
 
+# The exit code of each error that stops a command (the README's table, which a test
+# checks). The most specific class first; a shell reports 128 + N for a process signal N
+# stopped, and 1 is a bug (a traceback).
+EXIT_OK = 0
+EXIT_USAGE = 2
+EXIT_MISSING_RESOURCE = 3
+EXIT_NO_CREDENTIALS = 4
+EXIT_REJECTED_CREDENTIALS = 5
+EXIT_ACCESS_DENIED = 6
+EXIT_AWS_FAILED = 7
+EXIT_CODES: tuple[tuple[type[WaitTimesError], int], ...] = (
+    (SettingsError, EXIT_USAGE),
+    (MissingResourceError, EXIT_MISSING_RESOURCE),
+    (MissingCredentialsError, EXIT_NO_CREDENTIALS),
+    (RejectedCredentialsError, EXIT_REJECTED_CREDENTIALS),
+    (AccessDeniedError, EXIT_ACCESS_DENIED),
+    (ConfigurationError, EXIT_MISSING_RESOURCE),
+    (DependencyError, EXIT_AWS_FAILED),
+)
+
+
+def walk(exc: BaseException) -> Iterator[BaseException]:
+    """``exc``, then depth first every exception inside the groups it wraps (task groups
+    wrap what they raise, nested when groups are): groups and leaves, in order."""
+    yield exc
+    if isinstance(exc, BaseExceptionGroup):
+        for inner in exc.exceptions:
+            yield from walk(inner)
+
+
+def find_error(exc: BaseException, kind: type[E]) -> E | None:
+    """The first ``kind`` in ``exc`` or, depth first, in the groups it wraps; else None."""
+    return next((found for found in walk(exc) if isinstance(found, kind)), None)
+
+
 @contextmanager
 def first_error() -> Iterator[None]:
     """Re-raise the first failure of a task group as itself, so callers see its type."""
     try:
         yield
     except ExceptionGroup as group:
-        first: BaseException = group
-        while isinstance(first, BaseExceptionGroup):
-            first = first.exceptions[0]
+        first = next(leaf for leaf in walk(group) if not isinstance(leaf, BaseExceptionGroup))
         raise first from group

@@ -56,35 +56,104 @@ class Settings(BaseSettings):
         env_prefix="WAIT_TIMES_", extra="ignore", frozen=True, populate_by_name=True
     )
 
-    event_bus: str = Field("Serverlesspresso", min_length=1, max_length=256)
-    queue_name: str = Field("wait-times", min_length=1, max_length=76, pattern=r"^[A-Za-z0-9_-]+$")
+    event_bus: str = Field(
+        "Serverlesspresso",
+        min_length=1,
+        max_length=256,
+        description="bus consumed and published to",
+    )
+    queue_name: str = Field(
+        "wait-times",
+        min_length=1,
+        max_length=76,
+        pattern=r"^[A-Za-z0-9_-]+$",
+        description="the queue; its DLQ is `<name>-dlq`",
+    )
     table_name: str = Field(
-        "wait-times", min_length=3, max_length=255, pattern=r"^[A-Za-z0-9_.-]+$"
+        "wait-times",
+        min_length=3,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="the DynamoDB table",
     )
-    rule_name: str = Field("wait-times-orders", min_length=1, max_length=64)
-    source: str = Field(DEFAULT_SOURCE, min_length=1, description="source of events in and out")
-    window_size: int = Field(10, ge=1, le=1000)
-    max_wait_seconds: int = Field(7200, ge=1)
-    pending_ttl_seconds: int = Field(86400, ge=60)
-    max_clock_skew_seconds: int = Field(86400, ge=0)
+    rule_name: str = Field(
+        "wait-times-orders",
+        min_length=1,
+        max_length=64,
+        description="the EventBridge rule feeding the queue",
+    )
+    source: str = Field(DEFAULT_SOURCE, min_length=1, description="source consumed and published")
+    window_size: int = Field(10, ge=1, le=1000, description="N, orders per window")
+    max_wait_seconds: int = Field(
+        7200, ge=1, description="longer waits are anomalies, never averaged"
+    )
+    pending_ttl_seconds: int = Field(
+        86400, ge=60, description="unpaired halves expire (must exceed the max wait)"
+    )
+    max_clock_skew_seconds: int = Field(
+        86400, ge=0, description="events further in the future are poison"
+    )
     completion_event: Literal["completed", "order-finished"] = Field(
-        "completed", description="the event that ends a wait (docs/design.md, Events in)"
+        "completed",
+        description="the event that ends a wait: `completed` (the barista's "
+        "`OrderManager.Order<tenant>-COMPLETED`) or `order-finished` "
+        "(`OrderProcessor.orderFinished`, which fires for cancelled orders too: a "
+        "cancellation seen still excludes the order); `provision` brings the rule to it "
+        "(docs/design.md, Events in)",
     )
-    metrics_host: str = "0.0.0.0"  # noqa: S104 - the container must be scrapable from outside
-    metrics_port: int = Field(9102, ge=0, le=65535)
-    max_receives_per_flush: int = Field(10, ge=1, le=100)
-    receive_wait_seconds: int = Field(20, ge=0, le=20)
-    visibility_timeout_seconds: int = Field(30, ge=5, le=43200)
-    max_receive_count: int = Field(5, ge=1, le=1000)
-    drain_seconds: float = Field(20.0, gt=0, le=120)
-    max_windows_in_memory: int = Field(100_000, ge=1)
-    max_metric_series: int = Field(1000, ge=0)
-    log_format: Literal["auto", "json", "console"] = "auto"
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    metrics_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the container must be scrapable from outside
+        description="address the metrics server binds (the container must be scrapable)",
+    )
+    metrics_port: int = Field(
+        9102,
+        ge=0,
+        le=65535,
+        description="port of `/metrics`, `/healthz`, `/readyz` (`0`: any free port)",
+    )
+    max_receives_per_flush: int = Field(
+        10,
+        ge=1,
+        le=100,
+        description="while receives come back full (a backlog), how many (10 messages each) "
+        "one flush may take",
+    )
+    receive_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long poll")
+    visibility_timeout_seconds: int = Field(
+        30, ge=5, le=43200, description="a crashed worker's messages return after this"
+    )
+    max_receive_count: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="receives before a message goes to the DLQ: the redrive policy set by "
+        "`provision`",
+    )
+    drain_seconds: float = Field(
+        20.0,
+        gt=0,
+        le=120,
+        description="SIGTERM budget for the flush in flight (ECS stopTimeout must exceed it)",
+    )
+    max_windows_in_memory: int = Field(
+        100_000, ge=1, description="windows cached per process (LRU)"
+    )
+    max_metric_series: int = Field(1000, ge=0, description="cap on (tenant, drink) gauge series")
+    log_format: Literal["auto", "json", "console"] = Field(
+        "auto",
+        description="`auto`: `json` when stdout is not a terminal, else readable (`console`); "
+        "any case",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info",
+        description="`debug`, `info`, `warning` (or `warn`), `error`; any case (`INFO` too)",
+    )
     region: str = Field(
         "us-east-1",
-        validation_alias=AliasChoices("AWS_REGION", "AWS_DEFAULT_REGION"),
+        validation_alias=AliasChoices(*REGION_VARIABLES),
         min_length=1,
+        description="the AWS region; must not be empty; without `AWS_ENDPOINT_URL` it must be "
+        "a region botocore knows with SQS, DynamoDB and EventBridge",
     )
     # Endpoints. The environment does not set these: botocore resolves each client's
     # endpoint itself, exactly as the AWS SDKs document (AWS_ENDPOINT_URL_<SERVICE>, then
@@ -92,15 +161,29 @@ class Settings(BaseSettings):
     # all of them off with AWS_IGNORE_CONFIGURED_ENDPOINT_URLS). Code that starts its own
     # emulator (tests, demo, bench) sets them; set, they win over all of those, a
     # service's own over the general one, as the variables they are named after.
-    endpoint_url: str | None = Field(None, validation_alias=AliasChoices(GENERAL_ENDPOINT_VARIABLE))
+    endpoint_url: str | None = Field(
+        None,
+        validation_alias=AliasChoices(GENERAL_ENDPOINT_VARIABLE),
+        description="endpoint imposed on every client by code that starts its own emulator; "
+        f"never read from the environment (botocore reads {GENERAL_ENDPOINT_VARIABLE})",
+    )
     sqs_endpoint_url: str | None = Field(
-        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["sqs"])
+        None,
+        validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["sqs"]),
+        description="SQS endpoint imposed by code, over endpoint_url; never read from the "
+        f"environment (botocore reads {SERVICE_ENDPOINT_VARIABLES['sqs']})",
     )
     events_endpoint_url: str | None = Field(
-        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["events"])
+        None,
+        validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["events"]),
+        description="EventBridge endpoint imposed by code, over endpoint_url; never read from "
+        f"the environment (botocore reads {SERVICE_ENDPOINT_VARIABLES['events']})",
     )
     dynamodb_endpoint_url: str | None = Field(
-        None, validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["dynamodb"])
+        None,
+        validation_alias=AliasChoices(SERVICE_ENDPOINT_VARIABLES["dynamodb"]),
+        description="DynamoDB endpoint imposed by code, over endpoint_url; never read from the "
+        f"environment (botocore reads {SERVICE_ENDPOINT_VARIABLES['dynamodb']})",
     )
 
     @classmethod
@@ -175,13 +258,37 @@ class Settings(BaseSettings):
             value = getattr(self, name)
             if value is None or name in ENDPOINT_FIELDS:
                 continue
-            alias = info.validation_alias
-            if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
-                variable = alias.choices[0]
-            else:
-                variable = f"{prefix}{name}".upper()
-            environ[variable] = str(value)
+            environ[environment_variables(name, info, prefix)[0]] = str(value)
         return environ
+
+
+def environment_variables(name: str, info: FieldInfo, prefix: str = "WAIT_TIMES_") -> list[str]:
+    """The environment variables a field is read from: its aliases in order (``AWS_REGION``,
+    then ``AWS_DEFAULT_REGION``), else ``<prefix><FIELD>``. ``to_environ`` writes the first."""
+    alias = info.validation_alias
+    if isinstance(alias, AliasChoices) and isinstance(alias.choices[0], str):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return [f"{prefix}{name}".upper()]
+
+
+def configuration_rows() -> list[str]:
+    """README's configuration table, one row per setting read from the environment: the
+    variable, its default and its description, in declaration order. The endpoint fields
+    are left out (botocore reads their variables; the README describes those by hand).
+    ``python -m service.settings`` prints them.
+    """
+    prefix = Settings.model_config.get("env_prefix", "")
+    rows = []
+    for name, info in Settings.model_fields.items():
+        if name in ENDPOINT_FIELDS:
+            continue
+        first, *others = (f"`{v}`" for v in environment_variables(name, info, prefix))
+        variable = f"{first} (or {', '.join(others)})" if others else first
+        default = info.default
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        meaning = (info.description or "").replace("|", "\\|")
+        rows.append(f"| {variable} | `{shown}` | {meaning} |")
+    return rows
 
 
 def load_settings(**overrides: object) -> Settings:
@@ -289,3 +396,7 @@ def worker_options(settings: Settings, *, redrive_limit: int | None = None) -> W
         drain_seconds=settings.drain_seconds,
         redrive_limit=redrive_limit,
     )
+
+
+if __name__ == "__main__":
+    print("\n".join(configuration_rows()))

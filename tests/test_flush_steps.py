@@ -28,7 +28,8 @@ def message(body: object, message_id: str = "m1", receive_count: int = 1) -> Mes
 
 
 def event(role: Role, order_id: str, at: int, drink: str = "Latte") -> OrderEvent:
-    return OrderEvent(role, order_id, at, "NYC" if role is Role.SUBMITTED else None, drink)
+    tenant, named = ("NYC", drink) if role is Role.SUBMITTED else ("", None)
+    return OrderEvent(role, order_id, at, tenant, named)
 
 
 def test_triage_sorts_orders_poison_ignored_and_the_same_message_twice() -> None:

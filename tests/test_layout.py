@@ -89,6 +89,43 @@ def test_the_core_and_the_ports_import_nothing_above_them() -> None:
     assert not any(m.startswith(("service.aws", "service.tools")) for m in closure("service.ports"))
 
 
+def client_types(tree: ast.Module) -> set[str]:
+    """The names a module imports from types_aiobotocore packages (under TYPE_CHECKING too)."""
+    return {
+        alias.asname or alias.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("types_aiobotocore")
+        for alias in node.names
+    }
+
+
+def annotated_names(tree: ast.Module) -> list[tuple[str, ast.expr | None, int]]:
+    """Every parameter and every annotated attribute or variable: (name, annotation, line)."""
+    found: list[tuple[str, ast.expr | None, int]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            a = node.args
+            for arg in [*a.posonlyargs, *a.args, *a.kwonlyargs, a.vararg, a.kwarg]:
+                if arg is not None and arg.arg not in ("self", "cls"):
+                    found.append((arg.arg, arg.annotation, arg.lineno))
+        elif isinstance(node, ast.AnnAssign):
+            target = node.target
+            name = target.attr if isinstance(target, ast.Attribute) else ast.unparse(target)
+            found.append((name, node.annotation, node.lineno))
+    return found
+
+
+def names_in(annotation: ast.expr) -> set[str]:
+    """The names an annotation uses (a string annotation parsed as what it says)."""
+    if isinstance(annotation, ast.Constant) and isinstance(annotation.value, str):
+        annotation = ast.parse(annotation.value, mode="eval").body
+    return {
+        n.id if isinstance(n, ast.Name) else n.attr
+        for n in ast.walk(annotation)
+        if isinstance(n, ast.Name | ast.Attribute)
+    }
+
+
 def test_adapters_take_typed_clients() -> None:
     for path in (PACKAGE / "aws").glob("*.py"):
         text = path.read_text()
@@ -148,3 +185,40 @@ def test_no_class_over_250_lines_and_no_function_over_40_statements() -> None:
     ]
     assert not long_classes, long_classes
     assert not long_functions, long_functions
+
+    """A client an adapter takes or keeps is annotated with its types_aiobotocore type.
+
+    A client is what is called ``client`` (or ``*_client``) or carries the name of one of
+    AwsClients' fields (``sqs``, ``dynamodb``, ``events``); those must be the same type as
+    AwsClients declares. ``Any`` or ``object`` would let every call on it go unchecked.
+    """
+    clients_tree = ast.parse((PACKAGE / "aws" / "clients.py").read_text())
+    (aws_clients,) = (
+        n for n in ast.walk(clients_tree) if isinstance(n, ast.ClassDef) and n.name == "AwsClients"
+    )
+    by_field = {
+        ast.unparse(n.target): names_in(n.annotation)
+        for n in aws_clients.body
+        if isinstance(n, ast.AnnAssign)
+    }
+    assert {"sqs", "dynamodb", "events"} <= set(by_field), by_field
+    assert all(len(types) == 1 for types in by_field.values()), by_field
+    checked = 0
+    for path in sorted((PACKAGE / "aws").glob("*.py")):
+        tree = ast.parse(path.read_text())
+        typed = client_types(tree)
+        for name, annotation, line in annotated_names(tree):
+            if name not in by_field and name != "client" and not name.endswith("_client"):
+                continue
+            where = f"{path.name}:{line} {name}"
+            assert annotation is not None, f"{where} has no annotation"
+            used = names_in(annotation)
+            assert used and used <= typed, (
+                f"{where}: {ast.unparse(annotation)} is not a client type"
+            )
+            if name in by_field:
+                assert used == by_field[name], (
+                    f"{where}: {ast.unparse(annotation)}, not {by_field[name]}"
+                )
+            checked += 1
+    assert checked >= 10, "the check must see the adapters' clients"

@@ -21,6 +21,7 @@ from botocore.exceptions import (
 from service import cli
 from service.aws.errors import translate, translate_raised
 from service.errors import (
+    EXIT_CODES,
     AccessDeniedError,
     ConfigurationError,
     DependencyError,
@@ -29,6 +30,9 @@ from service.errors import (
     RejectedCredentialsError,
     SettingsError,
     WaitTimesError,
+    find_error,
+    first_error,
+    walk,
 )
 from service.settings import Settings, check_region, known_regions, load_settings
 from tests.helpers import ROOT
@@ -125,6 +129,25 @@ def test_errors_raised_outside_the_adapters_are_found_and_translated() -> None:
     assert translate_raised(OSError("not AWS's")) is None, "only botocore's errors"
 
 
+def test_one_walker_finds_errors_in_nested_groups_depth_first() -> None:
+    first, inner, last = KeyError("first"), SettingsError("inner"), SettingsError("last")
+    nested = ExceptionGroup("nested", [inner])
+    group = ExceptionGroup("outer", [first, nested, last])
+    assert list(walk(group)) == [group, first, nested, inner, last]
+    assert find_error(group, SettingsError) is inner, "depth first, the first one"
+    assert find_error(group, ExceptionGroup) is group, "a group can be what is looked for"
+    assert find_error(first, SettingsError) is None
+    # Translation takes the first error the service has or botocore raised, in that order.
+    mixed = ExceptionGroup(
+        "g", [KeyError("bug"), ExceptionGroup("h", [client_error("ExpiredToken")]), inner]
+    )
+    assert isinstance(translate_raised(mixed), RejectedCredentialsError)
+    with pytest.raises(KeyError) as raised, first_error():
+        raise ExceptionGroup("g", [ExceptionGroup("h", [first]), inner])
+    assert raised.value is first
+    assert raised.value.__cause__ is not None
+
+
 # --- settings ------------------------------------------------------------------------------
 
 
@@ -213,5 +236,5 @@ def test_the_readme_documents_every_exit_code() -> None:
     table = readme.split("### Errors and exit codes", 1)[1].split("\n## ", 1)[0]
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line]
     documented = {code for row in rows[1:] for code in re.findall(r"\b\d+\b", row.split("|")[-2])}
-    codes = {str(code) for _, code in cli.EXIT_CODES} | {"0", "1", "130", "143"}
+    codes = {str(code) for _, code in EXIT_CODES} | {"0", "1", "130", "143"}
     assert codes <= documented, codes - documented

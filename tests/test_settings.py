@@ -1,13 +1,16 @@
-"""Settings.to_environ: the environment a child process needs to read the same settings."""
+"""Settings.to_environ: the environment a child process needs to read the same settings;
+and every setting described where it is declared, the README's table made from those."""
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import pytest
 
-from service.settings import Settings
+from service.settings import ENDPOINT_FIELDS, Settings, configuration_rows
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -116,3 +119,39 @@ def test_an_imposed_endpoint_goes_to_every_service_variable(
     }
     through = Settings(dynamodb_endpoint_url="http://tables:2").through("http://proxy:3")
     assert {through.endpoint_for(s) for s in ("sqs", "events", "dynamodb")} == {"http://proxy:3"}
+
+
+def test_every_setting_says_what_it_is() -> None:
+    undescribed = [name for name, info in Settings.model_fields.items() if not info.description]
+    assert not undescribed, undescribed
+
+
+def _variables(row: str) -> set[str]:
+    """The variables a README row names in its first cell."""
+    return set(re.findall(r"`([A-Z][A-Z0-9_]*)`", row.split(" | ", maxsplit=1)[0]))
+
+
+def test_the_readme_configuration_table_is_the_declared_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every variable Settings reads is in the README with its default and its description;
+    the rows are generated, so they cannot drift from the declarations."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Configuration\n", 1)[1].split("\n### ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("| ")][1:]  # no header
+    generated = configuration_rows()
+    assert rows[: len(generated)] == generated, (
+        "README.md's configuration table is not what service/settings.py declares; replace "
+        "its rows above `credentials` with the output of `.venv/bin/python -m service.settings`:"
+        "\n" + "\n".join(generated)
+    )
+    # What Settings reads from the environment, from to_environ rather than the generator.
+    _clear_environment(monkeypatch)
+    read = set(Settings().to_environ()) | {"AWS_DEFAULT_REGION"}
+    assert set().union(*map(_variables, generated)) == read
+    # By hand below them: only what botocore reads itself (credentials, the endpoints, which
+    # the four endpoint fields are never read from).
+    by_hand = set().union(*map(_variables, rows[len(generated) :]))
+    assert set(ENDPOINT_FIELDS.values()) <= by_hand
+    assert not by_hand & read, by_hand & read
+    assert not any(set(ENDPOINT_FIELDS.values()) & _variables(row) for row in generated)

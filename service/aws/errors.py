@@ -41,6 +41,7 @@ from service.errors import (
     RejectedCredentialsError,
     SettingsError,
     WaitTimesError,
+    walk,
 )
 
 T = TypeVar("T")
@@ -197,16 +198,13 @@ def access_denied(exc: ClientError, operation: str) -> AccessDeniedError:
 def translate_raised(exc: BaseException) -> WaitTimesError | None:
     """The service's error inside something raised outside ``call`` (client creation,
     provisioning, a task group's exception group), or None when there is none."""
-    if isinstance(exc, WaitTimesError):
-        return exc
-    if isinstance(exc, BaseExceptionGroup):
-        for inner in exc.exceptions:
-            found = translate_raised(inner)
-            if found is not None:
-                return found
-        return None
-    if isinstance(exc, ClientError | BotoCoreError):
-        return translate(exc, "")
+    for found in walk(exc):
+        if isinstance(found, WaitTimesError):
+            return found
+        if isinstance(found, ClientError | BotoCoreError):
+            translated = translate(found, "")
+            if translated is not None:
+                return translated
     return None
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import structlog
@@ -14,6 +15,12 @@ from service.aws.clients import AwsClients
 from service.aws.errors import error_code
 from service.core.events import consumed_event_pattern, published_event_pattern
 from service.settings import Settings
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+    from types_aiobotocore_events import EventBridgeClient
+    from types_aiobotocore_sqs import SQSClient
+    from types_aiobotocore_sqs.literals import QueueAttributeNameType
 
 log = structlog.get_logger(__name__)
 
@@ -96,7 +103,7 @@ async def provision(
     )
 
 
-async def ensure_bus(events: Any, name: str) -> str:
+async def ensure_bus(events: EventBridgeClient, name: str) -> str:
     """The bus ARN, creating the bus if it is missing."""
     try:
         return str((await events.describe_event_bus(Name=name))["Arn"])
@@ -107,7 +114,9 @@ async def ensure_bus(events: Any, name: str) -> str:
     return str((await events.create_event_bus(Name=name))["EventBusArn"])
 
 
-async def ensure_queue(sqs: Any, name: str, attributes: dict[str, str]) -> tuple[str, str]:
+async def ensure_queue(
+    sqs: SQSClient, name: str, attributes: Mapping[QueueAttributeNameType, str]
+) -> tuple[str, str]:
     """URL and ARN of a standard queue, created or brought to ``attributes``."""
     try:
         url = (await sqs.get_queue_url(QueueName=name))["QueueUrl"]
@@ -171,7 +180,7 @@ async def ensure_rule(
     return rule_arn
 
 
-async def ensure_table(dynamodb: Any, name: str) -> None:
+async def ensure_table(dynamodb: DynamoDBClient, name: str) -> None:
     """The table (on demand, key ``pk``), active, with TTL on ``expiresAt``."""
     try:
         await dynamodb.describe_table(TableName=name)

@@ -84,6 +84,20 @@ def test_expiry_drops_stale_records_only_after_the_ttl_and_late_halves_never_pai
     assert book.late_halves == 1 and "a" not in book.records
 
 
+def test_a_record_keeps_every_cancellation_time_and_ends_at_the_earliest_end() -> None:
+    open_order = record(submitted("o", 100))
+    assert open_order.ended_at is None
+    once = open_order.merge(cancelled("o", 300))
+    assert once.cancelled and once.cancellations == (300,)
+    assert once.merge(cancelled("o", 300)) is once
+    twice = once.merge(cancelled("o", 250))
+    assert twice.cancellations == (250, 300) and twice.ended_at == 250
+    assert twice.merge(completed("o", 200)).ended_at == 200
+    assert once.join(record(submitted("o", 100), cancelled("o", 250))) == twice
+    legacy = open_order._replace(cancelled=True)  # stored before cancellation times were kept
+    assert legacy.ended_at == 100
+
+
 def test_join_event_sets_the_expiry_once_and_refuses_a_record_past_it() -> None:
     first = join_event(None, submitted("o", 10), now=10, ttl_seconds=100)
     assert first is not None and first.expires_at == 110

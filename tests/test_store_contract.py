@@ -178,7 +178,9 @@ async def test_an_anomaly_is_marked_once(subject: Subject) -> None:
 @DYNAMODB_ONLY
 async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aws) -> None:
     """``items.order_item`` (the cost benchmark's seeding) is the layout the update leaves."""
-    record = submitted("a", 100).join(completed("a", 160))._replace(cancelled=True)
+    record = submitted("a", 100).join(completed("a", 160))._replace(
+        cancelled=True, cancellations=(150, 170)
+    )
     table = aws.settings.table_name
     await aws.clients.dynamodb.put_item(
         TableName=table, Item=items.order_item(record._replace(order_id="seeded"), 2000)
@@ -192,3 +194,4 @@ async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aw
         read[order_id] = items.record_from_item("a", found["Item"])
     assert read["seeded"] == read["a"]
     assert read["a"].cancelled and read["a"].completions == (160,)
+    assert read["a"].cancellations == (150, 170)

@@ -7,6 +7,7 @@ One table, partition key ``pk`` only, two kinds of item:
 | order record | ``O#<orderId>`` | ``sub`` | SS | every distinct submission, ``[time, tenant, drink]`` as JSON |
 | | | ``cmp`` | NS | every distinct completion time (epoch seconds) |
 | | | ``cx`` | BOOL | cancelled (sticky) |
+| | | ``cxs`` | NS | every distinct cancellation time (epoch seconds) |
 | | | ``an`` | S | anomaly kind, set once by the worker that first reported it |
 | | | ``expiresAt`` | N | DynamoDB TTL; also the end of the order's horizon |
 | window | ``W#["<tenant>","<drink>"]`` | ``tenant``, ``drink`` | S | the key, readable |
@@ -51,6 +52,7 @@ WINDOW_PREFIX: Final = "W#"
 SUBMISSIONS: Final = "sub"
 COMPLETIONS: Final = "cmp"
 CANCELLED: Final = "cx"
+CANCELLATIONS: Final = "cxs"
 ANOMALY: Final = "an"
 EXPIRES_AT: Final = "expiresAt"
 LEGACY_TENANT: Final = "tn"
@@ -81,7 +83,8 @@ def _submission_text(half: Submission) -> str:
 
 
 def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateTypeDef:
-    """The update adding what a record knows to the stored record: set union, sticky flag."""
+    """The update adding what a record knows to the stored record: set unions (``ADD`` to
+    the submissions, completions and cancellation times), a sticky flag, the expiry once."""
     # Names go through placeholders: DynamoDB reserves hundreds of words.
     names = {"#exp": EXPIRES_AT}
     adds = []
@@ -99,6 +102,10 @@ def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateType
         names["#cx"] = CANCELLED
         sets.append("#cx = :yes")
         values[":yes"] = {"BOOL": True}
+    if record.cancellations:
+        names["#cxs"] = CANCELLATIONS
+        adds.append("#cxs :x")
+        values[":x"] = {"NS": sorted(str(at) for at in record.cancellations)}
     expression = "SET " + ", ".join(sets)
     if adds:
         expression += " ADD " + ", ".join(adds)
@@ -124,6 +131,8 @@ def order_item(record: OrderRecord, expires_at: int) -> dict[str, AttributeValue
         item[COMPLETIONS] = {"NS": sorted(str(at) for at in record.completions)}
     if record.cancelled:
         item[CANCELLED] = {"BOOL": True}
+    if record.cancellations:
+        item[CANCELLATIONS] = {"NS": sorted(str(at) for at in record.cancellations)}
     return item
 
 
@@ -161,6 +170,7 @@ def record_from_item(order_id: str, item: Item) -> OrderRecord:
         bool(item.get(CANCELLED, {}).get("BOOL", False)),
         int(item[EXPIRES_AT]["N"]) if EXPIRES_AT in item else None,
         ANOMALY in item,
+        tuple(sorted(int(n) for n in item.get(CANCELLATIONS, {}).get("NS", ()))),
     )
 
 

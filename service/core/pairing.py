@@ -41,6 +41,10 @@ class OrderRecord(NamedTuple):
     cancelled: bool = False
     expires_at: int | None = None
     anomaly_reported: bool = False  # the worker that first saw it anomalous said so
+    # Every distinct cancellation time (a timeout is a cancellation): when the order
+    # stopped being open. Empty with ``cancelled`` set only for records stored before
+    # cancellation times were kept (then it ended at an unknown time).
+    cancellations: tuple[int, ...] = ()
 
     @classmethod
     def of(
@@ -66,6 +70,7 @@ class OrderRecord(NamedTuple):
         expiry = self.expires_at if self.expires_at is not None else expires_at
         role = event.role
         submissions, completions, cancelled = self.submissions, self.completions, self.cancelled
+        cancellations = self.cancellations
         if role is Role.SUBMITTED:
             half = (event.time, event.tenant, event.drink or "")
             if half in submissions:
@@ -80,13 +85,22 @@ class OrderRecord(NamedTuple):
                     return self
             else:
                 completions = tuple(sorted((*completions, at))) if completions else (at,)
-        elif cancelled:
-            if expiry == self.expires_at:
-                return self
         else:
-            cancelled = True
+            at = event.time
+            if at in cancellations:
+                if expiry == self.expires_at:
+                    return self
+            else:
+                cancelled = True
+                cancellations = tuple(sorted((*cancellations, at))) if cancellations else (at,)
         return OrderRecord(
-            self.order_id, submissions, completions, cancelled, expiry, self.anomaly_reported
+            self.order_id,
+            submissions,
+            completions,
+            cancelled,
+            expiry,
+            self.anomaly_reported,
+            cancellations,
         )
 
     def join(self, other: OrderRecord) -> OrderRecord:
@@ -103,6 +117,7 @@ class OrderRecord(NamedTuple):
             self.cancelled or other.cancelled,
             expiry,
             self.anomaly_reported or other.anomaly_reported,
+            tuple(sorted(set(self.cancellations) | set(other.cancellations))),
         )
         # ``self`` when nothing was added, so callers can tell a change by identity.
         return self if joined == self else joined
@@ -134,6 +149,15 @@ class OrderRecord(NamedTuple):
     def completed_at(self) -> int | None:
         """The completion that counts: the earliest."""
         return self.completions[0] if self.completions else None
+
+    @property
+    def ended_at(self) -> int | None:
+        """When the order stopped being open: its earliest completion or cancellation
+        (None while open). A cancellation of unknown time ends it at its submission."""
+        ends = [*self.completions[:1], *self.cancellations[:1]]
+        if self.cancelled and not self.cancellations and self.submissions:
+            ends.append(self.submissions[0][0])
+        return min(ends) if ends else None
 
     @property
     def key(self) -> WindowKey | None:
@@ -217,9 +241,12 @@ class KeyState:
         """Join records into the live set; ``self`` when nothing changes."""
         live: dict[str, OrderRecord] | None = None
         for incoming in records:
-            # The anomaly mark belongs to the order record, not to a key's state.
+            # The anomaly mark and the cancellation times belong to the order record, not to
+            # a key's state (which keeps only whether the order was cancelled).
             record = (
-                incoming._replace(anomaly_reported=False) if incoming.anomaly_reported else incoming
+                incoming._replace(anomaly_reported=False, cancellations=())
+                if incoming.anomaly_reported or incoming.cancellations
+                else incoming
             )
             current = (live or self.live).get(record.order_id)
             joined = record if current is None else current.join(record)

@@ -178,8 +178,10 @@ async def test_an_anomaly_is_marked_once(subject: Subject) -> None:
 @DYNAMODB_ONLY
 async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aws) -> None:
     """``items.order_item`` (the cost benchmark's seeding) is the layout the update leaves."""
-    record = submitted("a", 100).join(completed("a", 160))._replace(
-        cancelled=True, cancellations=(150, 170)
+    record = (
+        submitted("a", 100)
+        .join(completed("a", 160))
+        ._replace(cancelled=True, cancellations=(150, 170))
     )
     table = aws.settings.table_name
     await aws.clients.dynamodb.put_item(

@@ -16,12 +16,12 @@ import math
 import random
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from contextlib import AsyncExitStack
 from importlib import metadata, util
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import anyio
 import structlog
@@ -37,6 +37,9 @@ from service.errors import (
 )
 from service.logs import configure_logging
 from service.settings import Settings, check_region, load_settings
+
+if TYPE_CHECKING:
+    from service.tools.replay import ReplayResult
 
 log = structlog.get_logger(__name__)
 
@@ -166,6 +169,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     replay = commands.add_parser("replay", help="offline: final windows of recorded events")
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    replay.add_argument(
+        "--estimates",
+        action="store_true",
+        help="instead: every WaitEstimate the service would publish, as JSON Lines (a backtest)",
+    )
 
     schema = commands.add_parser(
         "schema", help="write JSON Schemas and the AsyncAPI document of the events"
@@ -305,7 +313,7 @@ async def _until_stopped(work: Callable[[], Awaitable[int]]) -> int:
 
 async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "replay":
-        return _replay(args.files, settings)
+        return _replay(args.files, settings, estimates=args.estimates)
     if args.command == "schema":
         from service.tools.catalog.generator import write_catalog  # noqa: PLC0415
 
@@ -384,30 +392,35 @@ def play_options(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _replay(files: Sequence[Path], settings: Settings) -> int:
+def _replay(files: Sequence[Path], settings: Settings, *, estimates: bool = False) -> int:
     from itertools import chain  # noqa: PLC0415
 
-    from service.tools.replay import read_events, replay  # noqa: PLC0415
+    from service.tools.replay import ReplayResult, read_events, replay  # noqa: PLC0415
 
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         raise UsageError(f"no such file: {', '.join(missing)}")
+    events = chain.from_iterable(read_events(f) for f in files)
     try:
-        result = replay(
-            chain.from_iterable(read_events(f) for f in files),
-            window_size=settings.window_size,
-            max_wait_seconds=settings.max_wait_seconds,
-            ttl_seconds=settings.pending_ttl_seconds,
-            max_clock_skew_seconds=settings.max_clock_skew_seconds,
-            source=settings.source,
-            completion=settings.completion_event,
-        )
+        if estimates:
+            result = ReplayResult({})
+            _write_estimates(events, settings, result)
+        else:
+            result = replay(
+                events,
+                window_size=settings.window_size,
+                max_wait_seconds=settings.max_wait_seconds,
+                ttl_seconds=settings.pending_ttl_seconds,
+                max_clock_skew_seconds=settings.max_clock_skew_seconds,
+                source=settings.source,
+                completion=settings.completion_event,
+            )
+            json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
+            sys.stdout.write("\n")
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
-    sys.stdout.write("\n")
     unprocessable = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.poison.items()))
     print(
         f"replayed {result.events} events: {result.ignored} ignored, "
@@ -417,6 +430,22 @@ def _replay(files: Sequence[Path], settings: Settings) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayResult) -> None:
+    """``replay --estimates``: each WaitEstimate detail as one JSON line on stdout."""
+    from service.tools.replay import replay_estimates  # noqa: PLC0415
+
+    for detail in replay_estimates(
+        events,
+        max_wait_seconds=settings.max_wait_seconds,
+        ttl_seconds=settings.pending_ttl_seconds,
+        max_clock_skew_seconds=settings.max_clock_skew_seconds,
+        source=settings.source,
+        completion=settings.completion_event,
+        result=result,
+    ):
+        sys.stdout.write(detail.model_dump_json() + "\n")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
 TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
 ORDER_FINISHED_DETAIL_TYPE: Final = "OrderProcessor.orderFinished"
 AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
+ESTIMATE_DETAIL_TYPE: Final = "OrderManager.WaitEstimate"
 # Which event ends an order's wait (WAIT_TIMES_COMPLETION_EVENT): the barista's
 # completion, or, as the first version of this extension did, the workflow's end.
 COMPLETED: Final = "completed"
@@ -129,6 +130,44 @@ class DrinkAverageTime(BaseModel):
     window: int = Field(ge=1, description="configured window size N")
     version: int = Field(ge=1, description="rises with every change of this key's window")
     updatedAt: datetime
+
+
+class DrinkWait(BaseModel):
+    """A drink's line in a ``WaitEstimate``: the predicted wait and its p90, in seconds."""
+
+    model_config = ConfigDict(frozen=True)
+    estimate: float = Field(ge=0, description="predicted wait of an order placed now (s)")
+    p90: float = Field(ge=0, description="the wait 90% of such orders stay under (s)")
+
+
+class WaitEstimate(BaseModel):
+    """``detail`` of ``OrderManager.WaitEstimate``: a tenant's queue-aware estimate."""
+
+    model_config = ConfigDict(frozen=True)
+    eventId: str = Field(description="tenant")
+    asOf: datetime = Field(description="the event time the estimate is for (UTC)")
+    openOrders: int = Field(ge=0, description="the tenant's orders open at asOf")
+    drinks: dict[str, DrinkWait] = Field(
+        description="per drink the tenant has completed counted orders of"
+    )
+    version: int = Field(ge=1, description="rises with every change of this tenant's estimate")
+
+
+def estimate_event(
+    tenant: str,
+    as_of: int,
+    open_orders: int,
+    drinks: dict[str, tuple[float, float]],
+    version: int,
+) -> WaitEstimate:
+    """The published detail of a tenant's estimate at ``version``."""
+    return WaitEstimate(
+        eventId=tenant,
+        asOf=datetime.fromtimestamp(as_of, UTC),
+        openOrders=open_orders,
+        drinks={d: DrinkWait(estimate=e, p90=p) for d, (e, p) in sorted(drinks.items())},
+        version=version,
+    )
 
 
 def average_event(

@@ -10,8 +10,10 @@ from typing import Any
 
 import orjson
 
-from service.core.events import COMPLETED, parse_envelope
+from service.core.events import COMPLETED, WaitEstimate, estimate_event, parse_envelope
+from service.core.orders import OrderEvent
 from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
+from service.core.queueing import EstimateBook
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
@@ -135,6 +137,66 @@ def _feed(
             sweep_at = now + SWEEP_EVERY_SECONDS
     result.events = events
     result.ignored = ignored
+
+
+def replay_estimates(
+    envelopes: Iterable[Any],
+    *,
+    max_wait_seconds: int = 7200,
+    ttl_seconds: int = 86400,
+    max_clock_skew_seconds: int = 86400,
+    source: str | None = None,
+    wall_clock: float | None = None,
+    completion: str = COMPLETED,
+    result: ReplayResult | None = None,
+) -> Iterator[WaitEstimate]:
+    """Every ``WaitEstimate`` detail the service would publish for these events, replayed in
+    time order (ties: as given) one at a time, as a worker does with one message per flush.
+
+    The same rules as the worker: events joined with ``join_event`` (through
+    ``OrderBook``), tenants' states and estimates with ``EstimateBook``; the clock is the
+    latest accepted event time. ``result``, when given, receives the counts of the summary
+    (events, ignored, unprocessable, late halves).
+    """
+    summary = result if result is not None else ReplayResult({})
+    not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
+    accepted: list[OrderEvent] = []
+    for envelope in envelopes:
+        summary.events += 1
+        try:
+            if type(envelope) is PoisonMessageError:
+                raise envelope
+            event = parse_envelope(
+                envelope, source=source, not_after=not_after, completion=completion
+            )
+        except PoisonMessageError as exc:
+            summary.poison[exc.reason] = summary.poison.get(exc.reason, 0) + 1
+            continue
+        if event is None:
+            summary.ignored += 1
+        else:
+            accepted.append(event)
+    accepted.sort(key=lambda e: e.time)
+    book = OrderBook(ttl_seconds)
+    estimates = EstimateBook(max_wait_seconds)
+    now = 0
+    for event in accepted:
+        now = max(now, event.time)
+        record = book.apply(event, now)
+        if record is None:
+            continue
+        for found in estimates.update([record], now):
+            estimate = found.estimate
+            drinks = {d: (e.estimate, e.p90) for d, e in estimate.drinks.items()}
+            yield estimate_event(
+                estimate.tenant, estimate.as_of, estimate.open_orders, drinks, found.version
+            )
+    summary.late_halves = book.late_halves
+    summary.anomalies = sum(
+        1
+        for record in (*book.records.values(), *book.take_stale())
+        if type(outcome(record, max_wait_seconds)) is Anomalous
+    )
 
 
 class NotEventsError(ValueError):

@@ -1,0 +1,349 @@
+"""A tenant's queue: its open orders, and the wait an order placed now can expect.
+
+A tenant's durable state (``TenantState``) is, like a key's, a join-semilattice: the joined
+record of every order whose submissions name the tenant, pruned by a rule that never
+removes what the view needs. Its view, at an event time ``as_of``, is the estimate
+(``estimate``): the tenant's open orders and, per drink, a predicted wait and a p90
+(docs/design.md, "The wait estimate"; docs/decisions.md, "A queue-aware estimate").
+
+Definitions:
+
+- an order is the tenant's when its earliest submission names the tenant;
+- **open at t**: submitted at s <= t, not ended by t (no completion or cancellation at a
+  time <= t), and t - s <= the maximum wait (an older order is ahead of no one);
+- **counted**: completed, not cancelled, a wait in [0, maximum wait]: only counted orders
+  train the estimate;
+- the estimate learns from the tenant's latest ``TRAINING_ORDERS`` counted orders by
+  (completion time, order id), each with the number of the tenant's orders open when it
+  was submitted: a function of the set of accepted events, not of their arrival order.
+
+Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_right
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+from service.core.pairing import OrderRecord
+
+MAX_TENANT_ORDERS = 2000  # per tenant: past it the oldest orders leave the state (counted)
+TRAINING_ORDERS = 150  # the tenant's latest counted orders the estimate learns from
+MIN_TRAINING = 5  # counted orders a tenant needs before it gets any estimate
+MAX_SERVERS = 8  # the hinge's knee is searched in 1..MAX_SERVERS orders ahead
+SHRINK = 2.0  # pseudo-orders pulling a rare drink's offset toward the tenant's
+LONE_EVENT_GAP = 900  # s: a latest event further than this after the others waits for company
+P90 = 0.9
+
+
+class Sample(NamedTuple):
+    """One counted order as the estimate learns it."""
+
+    drink: str
+    ahead: int  # the tenant's other orders open when it was submitted
+    wait: int
+
+
+class DrinkEstimate(NamedTuple):
+    """A drink's predicted wait and its p90, in seconds."""
+
+    estimate: float
+    p90: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a tenant's state says at ``as_of``: open orders and an estimate per drink."""
+
+    tenant: str
+    as_of: int
+    open_orders: int
+    drinks: Mapping[str, DrinkEstimate] = field(default_factory=dict)
+
+    def rounded(self) -> tuple[int, tuple[tuple[str, int, int], ...]]:
+        """What a change is judged on: open orders and every value in whole seconds."""
+        return self.open_orders, tuple(
+            (drink, round(e.estimate), round(e.p90)) for drink, e in sorted(self.drinks.items())
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TenantState:
+    """A tenant's durable state: the joined records of the orders that name it."""
+
+    tenant: str
+    orders: Mapping[str, OrderRecord] = field(default_factory=dict)
+
+    def add(self, records: Iterable[OrderRecord]) -> TenantState:
+        """Join records into the state; ``self`` when nothing changes."""
+        orders: dict[str, OrderRecord] | None = None
+        for incoming in records:
+            record = (
+                incoming._replace(anomaly_reported=False) if incoming.anomaly_reported else incoming
+            )
+            current = (orders or self.orders).get(record.order_id)
+            joined = record if current is None else current.join(record)
+            if joined is not current:
+                if orders is None:
+                    orders = dict(self.orders)
+                orders[record.order_id] = joined
+        return self if orders is None else TenantState(self.tenant, orders)
+
+    def prune(
+        self, as_of: int, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS
+    ) -> tuple[TenantState, int]:
+        """The state without what no view at ``as_of`` or later can need, and how many
+        orders the cap dropped (the oldest first: then open counts and the learned offsets
+        are approximate, docs/decisions.md).
+
+        Kept: the tenant's orders not ended and not older than the maximum wait; ended
+        orders that ended after ``horizon`` (the earliest completion among the training
+        orders, less the maximum wait: an order ended before it was open at no training
+        order's submission). Records whose earliest submission names another tenant go.
+        """
+        mine = [r for r in self.orders.values() if r.tenant == self.tenant]
+        horizon = _horizon(mine, max_wait_seconds)
+        kept: list[OrderRecord] = []
+        for record in mine:
+            ended = record.ended_at
+            submitted = record.submitted_at or 0
+            if ended is None:
+                if as_of - submitted <= max_wait_seconds:
+                    kept.append(record)
+            elif horizon is None or ended >= horizon:
+                kept.append(record)
+        dropped = max(0, len(kept) - cap)
+        if dropped:
+            # Ended orders first (oldest end first), then open ones (oldest submission).
+            kept.sort(key=_drop_order)
+            kept = kept[dropped:]
+        if len(kept) == len(self.orders):
+            return self, 0
+        return TenantState(self.tenant, {r.order_id: r for r in kept}), dropped
+
+    def estimate(self, as_of: int, max_wait_seconds: int) -> Estimate | None:
+        """The view at ``as_of``: None when the tenant has no order at all."""
+        mine = [r for r in self.orders.values() if r.tenant == self.tenant]
+        if not mine:
+            return None
+        queue = _Queue(mine, max_wait_seconds)
+        samples = training(mine, queue, max_wait_seconds)
+        model = fit(samples)
+        ahead = queue.open_at(as_of)
+        drinks = {} if model is None else model.predict_all(ahead, max_wait_seconds)
+        return Estimate(self.tenant, as_of, ahead, drinks)
+
+    def latest_event(self) -> int | None:
+        """The time the tenant's estimate is for: its latest event, unless that one stands
+        alone more than ``LONE_EVENT_GAP`` after all the others (an event stamped ahead
+        waits for company, so it can neither freeze nor empty the estimate)."""
+        times = sorted(
+            {
+                at
+                for r in self.orders.values()
+                if r.tenant == self.tenant
+                for at in (
+                    *(s for s, tenant, _ in r.submissions if tenant == self.tenant),
+                    *r.completions,
+                    *r.cancellations,
+                )
+            }
+        )
+        if not times:
+            return None
+        if len(times) > 1 and times[-1] - times[-2] > LONE_EVENT_GAP:
+            return times[-2]
+        return times[-1]
+
+
+def _drop_order(record: OrderRecord) -> tuple[int, int, str]:
+    ended = record.ended_at
+    if ended is not None:
+        return (0, ended, record.order_id)
+    return (1, record.submitted_at or 0, record.order_id)
+
+
+def _counted(record: OrderRecord, max_wait_seconds: int) -> int | None:
+    """The wait of a counted order, else None."""
+    if record.cancelled or not record.completions or not record.submissions:
+        return None
+    wait = record.completions[0] - record.submissions[0][0]
+    return wait if 0 <= wait <= max_wait_seconds else None
+
+
+def _latest_counted(records: Sequence[OrderRecord], max_wait_seconds: int) -> list[OrderRecord]:
+    counted = [r for r in records if _counted(r, max_wait_seconds) is not None]
+    counted.sort(key=lambda r: (r.completions[0], r.order_id), reverse=True)
+    return counted[:TRAINING_ORDERS]
+
+
+def _horizon(records: Sequence[OrderRecord], max_wait_seconds: int) -> int | None:
+    """Ended orders that ended before this matter to no view (None: keep them all)."""
+    latest = _latest_counted(records, max_wait_seconds)
+    if len(latest) < TRAINING_ORDERS:
+        return None
+    return latest[-1].completions[0] - max_wait_seconds
+
+
+class _Queue:
+    """Open counts at any time, in O(log n): an order is open on [s, min(end, s + W + 1))."""
+
+    def __init__(self, records: Sequence[OrderRecord], max_wait_seconds: int) -> None:
+        starts, ends = [], []
+        for record in records:
+            submitted = record.submissions[0][0]
+            ended = record.ended_at
+            stop = submitted + max_wait_seconds + 1
+            if ended is not None and ended < stop:
+                stop = max(ended, submitted)
+            starts.append(submitted)
+            ends.append(stop)
+        starts.sort()
+        ends.sort()
+        self.starts, self.ends = starts, ends
+
+    def open_at(self, t: int) -> int:
+        """How many of the orders are open at ``t``."""
+        return bisect_right(self.starts, t) - bisect_right(self.ends, t)
+
+
+def training(records: Sequence[OrderRecord], queue: _Queue, max_wait_seconds: int) -> list[Sample]:
+    """The latest counted orders, each with the orders ahead of it when it was submitted."""
+    samples = []
+    for record in _latest_counted(records, max_wait_seconds):
+        submitted = record.submissions[0][0]
+        wait = record.completions[0] - submitted
+        # Itself is open at its own submission when its wait is positive.
+        ahead = queue.open_at(submitted) - (1 if wait > 0 else 0)
+        samples.append(Sample(record.submissions[0][2], max(ahead, 0), wait))
+    return samples
+
+
+@dataclass(frozen=True, slots=True)
+class Model:
+    """wait = offset[drink] + per_order * max(0, ahead - knee + 1), and a p90 ratio.
+
+    A multi-server queue seen from outside: with fewer than ``knee`` orders ahead a new one
+    starts at once and waits its own preparation; past it, each order ahead adds the time
+    the bar takes to clear one. Both the knee (how many are served at once) and the rate
+    are learned from the tenant's own completed orders, never configured.
+    """
+
+    offsets: Mapping[str, float]
+    per_order: float
+    knee: int
+    p90_ratio: float
+
+    def predict(self, drink: str, ahead: int) -> float:
+        """The predicted wait of an order of ``drink`` with ``ahead`` orders open."""
+        return self.offsets[drink] + self.per_order * max(0, ahead - self.knee + 1)
+
+    def predict_all(self, ahead: int, max_wait_seconds: int) -> dict[str, DrinkEstimate]:
+        """Every learned drink's estimate and p90, within [0, maximum wait]."""
+        found = {}
+        for drink in sorted(self.offsets):
+            value = min(max(self.predict(drink, ahead), 0.0), float(max_wait_seconds))
+            p90 = min(max(value * self.p90_ratio, value), float(max_wait_seconds))
+            found[drink] = DrinkEstimate(float(round(value)), float(round(p90)))
+        return found
+
+
+def fit(samples: Sequence[Sample], *, knees: Sequence[int] = ()) -> Model | None:
+    """The least-squares model over the samples (None under ``MIN_TRAINING``): for each
+    knee, drink offsets and one rate by within-drink regression; the knee with the least
+    squared error wins (ties: the smaller)."""
+    if len(samples) < MIN_TRAINING:
+        return None
+    fits = [_fit_knee(samples, k) for k in knees or range(1, MAX_SERVERS + 1)]
+    return min(fits, key=lambda found: found[1])[0]  # min keeps the first of equals
+
+
+def _fit_knee(samples: Sequence[Sample], knee: int) -> tuple[Model, float]:
+    by_drink: dict[str, list[tuple[float, float]]] = {}
+    for sample in samples:
+        by_drink.setdefault(sample.drink, []).append(
+            (float(max(0, sample.ahead - knee + 1)), float(sample.wait))
+        )
+    means = {
+        d: (sum(x for x, _ in xs) / len(xs), sum(w for _, w in xs) / len(xs))
+        for d, xs in by_drink.items()
+    }
+    covariance = variance = 0.0
+    for drink, xs in by_drink.items():
+        mean_x, mean_w = means[drink]
+        for x, w in xs:
+            covariance += (x - mean_x) * (w - mean_w)
+            variance += (x - mean_x) ** 2
+    per_order = max(covariance / variance, 0.0) if variance > 0 else 0.0
+    raw = {d: means[d][1] - per_order * means[d][0] for d in by_drink}
+    pooled = sum(raw[d] * len(xs) for d, xs in by_drink.items()) / len(samples)
+    offsets = {
+        d: (raw[d] * len(xs) + pooled * SHRINK) / (len(xs) + SHRINK) for d, xs in by_drink.items()
+    }
+    error = 0.0
+    ratios = []
+    for drink, xs in by_drink.items():
+        for x, w in xs:
+            predicted = offsets[drink] + per_order * x
+            error += (w - predicted) ** 2
+            ratios.append(w / max(predicted, 1.0))
+    model = Model(offsets, per_order, knee, _quantile(ratios, P90))
+    return model, error
+
+
+def _quantile(values: Sequence[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Versioned(NamedTuple):
+    """An estimate and the version it was published at."""
+
+    estimate: Estimate
+    version: int
+
+
+class EstimateBook:
+    """Tenant states in memory and each tenant's last published estimate: the estimate's
+    rules without a store (``replay --estimates``, the accuracy benchmark).
+
+    ``update`` joins records into every tenant their submissions name and returns the
+    estimates that changed (``Estimate.rounded``; ``as_of`` moving alone is no change),
+    each at the tenant's next version. The time an estimate is for is the tenant's latest
+    event (``TenantState.latest_event``), never later than ``now``.
+    """
+
+    def __init__(self, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS) -> None:
+        self.max_wait_seconds = max_wait_seconds
+        self.cap = cap
+        self.states: dict[str, TenantState] = {}
+        self.published: dict[str, Versioned] = {}
+        self.dropped = 0
+
+    def update(self, records: Iterable[OrderRecord], now: int) -> list[Versioned]:
+        """Join records and return each changed tenant's new estimate."""
+        by_tenant: dict[str, list[OrderRecord]] = {}
+        for record in records:
+            for tenant in {tenant for _, tenant, _ in record.submissions}:
+                by_tenant.setdefault(tenant, []).append(record)
+        changed = []
+        for tenant, named in sorted(by_tenant.items()):
+            state = self.states.get(tenant) or TenantState(tenant)
+            state = state.add(named)
+            latest = state.latest_event()
+            as_of = now if latest is None else min(now, latest)
+            state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
+            self.dropped += dropped
+            self.states[tenant] = state
+            found = state.estimate(as_of, self.max_wait_seconds)
+            if found is None:
+                continue
+            last = self.published.get(tenant)
+            if last is not None and last.estimate.rounded() == found.rounded():
+                continue
+            versioned = Versioned(found, 1 if last is None else last.version + 1)
+            self.published[tenant] = versioned
+            changed.append(versioned)
+        return changed

@@ -106,6 +106,10 @@ def _number(
 POSITIVE_INT = _number(int, minimum=1, inclusive=True, what="a whole number")
 POSITIVE = _number(float, minimum=0, inclusive=False, what="a number")
 NON_NEGATIVE = _number(float, minimum=0, inclusive=True, what="a number")
+AT_LEAST_ONE = _number(float, minimum=1, inclusive=True, what="a number")
+# Base orders per simulated second over all tenants: a bar of 2 baristas is about 70 % busy
+# outside rushes, so rushes build queues that drain before the next one.
+DEFAULT_RATE = 0.05
 
 
 def tenant_list(text: str) -> list[str]:
@@ -140,15 +144,25 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generated traffic plays until stopped (SIGTERM, Ctrl-C), or for --orders "
         "orders or --duration seconds. Its clock starts --history seconds ago, runs --speed "
         "times faster than real time until it reaches the wall clock, then in real time: no "
-        "event is ever stamped later than the moment it is sent.",
+        "event is ever stamped later than the moment it is sent. The traffic is a simulated "
+        "coffee bar per tenant: baristas serving one queue, rushes, customers who cancel when "
+        "their patience runs out, a full bar turning orders away.",
     )
     amount = play.add_mutually_exclusive_group()
     amount.add_argument(
         "--file", type=Path, help="replay this recording (JSON array or JSON Lines)"
     )
-    amount.add_argument("--orders", type=POSITIVE_INT, help="stop after this many orders")
+    amount.add_argument(
+        "--orders", type=POSITIVE_INT, help="stop after this many placed orders, once they end"
+    )
     amount.add_argument("--duration", type=POSITIVE, help="stop after this many real seconds")
-    play.add_argument("--rate", type=POSITIVE, default=0.5, help="orders per simulated second")
+    play.add_argument(
+        "--rate",
+        type=POSITIVE,
+        default=DEFAULT_RATE,
+        help="base orders per simulated second over all tenants, outside rushes "
+        f"(default {DEFAULT_RATE:g})",
+    )
     play.add_argument(
         "--speed",
         type=NON_NEGATIVE,
@@ -165,6 +179,34 @@ def build_parser() -> argparse.ArgumentParser:
     play.add_argument("--seed", type=int, help="reproducible traffic (default: a random seed)")
     play.add_argument(
         "--tenants", type=tenant_list, default="NYC,LDN,SYD", help="comma-separated tenant ids"
+    )
+    play.add_argument(
+        "--rush-every",
+        type=POSITIVE,
+        default=1200.0,
+        metavar="SECONDS",
+        help="a rush every this many simulated seconds, the first when the player starts "
+        "(default 1200)",
+    )
+    play.add_argument(
+        "--rush-length",
+        type=NON_NEGATIVE,
+        default=300.0,
+        metavar="SECONDS",
+        help="each rush lasts this long, at most --rush-every (default 300)",
+    )
+    play.add_argument(
+        "--rush-factor",
+        type=AT_LEAST_ONE,
+        default=5.0,
+        metavar="X",
+        help="arrivals in a rush, times --rate (default 5; 1: steady traffic)",
+    )
+    play.add_argument(
+        "--baristas",
+        type=POSITIVE_INT,
+        metavar="N",
+        help="baristas at every tenant's bar (default: 2 to 4 per tenant, from --seed)",
     )
 
     replay = commands.add_parser("replay", help="offline: final windows of recorded events")
@@ -185,7 +227,12 @@ def build_parser() -> argparse.ArgumentParser:
         demo.add_argument(
             "--duration", type=POSITIVE, help="stop by itself after this many seconds"
         )
-        demo.add_argument("--rate", type=POSITIVE, default=0.25, help="orders per simulated second")
+        demo.add_argument(
+            "--rate",
+            type=POSITIVE,
+            default=DEFAULT_RATE,
+            help="base orders per simulated second over all tenants",
+        )
         demo.add_argument(
             "--speed", type=POSITIVE, default=20.0, help="simulated seconds per real second"
         )
@@ -212,7 +259,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signum, handler)
 
 
+def conflicting_options(args: argparse.Namespace) -> str | None:
+    """What is wrong with options that are each valid alone, or None."""
+    if args.command == "play" and args.rush_length > args.rush_every:
+        return (
+            f"argument --rush-length: must be at most --rush-every ({args.rush_every:g}), "
+            f"not {args.rush_length:g}"
+        )
+    return None
+
+
 def _main(args: argparse.Namespace) -> int:
+    conflict = conflicting_options(args)
+    if conflict is not None:  # worded and returned as argparse refuses a single option
+        print(
+            f"wait-times {args.command}: {conflict} (see wait-times {args.command} --help)",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         settings = load_settings()
     except ConfigurationError as exc:
@@ -379,9 +443,13 @@ async def _play(
 
 def play_options(args: argparse.Namespace) -> dict[str, Any]:
     """``play_generated``'s keyword arguments from ``play``'s parsed options."""
+    from service.tools.coffeebar import Rush  # noqa: PLC0415 - only play needs it
+
     # No seed: a fresh one, so a restarted player does not send the same order ids again.
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**31)
     return {
+        "rush": Rush(every=args.rush_every, length=args.rush_length, factor=args.rush_factor),
+        "baristas": args.baristas,
         "orders": args.orders,
         "duration": args.duration,
         "rate": args.rate,

@@ -199,6 +199,16 @@ def refused(*args: str) -> str:
         (("--duration", "0"), "argument --duration: must be a number > 0"),
         (("--duration", "-3"), "argument --duration: must be a number > 0"),
         (("--history", "-60"), "argument --history: must be a number >= 0"),
+        (("--rush-every", "0"), "argument --rush-every: must be a number > 0, not '0'"),
+        (("--rush-length", "-1"), "argument --rush-length: must be a number >= 0"),
+        (("--rush-factor", "0.5"), "argument --rush-factor: must be a number >= 1, not '0.5'"),
+        (("--rush-factor", "nan"), "argument --rush-factor: must be a number >= 1"),
+        (("--baristas", "0"), "argument --baristas: must be a whole number >= 1, not '0'"),
+        (("--baristas", "two"), "argument --baristas: not a whole number: 'two'"),
+        (
+            ("--rush-every", "600", "--rush-length", "900"),
+            "argument --rush-length: must be at most --rush-every (600), not 900",
+        ),
         (
             ("--file", "x.json", "--orders", "3"),
             "argument --orders: not allowed with argument --file",

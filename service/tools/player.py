@@ -1,5 +1,8 @@
 """The event player: realistic Serverlesspresso order traffic, or a recording, onto the bus.
 
+The traffic is a simulated coffee bar per tenant (``service.tools.coffeebar``: baristas,
+one queue, rushes, impatient customers); this module puts it on the bus on time.
+
 Generated traffic is stamped with a simulated clock that is never ahead of the wall clock:
 it starts ``history`` seconds in the past, runs ``speed`` times faster than real time until
 it has caught up with the wall clock, then plays in real time, for as long as it is left
@@ -10,12 +13,9 @@ older than those already in full windows, which never enter them.)
 
 from __future__ import annotations
 
-import heapq
 import json
-import random
 import time
-import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -28,27 +28,32 @@ from service.aws.publisher import put_events
 from service.backoff import DEPENDENCY_RETRY
 from service.errors import DependencyError
 from service.settings import DEFAULT_SOURCE
+from service.tools.coffeebar import MENU, TENANTS, PlannedEvent, Rush, TrafficGenerator
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
     from types_aiobotocore_events.type_defs import PutEventsRequestEntryTypeDef
 
+# The simulation lives in coffeebar (pure, no AWS); these names have always been here too.
+__all__ = [
+    "MENU",
+    "TENANTS",
+    "Clock",
+    "PlannedEvent",
+    "Rush",
+    "Schedule",
+    "TrafficGenerator",
+    "WallClock",
+    "default_history",
+    "envelope_to_entry",
+    "play_generated",
+    "play_recording",
+    "put_entries",
+    "to_entry",
+]
+
 log = structlog.get_logger(__name__)
 
-# Drinks of the Serverlesspresso menu and a typical barista time in seconds for each.
-MENU: dict[str, float] = {
-    "Espresso": 45,
-    "Americano": 60,
-    "Cappuccino": 95,
-    "Caffe Latte": 100,
-    "Flat White": 85,
-    "Cafe Mocha": 120,
-    "Chai Latte": 90,
-    "Hot Chocolate": 75,
-}
-TENANTS = ("NYC", "LDN", "SYD")
-CANCEL_RATE = 0.06
-TIMEOUT_RATE = 0.04
 MAX_PUT_ATTEMPTS = 8
 # How far in the past generated traffic starts by default: enough orders to fill every
 # window at once, and a catch-up of a few minutes at the speeds compose and the demo use.
@@ -121,110 +126,6 @@ class Schedule:
         return max(paced, at)
 
 
-@dataclass(order=True, frozen=True)
-class PlannedEvent:
-    """An event due at a simulated time."""
-
-    at: float
-    seq: int
-    detail_type: str
-    detail: dict[str, Any]
-
-
-class TrafficGenerator:
-    """Orders arriving as a Poisson process; each order's events come out in time order.
-
-    ``rate``: orders per simulated second. Reproducible for a given ``seed``.
-    """
-
-    def __init__(
-        self,
-        *,
-        seed: int = 1,
-        rate: float = 1.0,
-        tenants: Sequence[str] = TENANTS,
-        start: float | None = None,
-    ) -> None:
-        self.rng = random.Random(seed)  # noqa: S311 - traffic, not cryptography
-        self.rate = rate
-        self.tenants = tuple(tenants)
-        self.clock = datetime.now(UTC).timestamp() if start is None else start
-        # (time, sequence, event): plain tuples compare far faster than the dataclass.
-        self._heap: list[tuple[float, int, PlannedEvent]] = []
-        self._seq = 0
-        self._order_number = 0
-
-    def _push(self, at: float, detail_type: str, detail: dict[str, Any]) -> None:
-        self._seq += 1
-        heapq.heappush(
-            self._heap, (at, self._seq, PlannedEvent(at, self._seq, detail_type, detail))
-        )
-
-    def _plan_order(self, at: float) -> None:
-        rng = self.rng
-        tenant = rng.choice(self.tenants)
-        drink = rng.choice(list(MENU))
-        order_id = str(uuid.UUID(int=rng.getrandbits(128), version=4))
-        self._order_number += 1
-        user = "robot"
-        common = {"orderId": order_id, "userId": user, "eventId": tenant}
-        self._push(at, "Validator.NewOrder", {**common, "bucket": {"eventId": tenant}})
-        self._push(at + 2, "OrderProcessor.WorkflowStarted", {**common, "TaskToken": "token"})
-        drink_order = {"drink": drink, "modifiers": [], "icon": "barista-icons", "userId": user}
-        submitted = at + rng.uniform(5, 20)
-        self._push(
-            submitted,
-            "OrderProcessor.WaitingCompletion",
-            {**common, "orderNumber": self._order_number, "TaskToken": "token"},
-        )
-        self._push(
-            submitted,
-            "OrderManager.WaitingCompletion",
-            {
-                **common,
-                "orderNumber": str(self._order_number),
-                "state": f"{tenant}-CREATED",
-                "drinkOrder": drink_order,
-                "robot": False,
-                "TS": int(submitted * 1000),
-            },
-        )
-        fate = rng.random()
-        wait = max(5.0, rng.gauss(MENU[drink], MENU[drink] * 0.25))
-        done = submitted + wait
-        if fate < CANCEL_RATE:
-            self._push(
-                done,
-                f"OrderManager.Order{tenant}-CANCELLED",
-                {**common, "ORDERSTATE": f"{tenant}-CANCELLED", "Message": "cancelled"},
-            )
-        elif fate < CANCEL_RATE + TIMEOUT_RATE:
-            self._push(done, "OrderProcessor.OrderTimeOut", {**common, "cause": "Barista timedout"})
-        else:
-            self._push(
-                done,
-                f"OrderManager.Order{tenant}-COMPLETED",
-                {**common, "ORDERSTATE": f"{tenant}-COMPLETED", "Message": "completed"},
-            )
-            self._push(done + 1, "OrderRobot.FulfillOrder", {**common})
-        self._push(done + 1, "OrderProcessor.orderFinished", {**common, "Message": "finished"})
-
-    def events(self, orders: int | None = None) -> Iterator[PlannedEvent]:
-        """Events in simulated-time order, for ``orders`` orders (None: endless)."""
-        planned = 0
-        next_arrival = self.clock
-        while True:
-            while (orders is None or planned < orders) and (
-                not self._heap or next_arrival <= self._heap[0][0]
-            ):
-                self._plan_order(next_arrival)
-                planned += 1
-                next_arrival += self.rng.expovariate(self.rate)
-            if not self._heap:
-                return
-            yield heapq.heappop(self._heap)[2]
-
-
 def to_entry(
     event: PlannedEvent, bus: str, source: str = DEFAULT_SOURCE
 ) -> PutEventsRequestEntryTypeDef:
@@ -294,14 +195,19 @@ async def play_generated(
     progress: Callable[[int], None] | None = None,
     history: float | None = None,
     clock: Clock | None = None,
+    rush: Rush | None = None,
+    baristas: int | None = None,
 ) -> int:
-    """Generate traffic until ``orders`` orders or ``duration`` real seconds (both None:
-    until cancelled); returns how many events were accepted.
+    """Generate traffic until ``orders`` placed orders or ``duration`` real seconds (both
+    None: until cancelled); returns how many events were accepted.
 
     The simulated clock starts ``history`` seconds ago and runs ``speed`` times faster than
     real time (0: no pacing) until it has caught up with the wall clock, then in real time
     (``Schedule``); ``history`` None: ``default_history(speed)``. ``progress`` is told how
-    many events were accepted after every PutEvents call.
+    many events were accepted after every PutEvents call. The traffic is the coffee bar of
+    ``service.tools.coffeebar``: ``rate`` is its base rate over all tenants, ``rush`` (None:
+    ``Rush()``) its rushes, a rush beginning when the player starts unless anchored
+    elsewhere, ``baristas`` (None: 2 to 4 per tenant from the seed) its staff.
     """
     if history is None:
         history = default_history(speed)
@@ -309,7 +215,17 @@ async def play_generated(
         raise ValueError("rate must be > 0, speed and history >= 0, and tenants not empty")
     clock = clock or WallClock()
     schedule = Schedule(clock.time(), history, speed)
-    generator = TrafficGenerator(seed=seed, rate=rate, tenants=tenants, start=schedule.start)
+    # Anchored at the wall clock's start, not the simulated one: whatever the history, the
+    # live part begins in a rush, so the demo shows one within its first minutes.
+    rush = (rush or Rush()).anchored(schedule.started)
+    generator = TrafficGenerator(
+        seed=seed,
+        rate=rate,
+        tenants=tenants,
+        start=schedule.start,
+        rush=rush,
+        baristas=baristas,
+    )
     catch_up = schedule.catch_up_seconds
     log.info(
         "player_started",
@@ -317,6 +233,8 @@ async def play_generated(
         speed=speed,
         rate=rate,
         seed=seed,
+        rush=f"x{rush.factor:g} for {rush.length:g}s every {rush.every:g}s",
+        baristas={tenant: bar.baristas for tenant, bar in generator.bars.items()},
         real_time_after_s=None if catch_up is None else round(catch_up, 1),
     )
     sent = 0
@@ -340,7 +258,12 @@ async def play_generated(
             sent += await put_entries(events_client, pending, progress)
             pending = []
     sent += await put_entries(events_client, pending, progress)
-    log.info("player_finished", events=sent)
+    log.info(
+        "player_finished",
+        events=sent,
+        orders=generator.placed,
+        turned_away=generator.turned_away,
+    )
     return sent
 
 

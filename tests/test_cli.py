@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from service.tools.replay import read_events, replay
+from service.tools.coffeebar import TrafficGenerator
+from service.tools.replay import read_events, replay, replay_estimates
+from tests.envelopes import envelope
 from tests.helpers import DATA, RECORDING, ROOT, Cloud
 
 pytestmark = pytest.mark.integration
@@ -100,6 +102,30 @@ def test_replay_summary_is_a_readable_line(tmp_path: Path) -> None:
         "(not_an_envelope: 1, not_json: 1), 0 anomalies, 0 halves after their order expired"
     )
     assert "{" not in result.stderr, "no Python dict"
+
+
+def test_replay_estimates_prints_the_backtest_as_json_lines(tmp_path: Path) -> None:
+    """A simulated bar's stream, shuffled and with a bad line: every WaitEstimate detail the
+    estimate's rules give for the stream in time order, one per line, versions rising per
+    tenant; the summary line on stderr counts as ``replay`` does."""
+    generator = TrafficGenerator(seed=5, rate=0.05, tenants=("NYC", "LDN"), start=1.79e9)
+    envelopes = [
+        envelope(detail_type=e.detail_type, detail=e.detail, at=e.at) for e in generator.events(120)
+    ]
+    shuffled = random.Random(1).sample(envelopes, len(envelopes))
+    lines = tmp_path / "bar.jsonl"
+    lines.write_text("\n".join([*(json.dumps(e) for e in shuffled), "not json"]) + "\n")
+    result = run_cli("replay", "--estimates", str(lines))
+    assert result.returncode == 0, result.stderr
+    printed = [json.loads(line) for line in result.stdout.splitlines()]
+    expected = [d.model_dump(mode="json") for d in replay_estimates(envelopes)]
+    assert printed == expected and printed
+    for tenant in ("NYC", "LDN"):
+        versions = [d["version"] for d in printed if d["eventId"] == tenant]
+        assert versions == list(range(1, len(versions) + 1))
+    assert any(d["drinks"] for d in printed), "a day's traffic learns estimates"
+    assert all(set(d) == {"eventId", "asOf", "openOrders", "drinks", "version"} for d in printed)
+    assert "1 unprocessable (not_json: 1)" in result.stderr
 
 
 def test_a_bad_setting_is_one_line_naming_it_and_exit_2() -> None:

@@ -4,7 +4,7 @@ A tenant's durable state (``TenantState``) is, like a key's, a join-semilattice:
 record of every order whose submissions name the tenant, pruned by a rule that never
 removes what the view needs. Its view, at an event time ``as_of``, is the estimate
 (``estimate``): the tenant's open orders and, per drink, a predicted wait and a p90
-(docs/design.md, "The wait estimate"; docs/decisions.md, "A queue-aware estimate").
+(docs/design.md, "The wait estimate"; docs/decisions.md, "A queue-aware estimate, measured before it is published").
 
 Definitions:
 

@@ -151,7 +151,8 @@ def replay_estimates(
     result: ReplayResult | None = None,
 ) -> Iterator[WaitEstimate]:
     """Every ``WaitEstimate`` detail the service would publish for these events, replayed in
-    time order (ties: as given) one at a time, as a worker does with one message per flush.
+    time order (ties: by order id, then role) one at a time, as a worker does with one
+    message per flush.
 
     The same rules as the worker: events joined with ``join_event`` (through
     ``OrderBook``), tenants' states and estimates with ``EstimateBook``; the clock is the
@@ -176,7 +177,9 @@ def replay_estimates(
             summary.ignored += 1
         else:
             accepted.append(event)
-    accepted.sort(key=lambda e: e.time)
+    # Ties in time (whole seconds) by order id, then role: the output is the same whatever
+    # the order of the files' lines.
+    accepted.sort(key=lambda e: (e.time, e.order_id, e.role.value))
     book = OrderBook(ttl_seconds)
     estimates = EstimateBook(max_wait_seconds)
     now = 0

@@ -62,7 +62,7 @@ def simulate(seed: int, *, steady: bool) -> tuple[list[dict[str, Any]], list[Ord
         envelopes.append(
             envelope(detail_type=planned.detail_type, detail=planned.detail, at=planned.at)
         )
-    return envelopes, [r for r in generator.records if r.submitted_at <= end]
+    return envelopes, [r for r in generator.records or () if r.submitted_at <= end]
 
 
 @contextmanager

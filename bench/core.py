@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from bench.common import LOAD_BARISTAS, LOAD_CAP
 from service.tools.player import TrafficGenerator
 from service.tools.replay import read_events, replay
 from tests.envelopes import envelope
@@ -27,7 +28,14 @@ TARGET_RATIO = 3.0
 
 def generate(path: Path, events: int) -> None:
     """Seeded realistic traffic as JSON Lines of full EventBridge envelopes."""
-    generator = TrafficGenerator(seed=42, rate=3.0, tenants=TENANTS, start=1_790_000_000)
+    generator = TrafficGenerator(
+        seed=42,
+        rate=3.0,
+        tenants=TENANTS,
+        start=1_790_000_000,
+        baristas=LOAD_BARISTAS,
+        cap=LOAD_CAP,
+    )
     written = 0
     with path.open("wb") as out:
         for event in generator.events(None):

@@ -20,6 +20,7 @@ from typing import Any
 import anyio
 
 from bench import baseline
+from bench.common import LOAD_BARISTAS, LOAD_CAP
 from service.app import run_worker
 from service.aws.clients import open_clients
 from service.aws.items import order_item, window_put
@@ -187,9 +188,13 @@ async def measure(history_orders: int) -> dict[str, Any]:
             )
             await baseline.create_table(clients)
 
-            generator = TrafficGenerator(seed=7, rate=3.0, start=START)
+            generator = TrafficGenerator(
+                seed=7, rate=3.0, start=START, baristas=LOAD_BARISTAS, cap=LOAD_CAP
+            )
             history = list(generator.events(history_orders))
-            later = TrafficGenerator(seed=8, rate=3.0, start=history[-1].at + 3600)
+            later = TrafficGenerator(
+                seed=8, rate=3.0, start=history[-1].at + 3600, baristas=LOAD_BARISTAS, cap=LOAD_CAP
+            )
             traffic = list(later.events(WARM_UP_ORDERS + MEASURED_ORDERS))
             cut = next(
                 i for i, e in enumerate(traffic) if e.at >= traffic[0].at + WARM_UP_ORDERS / 3.0

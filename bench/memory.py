@@ -46,6 +46,8 @@ import anyio
 import orjson
 
 from bench.common import (
+    LOAD_BARISTAS,
+    LOAD_CAP,
     ROOT,
     bench_settings,
     dummy_credentials,
@@ -244,7 +246,9 @@ def open_orders_file(count: int = OPEN_ORDERS) -> Path:
     if path.exists():
         return path
     # 2 orders/s: 100,000 submissions span ~14 h, inside the 24 h TTL, so none expires.
-    generator = TrafficGenerator(seed=11, rate=2.0, start=BASE_TIME)
+    generator = TrafficGenerator(
+        seed=11, rate=2.0, start=BASE_TIME, baristas=LOAD_BARISTAS, cap=LOAD_CAP
+    )
     written = 0
     with path.open("wb") as out:
         for event in generator.events(None):

@@ -39,6 +39,8 @@ from typing import Any
 import anyio
 
 from bench.common import (
+    LOAD_BARISTAS,
+    LOAD_CAP,
     bench_settings,
     cpu_seconds,
     dummy_credentials,
@@ -67,7 +69,9 @@ QUEUE = "bench-throughput"
 
 def order_entries(bus: str, count: int) -> list[Any]:
     """The first ``count`` consumed events of seeded traffic (several tenants, all fates)."""
-    generator = TrafficGenerator(seed=5, rate=2.0, start=time.time() - 7200)
+    generator = TrafficGenerator(
+        seed=5, rate=2.0, start=time.time() - 7200, baristas=LOAD_BARISTAS, cap=LOAD_CAP
+    )
     entries = []
     for event in generator.events(None):
         if role_of(event.detail_type) is None:

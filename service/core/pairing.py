@@ -216,6 +216,30 @@ def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
     return Paired(key, WindowEntry(completed_at, record.order_id, wait))
 
 
+def join_all(
+    known: Mapping[str, OrderRecord],
+    records: Iterable[OrderRecord],
+    *,
+    keep_cancellations: bool = True,
+) -> dict[str, OrderRecord] | None:
+    """``known`` with each record joined into its order's; None when nothing changes. The
+    anomaly mark is left out (it belongs to the order's own record, not to a state that
+    holds it), and so are the cancellation times unless ``keep_cancellations``."""
+    joined_all: dict[str, OrderRecord] | None = None
+    for incoming in records:
+        record = incoming
+        if incoming.anomaly_reported or (incoming.cancellations and not keep_cancellations):
+            kept = incoming.cancellations if keep_cancellations else ()
+            record = incoming._replace(anomaly_reported=False, cancellations=kept)
+        current = (joined_all or known).get(record.order_id)
+        joined = record if current is None else current.join(record)
+        if joined is not current:
+            if joined_all is None:
+                joined_all = dict(known)
+            joined_all[record.order_id] = joined
+    return joined_all
+
+
 def top(entries: Iterable[WindowEntry], size: int) -> tuple[WindowEntry, ...]:
     """The ``size`` best-ranked entries (latest completion, then greater order id)."""
     return tuple(sorted(entries, key=lambda e: e.rank, reverse=True)[:size])
@@ -239,21 +263,9 @@ class KeyState:
 
     def add(self, records: Iterable[OrderRecord]) -> KeyState:
         """Join records into the live set; ``self`` when nothing changes."""
-        live: dict[str, OrderRecord] | None = None
-        for incoming in records:
-            # The anomaly mark and the cancellation times belong to the order record, not to
-            # a key's state (which keeps only whether the order was cancelled).
-            record = (
-                incoming._replace(anomaly_reported=False, cancellations=())
-                if incoming.anomaly_reported or incoming.cancellations
-                else incoming
-            )
-            current = (live or self.live).get(record.order_id)
-            joined = record if current is None else current.join(record)
-            if joined is not current:
-                if live is None:
-                    live = dict(self.live)
-                live[record.order_id] = joined
+        # The anomaly mark and the cancellation times belong to the order record, not to a
+        # key's state (which keeps only whether the order was cancelled).
+        live = join_all(self.live, records, keep_cancellations=False)
         return self if live is None else KeyState(self.key, self.size, live, self.settled)
 
     def settle(self, now: int, max_wait_seconds: int, max_live: int) -> KeyState:

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from service.core.pairing import OrderRecord
+from service.core.pairing import OrderRecord, join_all
 
 MAX_TENANT_ORDERS = 2000  # per tenant: past it the oldest orders leave the state (counted)
 TRAINING_ORDERS = 150  # the tenant's latest counted orders the estimate learns from
@@ -78,17 +78,7 @@ class TenantState:
 
     def add(self, records: Iterable[OrderRecord]) -> TenantState:
         """Join records into the state; ``self`` when nothing changes."""
-        orders: dict[str, OrderRecord] | None = None
-        for incoming in records:
-            record = (
-                incoming._replace(anomaly_reported=False) if incoming.anomaly_reported else incoming
-            )
-            current = (orders or self.orders).get(record.order_id)
-            joined = record if current is None else current.join(record)
-            if joined is not current:
-                if orders is None:
-                    orders = dict(self.orders)
-                orders[record.order_id] = joined
+        orders = join_all(self.orders, records)
         return self if orders is None else TenantState(self.tenant, orders)
 
     def prune(

@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import jsonschema
 import pytest
 
 from service.tools.coffeebar import TrafficGenerator
@@ -125,6 +126,9 @@ def test_replay_estimates_prints_the_backtest_as_json_lines(tmp_path: Path) -> N
         assert versions == list(range(1, len(versions) + 1))
     assert any(d["drinks"] for d in printed), "a day's traffic learns estimates"
     assert all(set(d) == {"eventId", "asOf", "openOrders", "drinks", "version"} for d in printed)
+    schema = json.loads((ROOT / "docs" / "events" / "wait-estimate-detail.schema.json").read_text())
+    for detail in printed:
+        jsonschema.validate(detail, schema, format_checker=jsonschema.FormatChecker())
     assert "1 unprocessable (not_json: 1)" in result.stderr
 
 

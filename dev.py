@@ -86,6 +86,14 @@ def main() -> int:
         if not asked:
             print(f"dev.py: unknown command {command!r}", file=sys.stderr)
         return 0 if asked else 2
+    if sys.version_info < (3, 11):  # noqa: UP036 - dev.py runs on whatever python3 is there
+        sys.exit(f"dev.py: needs Python 3.11 or later, not {sys.version.split()[0]}")
+    try:
+        import ensurepip  # noqa: F401, PLC0415 - venv needs it to bootstrap pip
+    except ImportError:
+        sys.exit(
+            "dev.py: this Python has no ensurepip (Debian/Ubuntu: apt-get install python3-venv)"
+        )
     ensure_environment()
     python = _bin(VENV, "python")
     if command == "demo":

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import random
 import signal
 import sys
@@ -209,12 +210,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="baristas at every tenant's bar (default: 2 to 4 per tenant, from --seed)",
     )
 
-    replay = commands.add_parser("replay", help="offline: final windows of recorded events")
+    replay = commands.add_parser(
+        "replay",
+        help="offline: final windows of recorded events (--estimates: the estimate's backtest)",
+    )
     replay.add_argument("files", nargs="+", type=Path, metavar="FILE")
     replay.add_argument(
         "--estimates",
         action="store_true",
-        help="instead: every WaitEstimate the service would publish, as JSON Lines (a backtest)",
+        help="instead: the estimate's backtest, every WaitEstimate detail, as JSON Lines",
     )
 
     schema = commands.add_parser(
@@ -485,6 +489,10 @@ def _replay(files: Sequence[Path], settings: Settings, *, estimates: bool = Fals
             )
             json.dump(result.as_rows(), sys.stdout, ensure_ascii=False, indent=2)
             sys.stdout.write("\n")
+    except BrokenPipeError:
+        # The reader went away (``| head``): not an error of the files. Quiet, as a pipe is.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as exc:
         raise UsageError(f"cannot read {exc.filename}: {exc.strerror or exc}") from None
     except ValueError as exc:

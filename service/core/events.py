@@ -141,7 +141,8 @@ class DrinkWait(BaseModel):
 
 
 class WaitEstimate(BaseModel):
-    """``detail`` of ``OrderManager.WaitEstimate``: a tenant's queue-aware estimate."""
+    """A tenant's queue-aware estimate, the detail of ``OrderManager.WaitEstimate`` (today
+    printed by ``replay --estimates``; the worker does not publish it yet)."""
 
     model_config = ConfigDict(frozen=True)
     eventId: str = Field(description="tenant")
@@ -160,7 +161,7 @@ def estimate_event(
     drinks: dict[str, tuple[float, float]],
     version: int,
 ) -> WaitEstimate:
-    """The published detail of a tenant's estimate at ``version``."""
+    """The detail of a tenant's estimate at ``version``."""
     return WaitEstimate(
         eventId=tenant,
         asOf=datetime.fromtimestamp(as_of, UTC),

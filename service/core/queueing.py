@@ -86,7 +86,7 @@ class TenantState:
     ) -> tuple[TenantState, int]:
         """The state without what no view at ``as_of`` or later can need, and how many
         orders the cap dropped (the oldest first: then open counts and the learned offsets
-        are approximate, docs/decisions.md).
+        are approximate, docs/design.md, "The wait estimate").
 
         Kept: the tenant's orders not ended and not older than the maximum wait; ended
         orders that ended after ``horizon`` (the earliest completion among the training

@@ -150,13 +150,13 @@ def replay_estimates(
     completion: str = COMPLETED,
     result: ReplayResult | None = None,
 ) -> Iterator[WaitEstimate]:
-    """Every ``WaitEstimate`` detail the service would publish for these events, replayed in
-    time order (ties: by order id, then role) one at a time, as a worker does with one
-    message per flush.
+    """Every ``WaitEstimate`` detail the estimate's rules give for these events, replayed in
+    time order (ties: by order id, then role) one at a time, as one message per flush
+    (the worker does not publish estimates yet: docs/design.md, "The wait estimate").
 
-    The same rules as the worker: events joined with ``join_event`` (through
-    ``OrderBook``), tenants' states and estimates with ``EstimateBook``; the clock is the
-    latest accepted event time. ``result``, when given, receives the counts of the summary
+    Events are joined with ``join_event`` (through ``OrderBook``), as in the worker;
+    tenants' states and estimates come from ``EstimateBook``; the clock is the latest
+    accepted event time. ``result``, when given, receives the counts of the summary
     (events, ignored, unprocessable, late halves).
     """
     summary = result if result is not None else ReplayResult({})

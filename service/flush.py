@@ -160,21 +160,19 @@ def sort_records(
 def to_publish(
     changes: Sequence[WindowChange], records: SortedRecords, *, retried: bool
 ) -> list[WindowChange]:
-    """The keys whose average goes out: a key whose window changed, and one whose window
-    holds a redelivered order (its publish may have been lost with a crashed worker). When
-    the commit was tried again (``retried``), an earlier attempt may have written some
-    keys before failing, so every key whose window holds one of the flush's orders."""
-    redelivered = records.redelivered
+    """The keys whose average goes out: a key whose window changed, and every key a
+    redelivered order names (its publish may have been lost with a crashed worker, also
+    when the change took the order out of the window, as a cancellation does: its current
+    version goes out again). When the commit was tried again (``retried``), an earlier
+    attempt may have written any key, so every key of the flush's orders."""
     if retried:
-        redelivered = {key: {r.order_id for r in held} for key, held in records.by_key.items()}
+        again = set(records.by_key)
+    else:
+        again = {key for key, orders in records.redelivered.items() if orders}
     return [
         change
         for change in changes
-        if change.state.window.samples
-        and (
-            change.changed
-            or any(change.state.window.contains(o) for o in redelivered.get(change.key, ()))
-        )
+        if change.state.window.samples and (change.changed or change.key in again)
     ]
 
 

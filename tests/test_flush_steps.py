@@ -126,3 +126,17 @@ def test_final_poison_is_the_receive_that_reaches_the_redrive_limit() -> None:
     poison = [(message("x", f"m{n}", receive_count=n), error) for n in (1, 2, 3)]
     assert [m.message_id for m, _ in final_poison(poison, 2)] == ["m2", "m3"]
     assert [m.message_id for m, _ in final_poison(poison, None)] == ["m1", "m2", "m3"]
+
+
+def test_a_redelivered_order_republishes_a_key_it_names_even_out_of_its_window() -> None:
+    """A cancelled order left its window before a crash lost the publish: when its
+    cancellation comes again, the key still goes out at its current version."""
+    stored = {
+        "gone": OrderRecord.of("gone", "NYC", "Latte", 100, 160, expires_at=NOW + 1)._replace(
+            cancelled=True, cancellations=(170,)
+        )
+    }
+    orders = [(message({}, "m1", receive_count=2), event(Role.CANCELLED, "gone", 170))]
+    found = sort_records(orders, stored, now=NOW, max_wait_seconds=7200)
+    unchanged = [change(KEY, ["other"], False)]
+    assert [c.key for c in to_publish(unchanged, found, retried=False)] == [KEY]

@@ -280,6 +280,34 @@ async def test_a_redelivered_message_republishes_its_window_at_the_same_version(
     assert not fakes.queue.messages
 
 
+async def test_a_redelivered_cancellation_republishes_the_window_it_left(fakes: Fakes) -> None:
+    """A cancellation takes an order out of its window; the worker dies between writing the
+    window and publishing. Redelivered, the cancellation changes nothing any more and its
+    order is in no window, yet consumers still hold the average with it: the key it
+    left republishes its current version (a CI run of the crash scenario found this)."""
+    send_order(fakes, "o1", T0, 60)
+    send_order(fakes, "o2", T0 + 10, 120)
+    await burst(make_worker(fakes))
+    assert fakes.publisher.latest(LATTE).samples == 2
+    fakes.queue.send(json.dumps(envelope("cancelled", "o2", at=T0 + 200)), message_id="cancel-o2")
+    publishing = fakes.publisher.hold("publish")
+    crashed = make_worker(fakes)
+    with anyio.fail_after(2):
+        async with anyio.create_task_group() as group:
+            group.start_soon(run_burst, crashed)
+            await publishing.entered.wait()
+            group.cancel_scope.cancel()  # the worker dies between the merge and the publish
+    written = fakes.store.window(LATTE)
+    assert written.window.samples == 1 and fakes.publisher.latest(LATTE).samples == 2
+
+    fakes.store.cached.clear()  # a new process
+    fakes.queue.advance(fakes.queue.visibility_timeout)
+    await burst(make_worker(fakes))
+    latest = fakes.publisher.latest(LATTE)
+    assert (latest.samples, latest.duration, latest.version) == (1, 60, written.version)
+    assert not fakes.queue.messages
+
+
 async def test_a_first_delivery_of_an_applied_order_publishes_nothing(fakes: Fakes) -> None:
     send_order(fakes, "o1", T0, 90)
     worker = make_worker(fakes)

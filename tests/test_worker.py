@@ -251,10 +251,8 @@ async def test_poison_is_released_reported_once_and_ends_in_the_dlq(fakes: Fakes
 # -- redelivery --------------------------------------------------------------------------
 
 
-async def test_a_redelivered_message_republishes_its_window_at_the_same_version(
-    fakes: Fakes,
-) -> None:
-    send_order(fakes, "o1", T0, 90)
+async def die_before_the_publish(fakes: Fakes) -> None:
+    """A worker runs until its first publish and dies there, after the window write."""
     publishing = fakes.publisher.hold("publish")
     crashed = make_worker(fakes)
     with anyio.fail_after(2):
@@ -262,6 +260,13 @@ async def test_a_redelivered_message_republishes_its_window_at_the_same_version(
             group.start_soon(run_burst, crashed)
             await publishing.entered.wait()
             group.cancel_scope.cancel()  # the worker dies between the merge and the publish
+
+
+async def test_a_redelivered_message_republishes_its_window_at_the_same_version(
+    fakes: Fakes,
+) -> None:
+    send_order(fakes, "o1", T0, 90)
+    await die_before_the_publish(fakes)
     assert fakes.store.window(LATTE).version == 1
     assert fakes.publisher.published == []
     assert fakes.queue.deleted == []
@@ -290,13 +295,7 @@ async def test_a_redelivered_cancellation_republishes_the_window_it_left(fakes: 
     await burst(make_worker(fakes))
     assert fakes.publisher.latest(LATTE).samples == 2
     fakes.queue.send(json.dumps(envelope("cancelled", "o2", at=T0 + 200)), message_id="cancel-o2")
-    publishing = fakes.publisher.hold("publish")
-    crashed = make_worker(fakes)
-    with anyio.fail_after(2):
-        async with anyio.create_task_group() as group:
-            group.start_soon(run_burst, crashed)
-            await publishing.entered.wait()
-            group.cancel_scope.cancel()  # the worker dies between the merge and the publish
+    await die_before_the_publish(fakes)
     written = fakes.store.window(LATTE)
     assert written.window.samples == 1 and fakes.publisher.latest(LATTE).samples == 2
 

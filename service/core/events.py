@@ -33,7 +33,6 @@ LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
 TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
 ORDER_FINISHED_DETAIL_TYPE: Final = "OrderProcessor.orderFinished"
 AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
-ESTIMATE_DETAIL_TYPE: Final = "OrderManager.WaitEstimate"
 # Which event ends an order's wait (WAIT_TIMES_COMPLETION_EVENT): the barista's
 # completion, or, as the first version of this extension did, the workflow's end.
 COMPLETED: Final = "completed"

@@ -13,8 +13,9 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from service.core.events import DrinkAverageTime
+from service.core.events import DrinkAverageTime, WaitEstimate
 from service.core.pairing import Anomalous, OrderRecord
+from service.core.queueing import Estimate
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 
@@ -130,11 +131,15 @@ class OrderStore(Protocol):
         ...
 
 
-class AveragePublisher(Protocol):
-    """Where averages go (EventBridge in production)."""
+Published = DrinkAverageTime | WaitEstimate  # the details the service puts on the bus
 
-    async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
-        """Publish every detail, or raise: nothing is silently dropped."""
+
+class AveragePublisher(Protocol):
+    """Where averages and estimates go (EventBridge in production)."""
+
+    async def publish(self, details: Sequence[Published]) -> None:
+        """Publish every detail (each under its own detail-type), or raise: nothing is
+        silently dropped."""
         ...
 
 
@@ -154,10 +159,11 @@ class Observer(Protocol):
         deleted: int,
         seconds: float,
         windows_tracked: int,
-        pending_orders: int,
+        tenants_tracked: int,
     ) -> None:
         """A flush made its effects durable, published and deleted its messages;
-        ``seconds`` is how long that took, its receives excluded."""
+        ``seconds`` is how long that took, its receives excluded. ``windows_tracked`` and
+        ``tenants_tracked``: the windows and tenant states this process holds in memory."""
         ...
 
     def poison(self, reason: str) -> None:
@@ -174,6 +180,28 @@ class Observer(Protocol):
 
     def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
         """A key's average went out on the bus."""
+        ...
+
+    def tenant_estimate(self, estimate: Estimate) -> None:
+        """A tenant's current view after a flush committed its state: its open orders and
+        each drink's estimate and p90 (whether or not it changed, or was published)."""
+        ...
+
+    def estimate_scored(self, tenant: str, error_seconds: float, over_p90: bool) -> None:
+        """An order completed, and the estimate in force when its submission was processed
+        is scored: the absolute error, and whether the wait exceeded the p90 (once per
+        order, by the worker whose commit first counted it)."""
+        ...
+
+    def estimate_unscored(self, tenant: str, reason: str) -> None:
+        """An order completed with no estimate to score: ``no_estimate`` (none was in force
+        for its drink when its submission was processed) or ``completed_first`` (its
+        completion was processed before, or with, its submission)."""
+        ...
+
+    def tenant_orders_dropped(self, count: int) -> None:
+        """A tenant's state reached its cap and lost its oldest orders (approximate open
+        counts and estimates for it from then on)."""
         ...
 
     def visibility_extended(self) -> None:

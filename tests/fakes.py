@@ -31,8 +31,9 @@ import anyio
 from anyio.lowlevel import checkpoint
 
 from service.core.commit import StoredKey, WindowCommit
-from service.core.events import DrinkAverageTime
+from service.core.events import DrinkAverageTime, WaitEstimate
 from service.core.pairing import OrderRecord
+from service.core.queueing import Estimate
 from service.core.window import WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import (
@@ -524,21 +525,32 @@ class FakeStore(Injectable):
 class RecordingPublisher(Injectable):
     """The AveragePublisher port in memory: keeps every detail it was asked to publish.
 
-    ``published``: every detail accepted, in order; ``calls``: the details of each call.
-    Operation for ``fail``/``hold``: ``publish``. Journal entry: ``publish`` with
-    ``tenant/drink@version`` per detail.
+    ``published``: every average accepted, in order; ``estimates``: every estimate;
+    ``calls``: the details of each call, both kinds. Operation for ``fail``/``hold``:
+    ``publish``. Journal entry: ``publish`` with ``tenant/drink@version`` per average and
+    ``tenant@version`` per estimate.
     """
 
     def __init__(self, *, journal: Journal | None = None) -> None:
         super().__init__("events", journal)
         self.published: list[DrinkAverageTime] = []
-        self.calls: list[list[DrinkAverageTime]] = []
+        self.estimates: list[WaitEstimate] = []
+        self.calls: list[list[Published]] = []
 
-    async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
+    async def publish(self, details: Sequence[Published]) -> None:
         """Record every detail, or raise an injected failure (nothing recorded then)."""
-        subjects = [f"{d.eventId}/{d.drink}@{d.version}" for d in details]
+        subjects = [
+            f"{d.eventId}/{d.drink}@{d.version}"
+            if isinstance(d, DrinkAverageTime)
+            else f"{d.eventId}@{d.version}"
+            for d in details
+        ]
         await self.injections.enter("publish", subjects)
-        self.published.extend(details)
+        for detail in details:
+            if isinstance(detail, DrinkAverageTime):
+                self.published.append(detail)
+            else:
+                self.estimates.append(detail)
         self.calls.append(list(details))
         self.injections.leave("publish", subjects)
 
@@ -573,6 +585,10 @@ class RecordingObserver:
     retries: list[tuple[str, WaitTimesError]] = field(default_factory=list)
     flushes: list[dict[str, object]] = field(default_factory=list)
     depths: dict[str, QueueDepth] = field(default_factory=dict)  # the latest, by queue
+    estimates: dict[str, Estimate] = field(default_factory=dict)  # the latest, by tenant
+    scored: list[tuple[str, float, bool]] = field(default_factory=list)
+    unscored: list[tuple[str, str]] = field(default_factory=list)
+    tenant_dropped: int = 0
 
     def _record(self, method: str, **arguments: object) -> None:
         self.counts[method] += 1
@@ -590,7 +606,7 @@ class RecordingObserver:
         deleted: int,
         seconds: float,
         windows_tracked: int,
-        pending_orders: int,
+        tenants_tracked: int,
     ) -> None:
         """Record what a flush did."""
         arguments: dict[str, object] = {
@@ -599,7 +615,7 @@ class RecordingObserver:
             "deleted": deleted,
             "seconds": seconds,
             "windows_tracked": windows_tracked,
-            "pending_orders": pending_orders,
+            "tenants_tracked": tenants_tracked,
         }
         self.flushes.append(arguments)
         self._record("flush_finished", **arguments)
@@ -623,6 +639,26 @@ class RecordingObserver:
         """Record a published average."""
         self.averages.append((key, duration, samples))
         self._record("average_published", key=key, duration=duration, samples=samples)
+
+    def tenant_estimate(self, estimate: Estimate) -> None:
+        """Record a tenant's current view."""
+        self.estimates[estimate.tenant] = estimate
+        self._record("tenant_estimate", estimate=estimate)
+
+    def estimate_scored(self, tenant: str, error_seconds: float, over_p90: bool) -> None:
+        """Record a scored estimate."""
+        self.scored.append((tenant, error_seconds, over_p90))
+        self._record("estimate_scored", tenant=tenant, error_seconds=error_seconds, over_p90=over_p90)
+
+    def estimate_unscored(self, tenant: str, reason: str) -> None:
+        """Record an order completed with no estimate to score."""
+        self.unscored.append((tenant, reason))
+        self._record("estimate_unscored", tenant=tenant, reason=reason)
+
+    def tenant_orders_dropped(self, count: int) -> None:
+        """Record orders a tenant's cap dropped."""
+        self.tenant_dropped += count
+        self._record("tenant_orders_dropped", count=count)
 
     def visibility_extended(self) -> None:
         """Record a heartbeat."""

@@ -17,9 +17,9 @@ import structlog
 
 from service.aws.errors import call
 from service.backoff import CONTENTION
-from service.core.events import AVERAGE_DETAIL_TYPE, DrinkAverageTime
+from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE, DrinkAverageTime
 from service.errors import DependencyError
-from service.ports import Observer
+from service.ports import Observer, Published
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient
@@ -67,7 +67,8 @@ async def put_events(
 
 
 class EventBridgePublisher:
-    """Puts averages on the bus; raises when EventBridge keeps refusing some."""
+    """Puts averages and estimates on the bus, in the same calls; raises when EventBridge
+    keeps refusing some."""
 
     def __init__(
         self,
@@ -82,13 +83,17 @@ class EventBridgePublisher:
         self.source = source
         self.observer = observer
 
-    async def publish(self, details: Sequence[DrinkAverageTime]) -> None:
+    async def publish(self, details: Sequence[Published]) -> None:
         """Publish every detail or raise DependencyError; nothing is silently dropped."""
         entries: list[PutEventsRequestEntryTypeDef] = [
             {
                 "EventBusName": self.bus_name,
                 "Source": self.source,
-                "DetailType": AVERAGE_DETAIL_TYPE,
+                "DetailType": (
+                    AVERAGE_DETAIL_TYPE
+                    if isinstance(detail, DrinkAverageTime)
+                    else ESTIMATE_DETAIL_TYPE
+                ),
                 "Detail": detail.model_dump_json(),
             }
             for detail in details

@@ -33,6 +33,7 @@ LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
 TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
 ORDER_FINISHED_DETAIL_TYPE: Final = "OrderProcessor.orderFinished"
 AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
+ESTIMATE_DETAIL_TYPE: Final = "OrderManager.WaitEstimate"
 # Which event ends an order's wait (WAIT_TIMES_COMPLETION_EVENT): the barista's
 # completion, or, as the first version of this extension did, the workflow's end.
 COMPLETED: Final = "completed"
@@ -140,8 +141,8 @@ class DrinkWait(BaseModel):
 
 
 class WaitEstimate(BaseModel):
-    """A tenant's queue-aware estimate, the detail of ``OrderManager.WaitEstimate`` (today
-    printed by ``replay --estimates``; the worker does not publish it yet)."""
+    """A tenant's queue-aware estimate, the detail of ``OrderManager.WaitEstimate`` (what
+    the worker publishes, and ``replay --estimates`` prints)."""
 
     model_config = ConfigDict(frozen=True)
     eventId: str = Field(description="tenant")

@@ -139,3 +139,18 @@ def first_error() -> Iterator[None]:
     except ExceptionGroup as group:
         first = next(leaf for leaf in walk(group) if not isinstance(leaf, BaseExceptionGroup))
         raise first from group
+
+
+MAX_CONFLICT_ROUNDS = 50  # proposal rounds of a conditional commit before contention fails
+
+
+def next_round(rounds: int, max_rounds: int = MAX_CONFLICT_ROUNDS) -> int:
+    """The number of the next proposal round of a conditional commit (windows, tenants);
+    a retriable DependencyError past ``max_rounds`` rounds lost in a row."""
+    if rounds >= max_rounds:
+        raise DependencyError(
+            f"conditional writes lost {max_rounds} races in a row (contention)",
+            operation="dynamodb.PutItem",
+            code="WindowContention",
+        )
+    return rounds + 1

@@ -9,12 +9,17 @@ so they are unit-tested without fakes:
 3. ``sort_records``: the stored records sorted out, once per order: the records each key's
    state must join, the redelivered orders per key, the anomalous orders not yet
    reported, the halves that came after their order expired;
-4. ``to_publish``: which committed keys publish their average;
-5. ``final_poison``: which poison messages are on the receive that sends them to the DLQ.
+4. ``keep_in_force``: each new submission's record gets the estimate in force for its
+   drink, to be scored when it completes;
+5. ``to_publish`` and ``estimates_to_publish``: which committed keys publish their average,
+   which committed tenants their estimate;
+6. ``scores``: the estimates scored against the orders the commit counted first;
+7. ``final_poison``: which poison messages are on the receive that sends them to the DLQ.
 
 ``Flush.run`` is the effectful sequence around them, in the order the delivery guarantees
-rest on: apply (order records), commit (windows), publish, mark anomalies, delete, then
-release poison. A crash anywhere before the delete means redelivery, and every effect is
+rest on: read the tenants' estimates, apply (order records), commit (windows and tenant
+states), publish (averages and estimates together), mark anomalies, delete, then release
+poison. A crash anywhere before the delete means redelivery, and every effect is
 idempotent. It reports to the observer twice: what it received when it starts, and
 everything it did, in one place (``_report``), when its effects are durable.
 """
@@ -28,27 +33,30 @@ from dataclasses import dataclass, field
 
 import structlog
 
-from service.core.events import average_event, parse_body
-from service.core.orders import OrderEvent
+from service.core.estimate import Estimate
+from service.core.events import average_event, estimate_event, parse_body
+from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderRecord, expired, join_event, outcome
+from service.core.queueing import counted_wait
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
-from service.lru import Lru
 from service.ports import (
     AveragePublisher,
+    Committed,
     FlushOutcome,
     Message,
     Observer,
     OrderQueue,
     OrderStore,
+    Published,
     Retry,
+    Score,
+    TenantChange,
     WindowChange,
 )
 from service.settings import WorkerOptions
 
 log = structlog.get_logger(__name__)
-
-MAX_TRACKED_PENDING = 200_000  # orders the pending gauge remembers (one LRU)
 
 
 # -- the pure steps ------------------------------------------------------------------------
@@ -108,6 +116,25 @@ def join_records(
     return list(joined.values())
 
 
+def keep_in_force(
+    joined: Sequence[OrderRecord], views: dict[str, Estimate | None]
+) -> list[OrderRecord]:
+    """Each record with a submission gets the estimate in force for its drink: the
+    tenant's current one (``views``) if it is for a time strictly before the submission
+    (the record keeps the first it is given, ``service.aws.items.order_update``)."""
+    kept = []
+    for record in joined:
+        first = record.submission
+        view = None if first is None else views.get(first[1])
+        found = None
+        if first is not None and view is not None and view.as_of < first[0]:
+            found = view.drinks.get(first[2])
+        kept.append(
+            record if found is None else record._replace(in_force=(found.estimate, found.p90))
+        )
+    return kept
+
+
 @dataclass
 class SortedRecords:
     """The stored records of a flush's orders, sorted out for the window commit."""
@@ -115,7 +142,8 @@ class SortedRecords:
     by_key: dict[WindowKey, list[OrderRecord]] = field(default_factory=dict)
     redelivered: dict[WindowKey, set[str]] = field(default_factory=dict)
     anomalous: dict[str, Anomalous] = field(default_factory=dict)
-    current: list[OrderRecord] = field(default_factory=list)  # not expired, for the gauge
+    by_tenant: dict[str, list[OrderRecord]] = field(default_factory=dict)  # every tenant named
+    redelivered_tenants: set[str] = field(default_factory=set)
     late_halves: int = 0
 
 
@@ -128,7 +156,8 @@ def sort_records(
 ) -> SortedRecords:
     """Sort a flush's stored records out, once per order however many of its events the
     flush holds: every key an order's submissions name hears about it once it has a
-    completion; an order delivered again is redelivered for those keys; an order whose
+    completion, and every tenant they name hears about it at once; an order delivered
+    again is redelivered for those keys and tenants; an order whose
     record expired before these halves came is done, its halves late and never paired
     (DynamoDB deletes expired items lazily; docs/design.md, "Expiry")."""
     by_order: dict[str, list[Message]] = defaultdict(list)
@@ -137,15 +166,19 @@ def sort_records(
     found = SortedRecords()
     by_key: defaultdict[WindowKey, list[OrderRecord]] = defaultdict(list)
     redelivered: defaultdict[WindowKey, set[str]] = defaultdict(set)
+    by_tenant: defaultdict[str, list[OrderRecord]] = defaultdict(list)
     for order_id, messages in by_order.items():
         record = stored[order_id]
         if expired(record, now):
             found.late_halves += len(messages)
             continue
-        found.current.append(record)
+        again = any(message.receive_count > 1 for message in messages)
+        for tenant in {tenant for _, tenant, _ in record.submissions}:
+            by_tenant[tenant].append(record)
+            if again:
+                found.redelivered_tenants.add(tenant)
         if not record.completions:
             continue
-        again = any(message.receive_count > 1 for message in messages)
         for key in record.keys:
             by_key[key].append(record)
             if again:
@@ -154,6 +187,7 @@ def sort_records(
         if isinstance(paired, Anomalous) and not record.anomaly_reported:
             found.anomalous[order_id] = paired
     found.by_key, found.redelivered = dict(by_key), dict(redelivered)
+    found.by_tenant = dict(by_tenant)
     return found
 
 
@@ -176,6 +210,49 @@ def to_publish(
     ]
 
 
+def estimates_to_publish(
+    changes: Sequence[TenantChange], records: SortedRecords, *, retried: bool
+) -> list[TenantChange]:
+    """The tenants whose estimate goes out, by the rule of ``to_publish``: an estimate that
+    changed in whole seconds, and the current one of every tenant a redelivered order
+    names (every tenant of the flush when the commit was tried again)."""
+    again = set(records.by_tenant) if retried else records.redelivered_tenants
+    return [
+        change
+        for change in changes
+        if change.estimate is not None and (change.changed or change.tenant in again)
+    ]
+
+
+def scores(
+    changes: Sequence[TenantChange],
+    stored: dict[str, OrderRecord],
+    submitted_here: set[str],
+    max_wait_seconds: int,
+) -> list[Score]:
+    """Each order the commit counted first, scored against the estimate kept with it: the
+    absolute error and whether the wait exceeded the p90; unscored when its submission was
+    processed in this flush (its completion was there first, or came with it) or no
+    estimate was in force for it."""
+    found = []
+    for change in changes:
+        for order_id in change.counted:
+            record = stored.get(order_id)
+            wait = None if record is None else counted_wait(record, max_wait_seconds)
+            if record is None or wait is None:
+                continue
+            if order_id in submitted_here:
+                found.append(Score(change.tenant, order_id, reason="completed_first"))
+            elif record.in_force is None:
+                found.append(Score(change.tenant, order_id, reason="no_estimate"))
+            else:
+                estimate, p90 = record.in_force
+                found.append(
+                    Score(change.tenant, order_id, error=abs(wait - estimate), over_p90=wait > p90)
+                )
+    return found
+
+
 def final_poison(
     poison: Sequence[tuple[Message, PoisonMessageError]], redrive_limit: int | None
 ) -> list[tuple[Message, PoisonMessageError]]:
@@ -189,26 +266,6 @@ def final_poison(
 
 
 # -- the effects ---------------------------------------------------------------------------
-
-
-class PendingOrders:
-    """Orders seen with one half and no cancellation, for the pending-orders gauge: an
-    approximation, bounded by the one LRU to the most recent ``MAX_TRACKED_PENDING``."""
-
-    def __init__(self, capacity: int = MAX_TRACKED_PENDING) -> None:
-        self._orders: Lru[str, bool] = Lru(capacity)
-
-    def __len__(self) -> int:
-        return len(self._orders)
-
-    def track(self, records: Sequence[OrderRecord]) -> None:
-        """Remember the half-open orders among ``records``, forget the others."""
-        for record in records:
-            half_open = (not record.submissions) != (not record.completions)
-            if half_open and not record.cancelled:
-                self._orders.put(record.order_id, True)
-            else:
-                self._orders.discard(record.order_id)
 
 
 class Flush:
@@ -230,7 +287,6 @@ class Flush:
         self.observer = observer
         self.options = options
         self.clock = clock
-        self.pending = PendingOrders()
 
     async def run(self, messages: Sequence[Message], retry: Retry) -> FlushOutcome:
         """Make one flush's effects durable, publish, then delete it, each step that may
@@ -241,13 +297,17 @@ class Flush:
         found = triage(messages, options, now=now)
         self.observer.flush_started(len(messages), found.redelivered)
         joined = join_records(found.orders, now=now, ttl_seconds=options.pending_ttl_seconds)
+        submitted = {e.order_id for _, e in found.orders if e.role is Role.SUBMITTED}
+        if submitted:
+            tenants = {r.tenant for r in joined if r.order_id in submitted and r.tenant is not None}
+            views = await retry("read", lambda: self.store.tenant_views(tenants, now))
+            joined = keep_in_force(joined, views)
         stored = await retry("apply", lambda: self.store.apply_all(joined, now))
         records = sort_records(
             found.orders, stored, now=now, max_wait_seconds=options.max_wait_seconds
         )
-        self.pending.track(records.current)
-        averages = await self._commit(records, now, retry)
-        await self._publish(averages, retry)
+        committed, averages, estimates = await self._commit(records, now, retry)
+        await self._publish(averages, estimates, retry)
         marked = await self._mark_anomalies(records, retry)
         to_delete = found.to_delete + [message for message, _ in found.orders]
         deleted = await retry("delete", lambda: self.queue.delete(to_delete)) if to_delete else 0
@@ -261,6 +321,10 @@ class Flush:
             late_halves=records.late_halves,
             anomalies=marked,
             averages=averages,
+            estimates=estimates,
+            tenants=committed.tenants,
+            scores=scores(committed.tenants, stored, submitted, options.max_wait_seconds),
+            tenant_orders_dropped=committed.dropped,
             final_poison=final_poison(found.poison, options.redrive_limit),
             seconds=time.perf_counter() - started,
         )
@@ -269,24 +333,40 @@ class Flush:
             await self._release([message for message, _ in found.poison])
         return outcome
 
-    async def _commit(self, records: SortedRecords, now: int, retry: Retry) -> list[WindowChange]:
-        """Join the records into their keys' stored states; the changes to publish."""
-        if not records.by_key:
-            return []
+    async def _commit(
+        self, records: SortedRecords, now: int, retry: Retry
+    ) -> tuple[Committed, list[WindowChange], list[TenantChange]]:
+        """Join the records into their keys' and tenants' stored states: what the commit
+        did, the averages and the estimates to publish."""
+        if not records.by_key and not records.by_tenant:
+            return Committed([], []), [], []
         attempts: list[None] = []
 
-        def merge() -> Awaitable[list[WindowChange]]:
+        def commit() -> Awaitable[Committed]:
             attempts.append(None)
-            return self.store.merge_all(records.by_key, now)
+            return self.store.commit(records.by_key, records.by_tenant, now)
 
-        changes = await retry("merge", merge)
-        return to_publish(changes, records, retried=len(attempts) > 1)
+        done = await retry("commit", commit)
+        retried = len(attempts) > 1
+        return (
+            done,
+            to_publish(done.windows, records, retried=retried),
+            estimates_to_publish(done.tenants, records, retried=retried),
+        )
 
-    async def _publish(self, averages: list[WindowChange], retry: Retry) -> None:
-        if not averages:
+    async def _publish(
+        self, averages: list[WindowChange], estimates: list[TenantChange], retry: Retry
+    ) -> None:
+        """Averages and estimates in the same PutEvents calls."""
+        if not averages and not estimates:
             return
         size = self.options.window_size
-        details = [average_event(c.key, c.state.window, c.state.version, size) for c in averages]
+        details: list[Published] = [
+            average_event(c.key, c.state.window, c.state.version, size) for c in averages
+        ]
+        details += [
+            _estimate_detail(c.estimate, c.version) for c in estimates if c.estimate is not None
+        ]
         await retry("publish", lambda: self.publisher.publish(details))
 
     async def _mark_anomalies(self, records: SortedRecords, retry: Retry) -> list[Anomalous]:
@@ -315,13 +395,23 @@ class Flush:
                 wait_s=found.wait,
                 kind=found.anomaly.value,
             )
+        for tenant in outcome.tenants:
+            if tenant.estimate is not None:
+                observer.tenant_estimate(tenant.estimate)
+        for score in outcome.scores:
+            if score.reason is None:
+                observer.estimate_scored(score.tenant, score.error, score.over_p90)
+            else:
+                observer.estimate_unscored(score.tenant, score.reason)
+        if outcome.tenant_orders_dropped:
+            observer.tenant_orders_dropped(outcome.tenant_orders_dropped)
         observer.flush_finished(
             processed=outcome.processed,
             ignored=outcome.ignored,
             deleted=outcome.deleted,
             seconds=outcome.seconds,
             windows_tracked=self.store.cached_windows,
-            pending_orders=len(self.pending),
+            tenants_tracked=self.store.cached_tenants,
         )
         for message, error in outcome.final_poison:
             observer.poison(error.reason)
@@ -341,3 +431,8 @@ class Flush:
         except WaitTimesError as exc:
             # Not released early, it returns after the visibility timeout all the same.
             log.warning("poison_release_failed", error=str(exc)[:300])
+
+
+def _estimate_detail(estimate: Estimate, version: int) -> Published:
+    drinks = {drink: (e.estimate, e.p90) for drink, e in estimate.drinks.items()}
+    return estimate_event(estimate.tenant, estimate.as_of, estimate.open_orders, drinks, version)

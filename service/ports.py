@@ -9,13 +9,13 @@ errors (``service.errors``): ``DependencyError`` (with ``retriable``) or
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from service.core.estimate import Estimate
 from service.core.events import DrinkAverageTime, WaitEstimate
 from service.core.pairing import Anomalous, OrderRecord
-from service.core.queueing import Estimate
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 
@@ -62,6 +62,29 @@ class WindowChange:
     changed: bool
 
 
+@dataclass(frozen=True, slots=True)
+class TenantChange:
+    """Where a tenant ended after a commit: its estimate (None while it has none) at
+    ``version``; ``changed`` if its estimate changed in whole seconds (``Estimate.rounded``);
+    ``counted``: the orders this commit was the first to count (to score)."""
+
+    tenant: str
+    estimate: Estimate | None
+    version: int
+    changed: bool
+    counted: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Committed:
+    """What one commit did: every key's and every tenant's change, and how many orders the
+    tenants' cap dropped."""
+
+    windows: list[WindowChange]
+    tenants: list[TenantChange]
+    dropped: int = 0
+
+
 class OrderQueue(Protocol):
     """Where messages come from (SQS in production). At-least-once: anything not deleted
     comes back after ``visibility_timeout`` seconds.
@@ -102,10 +125,11 @@ class QueueDepthSource(Protocol):
 
 
 class OrderStore(Protocol):
-    """Where order records and windows are kept durably (DynamoDB in production).
+    """Where order records, windows and tenant states are kept durably (DynamoDB in
+    production).
 
-    Both methods are joins: repeating them, in any order, from any number of workers,
-    converges on the same state.
+    ``apply_all`` and ``commit`` are joins: repeating them, in any order, from any number
+    of workers, converges on the same state.
     """
 
     @property
@@ -113,16 +137,30 @@ class OrderStore(Protocol):
         """How many windows this process holds in memory."""
         ...
 
+    @property
+    def cached_tenants(self) -> int:
+        """How many tenant states this process holds in memory."""
+        ...
+
+    async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
+        """Each tenant's current estimate (None while it has none), as this process last
+        committed or read it."""
+        ...
+
     async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
         """Join each record (distinct order ids) into its stored record durably; returns the
         stored records after the join, by order id, read after this write."""
         ...
 
-    async def merge_all(
-        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
-    ) -> list[WindowChange]:
-        """Join order records into their keys' stored states durably, settling what expired
-        by ``now``; one change per key, ``changed`` when its window (the view) changed."""
+    async def commit(
+        self,
+        windows: Mapping[WindowKey, Sequence[OrderRecord]],
+        tenants: Mapping[str, Sequence[OrderRecord]],
+        now: int,
+    ) -> Committed:
+        """Join order records into their keys' and tenants' stored states durably,
+        settling what expired by ``now``; one change per key, ``changed`` when its window
+        (the view) changed, and one per tenant."""
         ...
 
     async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
@@ -245,6 +283,19 @@ class Retry(Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Score:
+    """An order's estimate scored once it completed: the absolute error and whether the
+    wait exceeded the p90; ``reason`` instead when there was nothing to score
+    (``no_estimate``, ``completed_first``)."""
+
+    tenant: str
+    order_id: str
+    error: float = 0.0
+    over_p90: bool = False
+    reason: str | None = None
+
+
 @dataclass
 class FlushOutcome:
     """What one flush did, for the observer, tests and logs."""
@@ -258,6 +309,10 @@ class FlushOutcome:
     late_halves: int = 0
     anomalies: list[Anomalous] = field(default_factory=list)  # marked by this flush
     averages: list[WindowChange] = field(default_factory=list)
+    estimates: list[TenantChange] = field(default_factory=list)  # published
+    tenants: list[TenantChange] = field(default_factory=list)  # every tenant committed
+    scores: list[Score] = field(default_factory=list)
+    tenant_orders_dropped: int = 0
     final_poison: list[tuple[Message, PoisonMessageError]] = field(default_factory=list)
     seconds: float = 0.0
 

@@ -30,16 +30,20 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.lowlevel import checkpoint
 
+from service.aws.store import tenant_change
 from service.core.commit import StoredKey, WindowCommit
+from service.core.estimate import Estimate
 from service.core.events import DrinkAverageTime, WaitEstimate
 from service.core.pairing import OrderRecord
-from service.core.queueing import Estimate
+from service.core.queueing import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
 from service.core.window import WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import (
     SQS_BATCH_LIMIT,
+    Committed,
     Message,
     Observer,
+    Published,
     QueueDepth,
     WindowChange,
     WindowState,
@@ -406,9 +410,9 @@ class FakeStore(Injectable):
     - ``bump(key, records)``: another writer joins records into a key behind this
       process's cache, so the next merge of that key must re-read and join.
 
-    Operations for ``fail``/``hold``: ``apply``, ``merge``, ``mark``. A lost answer on
-    ``merge`` (``after_effect``) leaves the keys written but the cache stale, as a
-    timed-out write does. Journal entries: ``apply`` (order ids), ``merge`` (keys),
+    Operations for ``fail``/``hold``: ``apply``, ``commit``, ``mark``. A lost answer on
+    ``commit`` (``after_effect``) leaves the keys written but the cache stale, as a
+    timed-out write does. Journal entries: ``apply`` (order ids), ``commit`` (keys),
     ``mark`` (order ids), ``bump``.
     """
 
@@ -420,6 +424,7 @@ class FakeStore(Injectable):
         max_wait_seconds: int = 7200,
         journal: Journal | None = None,
         observer: Observer | None = None,
+        tenant_cap: int = MAX_TENANT_ORDERS,
     ) -> None:
         super().__init__("dynamodb", journal)
         self.window_size = window_size
@@ -429,6 +434,9 @@ class FakeStore(Injectable):
         self.records: dict[str, OrderRecord] = {}
         self.keys: dict[WindowKey, StoredKey] = {}
         self.cached: dict[WindowKey, StoredKey] = {}
+        self.tenant_states: dict[str, StoredTenant] = {}
+        self.cached_tenant_states: dict[str, StoredTenant] = {}
+        self.tenant_cap = tenant_cap
         self.conflicts = 0
 
     # -- for tests -----------------------------------------------------------------
@@ -441,6 +449,21 @@ class FakeStore(Injectable):
         """The durable window of a key (empty at version 0 when none)."""
         stored = self.stored(key)
         return WindowState(stored.view, stored.version)
+
+    def tenant(self, tenant: str, now: int | None = None) -> StoredTenant:
+        """The durable state of a tenant (empty at version 0 when none), its view
+        computed again at ``now`` (None: its latest event) as DynamoStore does when it
+        reads the item."""
+        stored = self.tenant_states.get(tenant)
+        if stored is None:
+            return StoredTenant.empty(tenant)
+        latest = stored.state.latest_event() or 0
+        return StoredTenant.of(
+            stored.state,
+            stored.version,
+            now=latest if now is None else now,
+            max_wait_seconds=self.max_wait_seconds,
+        )
 
     def bump(self, key: WindowKey, records: Iterable[OrderRecord] = ()) -> WindowState:
         """Another writer joins ``records`` into a stored key: its version rises."""
@@ -456,6 +479,11 @@ class FakeStore(Injectable):
     def cached_windows(self) -> int:
         """How many windows this process holds in memory."""
         return len(self.cached)
+
+    @property
+    def cached_tenants(self) -> int:
+        """How many tenant states this process holds in memory."""
+        return len(self.cached_tenant_states)
 
     async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
         """Join each record into its stored record; the stored records after the join."""
@@ -490,33 +518,86 @@ class FakeStore(Injectable):
     async def merge_all(
         self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join records into the stored key states with conditional, versioned writes."""
-        if not records:
-            return []
-        keys = [key_name(key) for key in records]
-        await self.injections.enter("merge", keys)
-        states = {key: self.cached.get(key) or self.stored(key) for key in records}
-        commit = WindowCommit(records, states, now=now, max_wait_seconds=self.max_wait_seconds)
-        while proposals := commit.proposals():
-            # One transaction for every key: written only if every expected version holds.
-            lost = [k for k in proposals if self.stored(k).version != commit.states[k].version]
-            if lost:
-                self.conflicts += len(lost)
-                for _ in lost:
+        """Join records into the stored key states (``commit`` without tenants)."""
+        return (await self.commit(records, {}, now)).windows
+
+    async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
+        """Each tenant's estimate as this process last committed or read it (no fault
+        point: DynamoStore reads only what it has not cached)."""
+        found = {}
+        for tenant in tenants:
+            stored = self.cached_tenant_states.get(tenant) or self.tenant(tenant, now)
+            self.cached_tenant_states[tenant] = stored
+            found[tenant] = stored.view
+        return found
+
+    async def commit(
+        self,
+        windows: Mapping[WindowKey, Sequence[OrderRecord]],
+        tenants: Mapping[str, Sequence[OrderRecord]],
+        now: int,
+    ) -> Committed:
+        """Join records into the stored key and tenant states with conditional, versioned
+        writes: one transaction for every proposal, written only if every expected version
+        holds."""
+        if not windows and not tenants:
+            return Committed([], [])
+        keys = [key_name(key) for key in windows]
+        await self.injections.enter("commit", keys)
+        states = {key: self.cached.get(key) or self.stored(key) for key in windows}
+        tenant_states = {
+            t: self.cached_tenant_states.get(t) or self.tenant(t, now) for t in tenants
+        }
+        window_commit = WindowCommit(
+            windows, states, now=now, max_wait_seconds=self.max_wait_seconds
+        )
+        tenant_commit = TenantCommit(
+            tenants,
+            tenant_states,
+            now=now,
+            max_wait_seconds=self.max_wait_seconds,
+            cap=self.tenant_cap,
+        )
+        while True:
+            proposals = window_commit.proposals()
+            tenant_proposals = tenant_commit.proposals()
+            if not proposals and not tenant_proposals:
+                break
+            lost = [
+                k for k in proposals if self.stored(k).version != window_commit.states[k].version
+            ]
+            lost_tenants = [
+                t
+                for t in tenant_proposals
+                if self.tenant(t, now).version != tenant_commit.states[t].version
+            ]
+            if lost or lost_tenants:
+                self.conflicts += len(lost) + len(lost_tenants)
+                for _ in range(len(lost) + len(lost_tenants)):
                     if self.observer is not None:
                         self.observer.window_conflict()
-                commit.lost({key: self.stored(key) for key in lost})
+                window_commit.lost({key: self.stored(key) for key in lost})
+                tenant_commit.lost({t: self.tenant(t, now) for t in lost_tenants})
                 continue
             self.keys.update(proposals)
-            commit.landed(proposals)
-        self.injections.leave("merge", keys)  # a lost answer leaves the cache stale
-        result = commit.result()
+            self.tenant_states.update(tenant_proposals)
+            window_commit.landed(proposals)
+            tenant_commit.landed(tenant_proposals)
+        self.injections.leave("commit", keys)  # a lost answer leaves the cache stale
+        result = window_commit.result()
         for committed in result:
             self.cached[committed.key] = committed.stored
-        return [
-            WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
-            for c in result
-        ]
+        tenant_result = tenant_commit.result()
+        for tenant_committed in tenant_result:
+            self.cached_tenant_states[tenant_committed.tenant] = tenant_committed.stored
+        return Committed(
+            [
+                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
+                for c in result
+            ],
+            [tenant_change(t) for t in tenant_result],
+            tenant_commit.dropped,
+        )
 
 
 # -- the publisher -----------------------------------------------------------------------
@@ -648,7 +729,9 @@ class RecordingObserver:
     def estimate_scored(self, tenant: str, error_seconds: float, over_p90: bool) -> None:
         """Record a scored estimate."""
         self.scored.append((tenant, error_seconds, over_p90))
-        self._record("estimate_scored", tenant=tenant, error_seconds=error_seconds, over_p90=over_p90)
+        self._record(
+            "estimate_scored", tenant=tenant, error_seconds=error_seconds, over_p90=over_p90
+        )
 
     def estimate_unscored(self, tenant: str, reason: str) -> None:
         """Record an order completed with no estimate to score."""

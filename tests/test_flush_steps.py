@@ -85,7 +85,8 @@ def test_sort_records_once_per_order_with_late_halves_redeliveries_and_anomalies
     assert list(found.anomalous) == ["odd"]
     assert isinstance(found.anomalous["odd"], Anomalous) and found.anomalous["odd"].wait == -50
     assert found.late_halves == 1
-    assert {r.order_id for r in found.current} == {"paired", "open", "odd", "told"}
+    assert {r.order_id for r in found.by_tenant["NYC"]} == {"paired", "open", "odd", "told"}
+    assert found.redelivered_tenants == {"NYC"}
 
 
 def test_an_order_submitted_under_two_drinks_is_sorted_to_both_keys() -> None:

@@ -42,7 +42,7 @@ T0 = 1_790_000_000  # event times: 2026-09-21
 NOW = T0 + 3600  # the worker's clock
 LATTE: WindowKey = ("NYC", "Latte")
 MOCHA: WindowKey = ("NYC", "Mocha")
-FLUSH = ["receive", "apply", "merge", "publish", "delete"]
+FLUSH = ["receive", "apply", "commit", "publish", "delete"]
 
 FAST: dict[str, Any] = {
     "receive_wait_seconds": 0,
@@ -167,15 +167,16 @@ async def test_a_flush_writes_merges_publishes_and_only_then_deletes(fakes: Fake
             group.start_soon(run_burst, worker)
             await publishing.entered.wait()
             # Windows durable, publish under way: nothing may be deleted yet.
-            assert fakes.journal.operations() == ["receive", "apply", "merge"]
+            assert fakes.journal.operations() == ["receive", "apply", "commit"]
             assert fakes.queue.deleted == []
             assert fakes.store.window(LATTE).version == 1
             publishing.release()
     journal = fakes.journal
     assert journal.operations() == FLUSH
     assert journal.subjects("apply") == [("o1", "o2")]
-    assert sorted(journal.subjects("merge")[0]) == ["NYC/Latte", "NYC/Mocha"]
-    assert sorted(journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1"]
+    assert sorted(journal.subjects("commit")[0]) == ["NYC/Latte", "NYC/Mocha"]
+    # Both averages and the tenant's estimate (its open orders) in the same call.
+    assert sorted(journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1", "NYC@1"]
     assert sorted(journal.subjects("delete")[0]) == sorted(ids)
     assert sorted(fakes.queue.deleted) == sorted(ids)
     assert not fakes.queue.messages
@@ -314,7 +315,7 @@ async def test_a_first_delivery_of_an_applied_order_publishes_nothing(fakes: Fak
     assert len(fakes.publisher.published) == 1
     again = fakes.queue.send(completed("o1", T0 + 90))  # the same event, a new message
     await burst(worker)
-    assert fakes.journal.operations()[len(FLUSH) :] == ["receive", "apply", "merge", "delete"]
+    assert fakes.journal.operations()[len(FLUSH) :] == ["receive", "apply", "commit", "delete"]
     assert len(fakes.publisher.published) == 1
     assert fakes.queue.deleted[-1] == again
 
@@ -346,12 +347,12 @@ async def test_a_lost_window_race_is_reread_and_joined(fakes: Fakes) -> None:
 def target(fakes: Fakes, stage: str) -> Injectable:
     if stage in ("receive", "delete"):
         return fakes.queue
-    if stage in ("apply", "merge"):
+    if stage in ("apply", "commit"):
         return fakes.store
     return fakes.publisher
 
 
-@pytest.mark.parametrize("stage", ["receive", "apply", "merge", "publish", "delete"])
+@pytest.mark.parametrize("stage", ["receive", "apply", "commit", "publish", "delete"])
 async def test_a_retriable_failure_is_retried_until_it_succeeds(fakes: Fakes, stage: str) -> None:
     target(fakes, stage).fail(stage, times=2)
     ids = send_order(fakes, "o1", T0, 60)
@@ -372,8 +373,9 @@ async def test_a_publish_that_fails_after_the_merge_is_retried_alone(fakes: Fake
     send_order(fakes, "o1", T0, 60)
     await burst(make_worker(fakes))
     journal = fakes.journal
-    assert journal.operations() == ["receive", "apply", "merge", "publish:failed", *FLUSH[3:]]
-    assert journal.subjects("publish:failed") == journal.subjects("publish") == [("NYC/Latte@1",)]
+    assert journal.operations() == ["receive", "apply", "commit", "publish:failed", *FLUSH[3:]]
+    assert journal.subjects("publish:failed") == journal.subjects("publish")
+    assert journal.subjects("publish") == [("NYC/Latte@1", "NYC@1")]
     assert fakes.store.window(LATTE).version == 1
     assert len(fakes.publisher.published) == 1
 
@@ -383,12 +385,12 @@ async def test_a_merge_retried_after_its_write_landed_publishes_every_window_of_
 ) -> None:
     # The windows are written, the answer is lost: the retry finds nothing to change, and
     # the publish of both windows must not be lost with it.
-    fakes.store.fail("merge", after_effect=True)
+    fakes.store.fail("commit", after_effect=True)
     send_order(fakes, "o1", T0, 60)
     send_order(fakes, "o2", T0, 80, "Mocha")
     await burst(make_worker(fakes))
-    assert fakes.journal.operations() == ["receive", "apply", "merge:lost", *FLUSH[2:]]
-    assert sorted(fakes.journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1"]
+    assert fakes.journal.operations() == ["receive", "apply", "commit:lost", *FLUSH[2:]]
+    assert sorted(fakes.journal.subjects("publish")[0]) == ["NYC/Latte@1", "NYC/Mocha@1", "NYC@1"]
     assert fakes.store.window(LATTE).version == fakes.store.window(MOCHA).version == 1
     assert not fakes.queue.messages
 

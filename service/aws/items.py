@@ -9,6 +9,7 @@ One table, partition key ``pk`` only, two kinds of item:
 | | | ``cx`` | BOOL | cancelled (sticky) |
 | | | ``cxs`` | NS | every distinct cancellation time (epoch seconds) |
 | | | ``an`` | S | anomaly kind, set once by the worker that first reported it |
+| | | ``est`` | L | the estimate in force when its submission was first processed, ``[estimate, p90]`` (set once) |
 | | | ``expiresAt`` | N | DynamoDB TTL; also the end of the order's horizon |
 | window | ``W#["<tenant>","<drink>"]`` | ``tenant``, ``drink`` | S | the key, readable |
 | | | ``v`` | N | version: rises with every write |
@@ -16,18 +17,24 @@ One table, partition key ``pk`` only, two kinds of item:
 | | | ``o`` | S | live orders, ``{orderId: [submissions, completions, cancelled, expiresAt]}`` |
 | | | ``s`` | S | settled entries (top N of orders that can no longer change) |
 | | | ``updatedAt`` | S | RFC 3339, when it was written |
+| tenant | ``T#<tenant>`` | ``tenant`` | S | the tenant, readable |
+| | | ``v`` | N | version: rises with every write |
+| | | ``to`` | B | the tenant's orders (``TenantState``), zlib-compressed JSON ``[[orderId, submittedAt, drink, completedAt, cancelledAt, cancelled], ...]`` |
+| | | ``updatedAt`` | S | RFC 3339, when it was written |
 
 An order record's update only adds to sets (``ADD``) and sets sticky flags: every write
 commutes with every other and none can fail a transaction, however many workers and
 redeliveries write the same order. The window item holds the key's state (``o`` and
 ``s``, see ``service.core.pairing.KeyState``) and is written with a conditional put on
-``v``. Records written before this layout (``tn``/``dr``/``st``/``ct``) and windows
+``v``; so is a tenant item, whose estimate (the view) is computed again when it is read.
+Records written before this layout (``tn``/``dr``/``st``/``ct``) and windows
 without ``o`` are still read.
 """
 
 from __future__ import annotations
 
 import json
+import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
@@ -49,11 +56,13 @@ else:
 KEY: Final = "pk"
 ORDER_PREFIX: Final = "O#"
 WINDOW_PREFIX: Final = "W#"
+TENANT_PREFIX: Final = "T#"
 SUBMISSIONS: Final = "sub"
 COMPLETIONS: Final = "cmp"
 CANCELLED: Final = "cx"
 CANCELLATIONS: Final = "cxs"
 ANOMALY: Final = "an"
+IN_FORCE: Final = "est"
 EXPIRES_AT: Final = "expiresAt"
 LEGACY_TENANT: Final = "tn"
 LEGACY_DRINK: Final = "dr"
@@ -66,6 +75,8 @@ ENTRIES: Final = "e"
 LIVE: Final = "o"
 SETTLED: Final = "s"
 UPDATED_AT: Final = "updatedAt"
+TENANT: Final = "tenant"
+TENANT_ORDERS: Final = "to"
 
 
 def order_pk(order_id: str) -> str:
@@ -78,13 +89,19 @@ def window_pk(key: WindowKey) -> str:
     return WINDOW_PREFIX + json.dumps(list(key), ensure_ascii=False, separators=(",", ":"))
 
 
+def tenant_pk(tenant: str) -> str:
+    """Partition key of a tenant's state."""
+    return TENANT_PREFIX + tenant
+
+
 def _submission_text(half: Submission) -> str:
     return json.dumps(list(half), ensure_ascii=False, separators=(",", ":"))
 
 
 def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateTypeDef:
     """The update adding what a record knows to the stored record: set unions (``ADD`` to
-    the submissions, completions and cancellation times), a sticky flag, the expiry once."""
+    the submissions, completions and cancellation times), a sticky flag, the expiry and
+    the estimate in force once."""
     # Names go through placeholders: DynamoDB reserves hundreds of words.
     names = {"#exp": EXPIRES_AT}
     adds = []
@@ -106,6 +123,10 @@ def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateType
         names["#cxs"] = CANCELLATIONS
         adds.append("#cxs :x")
         values[":x"] = {"NS": sorted(str(at) for at in record.cancellations)}
+    if record.in_force is not None:
+        names["#est"] = IN_FORCE
+        sets.append("#est = if_not_exists(#est, :est)")
+        values[":est"] = {"L": [{"N": repr(float(value))} for value in record.in_force]}
     expression = "SET " + ", ".join(sets)
     if adds:
         expression += " ADD " + ", ".join(adds)
@@ -171,7 +192,16 @@ def record_from_item(order_id: str, item: Item) -> OrderRecord:
         int(item[EXPIRES_AT]["N"]) if EXPIRES_AT in item else None,
         ANOMALY in item,
         tuple(sorted(int(n) for n in item.get(CANCELLATIONS, {}).get("NS", ()))),
+        _in_force(item),
     )
+
+
+def _in_force(item: Item) -> tuple[float, float] | None:
+    values = item.get(IN_FORCE, {}).get("L")
+    if not values or len(values) != 2:
+        return None
+    estimate, p90 = (float(value["N"]) for value in values)
+    return estimate, p90
 
 
 def encode_entries(entries: Iterable[WindowEntry]) -> str:
@@ -264,3 +294,66 @@ def window_from_item(item: Item | None, window_size: int) -> tuple[KeyState, Win
         top(decode_entries(item[SETTLED]["S"]), window_size),
     )
     return state, view, int(item[VERSION]["N"])
+
+
+def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:
+    """A tenant's orders (the compacted records of ``TenantState``), as compressed JSON."""
+    rows = [
+        [
+            record.order_id,
+            record.submissions[0][0],
+            record.submissions[0][2],
+            record.completions[0] if record.completions else None,
+            record.cancellations[0] if record.cancellations else None,
+            int(record.cancelled),
+        ]
+        for record in sorted(orders.values(), key=lambda r: r.order_id)
+        if record.submissions
+    ]
+    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
+    return zlib.compress(text.encode(), 6)
+
+
+def decode_tenant_orders(tenant: str, data: bytes) -> dict[str, OrderRecord]:
+    """Inverse of ``encode_tenant_orders``."""
+    orders = {}
+    for order_id, submitted, drink, completed, cancelled_at, cancelled in json.loads(
+        zlib.decompress(data)
+    ):
+        orders[str(order_id)] = OrderRecord(
+            str(order_id),
+            ((int(submitted), tenant, str(drink)),),
+            () if completed is None else (int(completed),),
+            bool(cancelled),
+            None,
+            False,
+            () if cancelled_at is None else (int(cancelled_at),),
+        )
+    return orders
+
+
+def tenant_put(
+    tenant: str, orders: Mapping[str, OrderRecord], version: int, table: str, *, expected: int
+) -> PutTypeDef:
+    """A conditional put of a tenant's new state: only over version ``expected`` (or none)."""
+    return {
+        "TableName": table,
+        "Item": {
+            KEY: {"S": tenant_pk(tenant)},
+            TENANT: {"S": tenant},
+            VERSION: {"N": str(version)},
+            TENANT_ORDERS: {"B": encode_tenant_orders(orders)},
+            UPDATED_AT: {"S": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+        },
+        "ConditionExpression": f"attribute_not_exists({KEY}) OR {VERSION} = :v",
+        "ExpressionAttributeValues": {":v": {"N": str(expected)}},
+    }
+
+
+def tenant_from_item(item: Item | None) -> tuple[str, dict[str, OrderRecord], int] | None:
+    """A stored tenant item's tenant, orders and version (None for no item)."""
+    if not item:
+        return None
+    tenant = item[TENANT]["S"]
+    data = item[TENANT_ORDERS]["B"]
+    return tenant, decode_tenant_orders(tenant, bytes(data)), int(item[VERSION]["N"])

@@ -27,11 +27,13 @@ from service.aws import items
 from service.aws.errors import call, cancellation_reasons
 from service.backoff import CONTENTION
 from service.core.commit import StoredKey, WindowCommit
+from service.core.estimate import Estimate
 from service.core.pairing import OrderRecord
+from service.core.queueing import StoredTenant, TenantCommit, TenantCommitted, TenantState
 from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
 from service.lru import Lru
-from service.ports import Observer, WindowChange, WindowState
+from service.ports import Committed, Observer, TenantChange, WindowChange, WindowState
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -61,6 +63,7 @@ class DynamoStore:
         max_wait_seconds: int = 7200,
         observer: Observer | None = None,
         max_cached_windows: int = 100_000,
+        max_cached_tenants: int = 50_000,
     ) -> None:
         self.client = client
         self.table_name = table_name
@@ -69,6 +72,7 @@ class DynamoStore:
         self.max_wait_seconds = max_wait_seconds
         self.observer = observer
         self.cache: Lru[WindowKey, StoredKey] = Lru(max_cached_windows)  # windows as last written
+        self.tenants: Lru[str, StoredTenant] = Lru(max_cached_tenants)  # tenant states, likewise
         # Windows are merged one flush at a time per process (the worker has one loop); the
         # lock keeps that true for any other caller, so the cache never goes backwards.
         self._windows_lock = anyio.Lock()
@@ -77,6 +81,11 @@ class DynamoStore:
     def cached_windows(self) -> int:
         """How many windows this process holds in memory."""
         return len(self.cache)
+
+    @property
+    def cached_tenants(self) -> int:
+        """How many tenant states this process holds in memory."""
+        return len(self.tenants)
 
     def _items(self, operation: str, count: int) -> None:
         if self.observer is not None:
@@ -172,99 +181,194 @@ class DynamoStore:
     async def merge_all(
         self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
     ) -> list[WindowChange]:
-        """Join records into their keys' stored states (settling what expired by ``now``)
-        with the one window rule; keys that lost a race are re-read and joined again.
-        ``changed``: the key's window (the view) changed."""
+        """Join records into their keys' stored states (``commit`` without tenants)."""
+        return (await self.commit(records, {}, now)).windows
+
+    async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
+        """Each tenant's current estimate (None: none yet), from the cache or one
+        consistent read per 100 tenants; what is read is cached for the commit."""
         async with self._windows_lock:
-            states: dict[WindowKey, StoredKey] = {}
-            for key in records:
-                cached = self.cache.get(key)
-                if cached is not None:
-                    states[key] = cached
-            cold = [key for key in records if key not in states]
-            if cold:
-                states |= await self.load_states(cold)
-            commit = WindowCommit(records, states, now=now, max_wait_seconds=self.max_wait_seconds)
-            while proposals := commit.proposals():
-                written, conflicted = await self._write_windows(proposals, commit.states)
-                commit.landed(written)
-                for key in written:
-                    self.cache.put(key, proposals[key])
-                if conflicted:
-                    for _ in conflicted:
-                        if self.observer is not None:
-                            self.observer.window_conflict()
-                    commit.lost(await self.load_states(conflicted))
-                if not written:  # nobody's write landed: let the other transaction finish
-                    await anyio.sleep(CONTENTION.delay(commit.rounds - 1))
-            result = commit.result()
-            for committed in result:
-                self.cache.put(committed.key, committed.stored)
-            return [
-                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
-                for c in result
-            ]
+            states = await self._tenant_states(tenants, now)
+        return {tenant: stored.view for tenant, stored in states.items()}
 
-    async def _write_windows(
-        self, proposals: dict[WindowKey, StoredKey], current: dict[WindowKey, StoredKey]
-    ) -> tuple[set[WindowKey], set[WindowKey]]:
-        """Write new states conditionally: (keys written, keys to re-read).
-
-        One key: a conditional PutItem. Several: one TransactWriteItems per 100, which
-        writes all of its keys or none. A transaction cancelled because another one held
-        an item is a lost race like a failed condition: its keys are re-read and joined
-        again. Cancelled for throttling, it is a retriable failure.
-        """
-        keys = list(proposals)
-        if len(keys) == 1:
-            key = keys[0]
-            if await self._put_window(key, proposals[key], expected=current[key].version):
-                return {key}, set()
-            return set(), {key}
-        written: set[WindowKey] = set()
-        conflicted: set[WindowKey] = set()
-        for start in range(0, len(keys), TRANSACT_LIMIT):
-            chunk = keys[start : start + TRANSACT_LIMIT]
-            actions: list[TransactWriteItemTypeDef] = [
-                {"Put": self._window_put(proposals[key], current[key].version)} for key in chunk
-            ]
-            try:
-                await call(
-                    "dynamodb.TransactWriteItems",
-                    partial(self.client.transact_write_items, TransactItems=actions),
-                )
-            except DependencyError as exc:
-                reasons = cancellation_reasons(exc)
-                lost = {
-                    key
-                    for key, reason in zip(chunk, reasons, strict=False)
-                    if reason in {"ConditionalCheckFailed", "TransactionConflict"}
-                }
-                if exc.code != "TransactionCanceledException" or not lost:
-                    raise
-                log.debug("window_transaction_cancelled", reasons=sorted(set(reasons)))
-                conflicted |= lost
+    async def _tenant_states(self, tenants: Iterable[str], now: int) -> dict[str, StoredTenant]:
+        states: dict[str, StoredTenant] = {}
+        cold = []
+        for tenant in tenants:
+            cached = self.tenants.get(tenant)
+            if cached is None:
+                cold.append(tenant)
             else:
-                self._items("TransactWriteItems", len(actions))
-                written |= set(chunk)
-        return written, conflicted
+                states[tenant] = cached
+        if cold:
+            loaded = await self.load_tenants(cold, now)
+            for tenant, stored in loaded.items():
+                self.tenants.put(tenant, stored)
+            states |= loaded
+        return states
+
+    async def load_tenants(self, tenants: Iterable[str], now: int) -> dict[str, StoredTenant]:
+        """The stored states of some tenants (one consistent read per 100)."""
+        tenants = list(tenants)
+        stored = await self._get_items(items.tenant_pk(tenant) for tenant in tenants)
+        return {
+            tenant: self._stored_tenant(tenant, stored.get(items.tenant_pk(tenant)), now)
+            for tenant in tenants
+        }
+
+    def _stored_tenant(self, tenant: str, item: items.Item | None, now: int) -> StoredTenant:
+        found = items.tenant_from_item(item)
+        if found is None:
+            return StoredTenant.empty(tenant)
+        _, orders, version = found
+        return StoredTenant.of(
+            TenantState(tenant, orders), version, now=now, max_wait_seconds=self.max_wait_seconds
+        )
+
+    async def commit(
+        self,
+        windows: Mapping[WindowKey, Sequence[OrderRecord]],
+        tenants: Mapping[str, Sequence[OrderRecord]],
+        now: int,
+    ) -> Committed:
+        """Join records into their keys' and tenants' stored states (settling what expired
+        by ``now``) with the one window rule, both kinds in the same requests; whatever
+        lost a race is re-read and joined again."""
+        async with self._windows_lock:
+            rounds = _Rounds(
+                self,
+                WindowCommit(
+                    windows,
+                    await self._key_states(windows),
+                    now=now,
+                    max_wait_seconds=self.max_wait_seconds,
+                ),
+                TenantCommit(
+                    tenants,
+                    await self._tenant_states(tenants, now),
+                    now=now,
+                    max_wait_seconds=self.max_wait_seconds,
+                ),
+                now,
+            )
+            while puts := rounds.puts():
+                written, conflicted = await write_conditionally(self.client, puts, self._items)
+                rounds.landed(written)
+                if conflicted:
+                    await rounds.reread(conflicted)
+                if not written:  # nobody's write landed: let the other transaction finish
+                    await anyio.sleep(CONTENTION.delay(rounds.rounds - 1))
+            return rounds.result()
+
+    async def _key_states(self, records: Iterable[WindowKey]) -> dict[WindowKey, StoredKey]:
+        states: dict[WindowKey, StoredKey] = {}
+        for key in records:
+            cached = self.cache.get(key)
+            if cached is not None:
+                states[key] = cached
+        cold = [key for key in records if key not in states]
+        if cold:
+            states |= await self.load_states(cold)
+        return states
 
     def _window_put(self, proposal: StoredKey, expected: int) -> PutTypeDef:
         return items.window_put(
             proposal.state, proposal.view, proposal.version, self.table_name, expected=expected
         )
 
-    async def _put_window(self, key: WindowKey, proposal: StoredKey, *, expected: int) -> bool:
-        put = self._window_put(proposal, expected)
-        try:
-            await call("dynamodb.PutItem", lambda: self.client.put_item(**put))
-        except DependencyError as exc:
-            if exc.code == "ConditionalCheckFailedException":
-                log.debug("window_conflict", tenant=key[0], drink=key[1], expected=expected)
-                return False
-            raise
-        self._items("PutItem", 1)
-        return True
+
+class _Rounds:
+    """One commit's two rules (windows, tenants) driven together: their proposals as
+    conditional puts by ``pk``, what landed and what was re-read handed back to each, the
+    store's caches kept as last written."""
+
+    def __init__(
+        self, store: DynamoStore, windows: WindowCommit, tenants: TenantCommit, now: int
+    ) -> None:
+        self.store, self.windows, self.tenants, self.now = store, windows, tenants, now
+        self.keys: dict[str, WindowKey] = {}
+        self.tenant_names: dict[str, str] = {}
+
+    @property
+    def rounds(self) -> int:
+        """Proposal rounds so far (the larger of the two rules')."""
+        return max(self.windows.rounds, self.tenants.rounds)
+
+    def puts(self) -> dict[str, PutTypeDef]:
+        """Every proposal of both rules as a conditional put; empty when both are done."""
+        store, table = self.store, self.store.table_name
+        keys, tenants = self.windows.proposals(), self.tenants.proposals()
+        self.keys = {items.window_pk(key): key for key in keys}
+        self.tenant_names = {items.tenant_pk(tenant): tenant for tenant in tenants}
+        puts = {
+            pk: store._window_put(keys[key], self.windows.states[key].version)
+            for pk, key in self.keys.items()
+        }
+        for pk, tenant in self.tenant_names.items():
+            proposal = tenants[tenant]
+            expected = self.tenants.states[tenant].version
+            puts[pk] = items.tenant_put(
+                tenant, proposal.state.orders, proposal.version, table, expected=expected
+            )
+        return puts
+
+    def landed(self, written: set[str]) -> None:
+        """These puts were written: their proposals are the stored states now."""
+        keys = [key for pk, key in self.keys.items() if pk in written]
+        tenants = [tenant for pk, tenant in self.tenant_names.items() if pk in written]
+        self.windows.landed(keys)
+        self.tenants.landed(tenants)
+        for key in keys:
+            self.store.cache.put(key, self.windows.states[key])
+        for tenant in tenants:
+            self.store.tenants.put(tenant, self.tenants.states[tenant])
+
+    async def reread(self, conflicted: set[str]) -> None:
+        """Read again what lost a race (one read for both kinds) and hand it back."""
+        store = self.store
+        for _ in conflicted:
+            if store.observer is not None:
+                store.observer.window_conflict()
+        stored = await store._get_items(conflicted)
+        self.windows.lost(
+            {
+                key: store._stored_state(key, stored.get(pk))
+                for pk, key in self.keys.items()
+                if pk in conflicted
+            }
+        )
+        self.tenants.lost(
+            {
+                tenant: store._stored_tenant(tenant, stored.get(pk), self.now)
+                for pk, tenant in self.tenant_names.items()
+                if pk in conflicted
+            }
+        )
+
+    def result(self) -> Committed:
+        """Where every key and tenant ended, the caches updated to it."""
+        key_result = self.windows.result()
+        for committed in key_result:
+            self.store.cache.put(committed.key, committed.stored)
+        tenant_result = self.tenants.result()
+        for tenant_committed in tenant_result:
+            self.store.tenants.put(tenant_committed.tenant, tenant_committed.stored)
+        return Committed(
+            [
+                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
+                for c in key_result
+            ],
+            [tenant_change(t) for t in tenant_result],
+            self.tenants.dropped,
+        )
+
+
+def tenant_change(committed: TenantCommitted) -> TenantChange:
+    """The port's view of where a tenant ended after a commit."""
+    stored = committed.stored
+    return TenantChange(
+        committed.tenant, stored.view, stored.version, committed.changed, committed.counted
+    )
 
 
 async def batch_get(
@@ -311,3 +415,60 @@ async def batch_get(
             await anyio.sleep(CONTENTION.delay(rounds))
             rounds += 1
     return found
+
+
+async def write_conditionally(
+    client: DynamoDBClient, puts: dict[str, PutTypeDef], count_items: Callable[[str, int], None]
+) -> tuple[set[str], set[str]]:
+    """Write new states conditionally: (keys written, keys to re-read), by ``pk``.
+
+    One item: a conditional PutItem. Several: one TransactWriteItems per 100, which
+    writes all of its items or none. A transaction cancelled because another one held
+    an item is a lost race like a failed condition: its items are re-read and joined
+    again. Cancelled for throttling, it is a retriable failure.
+    """
+    pks = list(puts)
+    if len(pks) == 1:
+        pk = pks[0]
+        if await _put_one(client, puts[pk], count_items):
+            return {pk}, set()
+        return set(), {pk}
+    written: set[str] = set()
+    conflicted: set[str] = set()
+    for start in range(0, len(pks), TRANSACT_LIMIT):
+        chunk = pks[start : start + TRANSACT_LIMIT]
+        actions: list[TransactWriteItemTypeDef] = [{"Put": puts[pk]} for pk in chunk]
+        try:
+            await call(
+                "dynamodb.TransactWriteItems",
+                partial(client.transact_write_items, TransactItems=actions),
+            )
+        except DependencyError as exc:
+            reasons = cancellation_reasons(exc)
+            lost = {
+                pk
+                for pk, reason in zip(chunk, reasons, strict=False)
+                if reason in {"ConditionalCheckFailed", "TransactionConflict"}
+            }
+            if exc.code != "TransactionCanceledException" or not lost:
+                raise
+            log.debug("window_transaction_cancelled", reasons=sorted(set(reasons)))
+            conflicted |= lost
+        else:
+            count_items("TransactWriteItems", len(actions))
+            written |= set(chunk)
+    return written, conflicted
+
+
+async def _put_one(
+    client: DynamoDBClient, put: PutTypeDef, count_items: Callable[[str, int], None]
+) -> bool:
+    try:
+        await call("dynamodb.PutItem", lambda: client.put_item(**put))
+    except DependencyError as exc:
+        if exc.code == "ConditionalCheckFailedException":
+            log.debug("conditional_put_lost")
+            return False
+        raise
+    count_items("PutItem", 1)
+    return True

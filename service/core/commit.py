@@ -6,7 +6,8 @@ records, the next state at version + 1 (``KeyState.add`` then ``settle``); write
 proposal conditionally on the version it was made from; and, for the keys whose write
 lost to another writer, re-reads the stored state and proposes again. The state is a
 join-semilattice, so every writer converges (docs/decisions.md, "Earliest wins"). Every
-limit of that loop is defined here, once. Pure: no I/O here.
+limit of that loop is defined here, once (the bound on rounds, shared with the tenants'
+rule ``service.core.queueing.TenantCommit``, in ``service.errors``). Pure: no I/O here.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from dataclasses import dataclass
 
 from service.core.pairing import KeyState, OrderRecord
 from service.core.window import Window, WindowKey
-from service.errors import DependencyError
+from service.errors import MAX_CONFLICT_ROUNDS, next_round
 
 MAX_LIVE_ORDERS = 2000  # per key: past it the oldest orders settle early (KeyState.settle)
-MAX_CONFLICT_ROUNDS = 50  # proposal rounds before contention counts as a failure
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,13 +89,7 @@ class WindowCommit:
                     state, state.view(self.max_wait_seconds), current.version + 1
                 )
         if proposed:
-            if self.rounds >= self.max_rounds:
-                raise DependencyError(
-                    f"window writes lost {self.max_rounds} races in a row (contention)",
-                    operation="dynamodb.PutItem",
-                    code="WindowContention",
-                )
-            self.rounds += 1
+            self.rounds = next_round(self.rounds, self.max_rounds)
         self._proposed = proposed
         return proposed
 

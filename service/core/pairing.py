@@ -45,6 +45,10 @@ class OrderRecord(NamedTuple):
     # stopped being open. Empty with ``cancelled`` set only for records stored before
     # cancellation times were kept (then it ended at an unknown time).
     cancellations: tuple[int, ...] = ()
+    # The estimate (predicted wait, p90) in force for its drink when its submission was
+    # first processed: kept with the order to score it once it completes; the first kept
+    # wins. Not an event: no state that holds the order keeps it.
+    in_force: tuple[float, float] | None = None
 
     @classmethod
     def of(
@@ -101,6 +105,7 @@ class OrderRecord(NamedTuple):
             expiry,
             self.anomaly_reported,
             cancellations,
+            self.in_force,
         )
 
     def join(self, other: OrderRecord) -> OrderRecord:
@@ -118,6 +123,7 @@ class OrderRecord(NamedTuple):
             expiry,
             self.anomaly_reported or other.anomaly_reported,
             tuple(sorted(set(self.cancellations) | set(other.cancellations))),
+            self.in_force if self.in_force is not None else other.in_force,
         )
         # ``self`` when nothing was added, so callers can tell a change by identity.
         return self if joined == self else joined
@@ -224,13 +230,18 @@ def join_all(
 ) -> dict[str, OrderRecord] | None:
     """``known`` with each record joined into its order's; None when nothing changes. The
     anomaly mark is left out (it belongs to the order's own record, not to a state that
-    holds it), and so are the cancellation times unless ``keep_cancellations``."""
+    holds it), as is the estimate kept with it, and so are the cancellation times unless
+    ``keep_cancellations``."""
     joined_all: dict[str, OrderRecord] | None = None
     for incoming in records:
         record = incoming
-        if incoming.anomaly_reported or (incoming.cancellations and not keep_cancellations):
+        if (
+            incoming.anomaly_reported
+            or incoming.in_force is not None
+            or (incoming.cancellations and not keep_cancellations)
+        ):
             kept = incoming.cancellations if keep_cancellations else ()
-            record = incoming._replace(anomaly_reported=False, cancellations=kept)
+            record = incoming._replace(anomaly_reported=False, cancellations=kept, in_force=None)
         current = (joined_all or known).get(record.order_id)
         joined = record if current is None else current.join(record)
         if joined is not current:

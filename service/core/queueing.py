@@ -17,6 +17,12 @@ Definitions:
   (completion time, order id), each with the number of the tenant's orders open when it
   was submitted: a function of the set of accepted events, not of their arrival order.
 
+A tenant's state is committed by the window rule (``TenantCommit``, as
+``service.core.commit.WindowCommit``): proposed at version + 1 from the stored state and
+the records that name the tenant, pruned, written conditionally, re-read and proposed
+again when it lost. Its view is the estimate; ``changed`` compares it in whole seconds
+(``Estimate.rounded``). A store writes both kinds of proposal in the same requests.
+
 Pure: no I/O here.
 """
 
@@ -27,7 +33,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from service.core.pairing import OrderRecord, join_all
+from service.core.estimate import DrinkEstimate, Estimate
+from service.core.pairing import OrderRecord
+from service.errors import MAX_CONFLICT_ROUNDS, next_round
 
 MAX_TENANT_ORDERS = 2000  # per tenant: past it the oldest orders leave the state (counted)
 TRAINING_ORDERS = 150  # the tenant's latest counted orders the estimate learns from
@@ -46,29 +54,6 @@ class Sample(NamedTuple):
     wait: int
 
 
-class DrinkEstimate(NamedTuple):
-    """A drink's predicted wait and its p90, in seconds."""
-
-    estimate: float
-    p90: float
-
-
-@dataclass(frozen=True, slots=True)
-class Estimate:
-    """What a tenant's state says at ``as_of``: open orders and an estimate per drink."""
-
-    tenant: str
-    as_of: int
-    open_orders: int
-    drinks: Mapping[str, DrinkEstimate] = field(default_factory=dict)
-
-    def rounded(self) -> tuple[int, tuple[tuple[str, int, int], ...]]:
-        """What a change is judged on: open orders and every value in whole seconds."""
-        return self.open_orders, tuple(
-            (drink, round(e.estimate), round(e.p90)) for drink, e in sorted(self.drinks.items())
-        )
-
-
 @dataclass(frozen=True, slots=True)
 class TenantState:
     """A tenant's durable state: the joined records of the orders that name it."""
@@ -77,8 +62,16 @@ class TenantState:
     orders: Mapping[str, OrderRecord] = field(default_factory=dict)
 
     def add(self, records: Iterable[OrderRecord]) -> TenantState:
-        """Join records into the state; ``self`` when nothing changes."""
-        orders = join_all(self.orders, records)
+        """Join records into the state, each compacted (``compact``); ``self`` when nothing
+        changes."""
+        orders: dict[str, OrderRecord] | None = None
+        for incoming in records:
+            known = (orders or self.orders).get(incoming.order_id)
+            record = compact(incoming if known is None else known.join(compact(incoming)))
+            if record != known:
+                if orders is None:
+                    orders = dict(self.orders)
+                orders[incoming.order_id] = record
         return self if orders is None else TenantState(self.tenant, orders)
 
     def prune(
@@ -126,7 +119,8 @@ class TenantState:
         return Estimate(self.tenant, as_of, ahead, drinks)
 
     def latest_event(self) -> int | None:
-        """The time the tenant's estimate is for: its latest event, unless that one stands
+        """The time the tenant's estimate is for: its latest event (of the earliest
+        submission, completion and cancellation each order keeps), unless that one stands
         alone more than ``LONE_EVENT_GAP`` after all the others (an event stamped ahead
         waits for company, so it can neither freeze nor empty the estimate)."""
         times = sorted(
@@ -148,6 +142,31 @@ class TenantState:
         return times[-1]
 
 
+def compact(record: OrderRecord) -> OrderRecord:
+    """What a tenant's state keeps of a record: its earliest submission, completion and
+    cancellation, and whether it was cancelled. Every view reads only these, and the
+    earliest of a union is the earliest of the earliests, so compacting commutes with the
+    join (the state is still a function of the set of accepted events)."""
+    if (
+        len(record.submissions) <= 1
+        and len(record.completions) <= 1
+        and len(record.cancellations) <= 1
+        and record.expires_at is None
+        and not record.anomaly_reported
+        and record.in_force is None
+    ):
+        return record
+    return OrderRecord(
+        record.order_id,
+        record.submissions[:1],
+        record.completions[:1],
+        record.cancelled,
+        None,
+        False,
+        record.cancellations[:1],
+    )
+
+
 def _drop_order(record: OrderRecord) -> tuple[int, int, str]:
     ended = record.ended_at
     if ended is not None:
@@ -155,7 +174,7 @@ def _drop_order(record: OrderRecord) -> tuple[int, int, str]:
     return (1, record.submitted_at or 0, record.order_id)
 
 
-def _counted(record: OrderRecord, max_wait_seconds: int) -> int | None:
+def counted_wait(record: OrderRecord, max_wait_seconds: int) -> int | None:
     """The wait of a counted order, else None."""
     if record.cancelled or not record.completions or not record.submissions:
         return None
@@ -164,7 +183,7 @@ def _counted(record: OrderRecord, max_wait_seconds: int) -> int | None:
 
 
 def _latest_counted(records: Sequence[OrderRecord], max_wait_seconds: int) -> list[OrderRecord]:
-    counted = [r for r in records if _counted(r, max_wait_seconds) is not None]
+    counted = [r for r in records if counted_wait(r, max_wait_seconds) is not None]
     counted.sort(key=lambda r: (r.completions[0], r.order_id), reverse=True)
     return counted[:TRAINING_ORDERS]
 
@@ -337,3 +356,135 @@ class EstimateBook:
             self.published[tenant] = versioned
             changed.append(versioned)
         return changed
+
+
+# -- the tenants' commit: the one window rule (service.core.commit), for tenants --------
+
+
+def _changed(before: Estimate | None, after: Estimate | None) -> bool:
+    if before is None or after is None:
+        return before is not after
+    return before.rounded() != after.rounded()
+
+
+@dataclass(frozen=True, slots=True)
+class StoredTenant:
+    """A tenant's state as last written, its view (the estimate), its version."""
+
+    state: TenantState
+    view: Estimate | None
+    version: int
+
+    @classmethod
+    def empty(cls, tenant: str) -> StoredTenant:
+        """A tenant never written: no order, no estimate, version 0."""
+        return cls(TenantState(tenant), None, 0)
+
+    @classmethod
+    def of(
+        cls, state: TenantState, version: int, *, now: int, max_wait_seconds: int
+    ) -> StoredTenant:
+        """A stored state with its view at the tenant's latest event (never after ``now``)."""
+        latest = state.latest_event()
+        view = None if latest is None else state.estimate(min(now, latest), max_wait_seconds)
+        return cls(state, view, version)
+
+
+@dataclass(frozen=True, slots=True)
+class TenantCommitted:
+    """Where a tenant ended after a commit. ``changed``: its estimate changed in whole
+    seconds; ``counted``: the orders this commit was the first to count (each order is
+    counted by exactly one landed write, which scores its estimate)."""
+
+    tenant: str
+    stored: StoredTenant
+    changed: bool
+    counted: tuple[str, ...]
+
+
+class TenantCommit:
+    """One flush's records joined into their tenants' stored states, round by round; a
+    store drives it exactly as it drives ``WindowCommit``."""
+
+    def __init__(
+        self,
+        records: Mapping[str, Sequence[OrderRecord]],
+        stored: Mapping[str, StoredTenant],
+        *,
+        now: int,
+        max_wait_seconds: int,
+        cap: int = MAX_TENANT_ORDERS,
+        max_rounds: int = MAX_CONFLICT_ROUNDS,
+    ) -> None:
+        self.records = records
+        self.states = {tenant: stored[tenant] for tenant in records}
+        self.before = {tenant: state.view for tenant, state in self.states.items()}
+        self.now = now
+        self.max_wait_seconds = max_wait_seconds
+        self.cap = cap
+        self.max_rounds = max_rounds
+        self.rounds = 0
+        self.dropped = 0  # orders the cap dropped, in the writes that landed
+        self._counted: dict[str, list[str]] = {}
+        self._proposed: dict[str, tuple[StoredTenant, int]] = {}
+
+    def proposals(self) -> dict[str, StoredTenant]:
+        """The next state of every tenant the records still change, each at its version
+        + 1; empty when done. Raises a retriable DependencyError past ``max_rounds``."""
+        proposed: dict[str, tuple[StoredTenant, int]] = {}
+        for tenant, tenant_records in self.records.items():
+            current = self.states[tenant]
+            state = current.state.add(tenant_records)
+            if state is current.state:
+                continue
+            latest = state.latest_event()
+            as_of = self.now if latest is None else min(self.now, latest)
+            state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
+            if state.orders == current.state.orders:
+                continue
+            stored = StoredTenant(
+                state, state.estimate(as_of, self.max_wait_seconds), current.version + 1
+            )
+            proposed[tenant] = (stored, dropped)
+        if proposed:
+            self.rounds = next_round(self.rounds, self.max_rounds)
+        self._proposed = proposed
+        return {tenant: stored for tenant, (stored, _) in proposed.items()}
+
+    def landed(self, tenants: Iterable[str]) -> None:
+        """These tenants' proposals were written: they are the stored states now."""
+        for tenant in tenants:
+            stored, dropped = self._proposed[tenant]
+            self._counted.setdefault(tenant, []).extend(
+                _newly_counted(self.states[tenant].state, stored.state, self.max_wait_seconds)
+            )
+            self.dropped += dropped
+            self.states[tenant] = stored
+
+    def lost(self, reread: Mapping[str, StoredTenant]) -> None:
+        """These tenants' writes lost a race: their stored states as read again."""
+        self.states.update(reread)
+
+    def result(self) -> list[TenantCommitted]:
+        """Every tenant of the flush, where it ended, and whether its estimate changed."""
+        return [
+            TenantCommitted(
+                tenant,
+                stored,
+                _changed(self.before[tenant], stored.view),
+                tuple(self._counted.get(tenant, ())),
+            )
+            for tenant, stored in self.states.items()
+        ]
+
+
+def _newly_counted(before: TenantState, after: TenantState, max_wait_seconds: int) -> list[str]:
+    """The orders ``after`` counts and ``before`` did not (or did not hold)."""
+    found = []
+    for order_id, record in after.orders.items():
+        if counted_wait(record, max_wait_seconds) is None:
+            continue
+        known = before.orders.get(order_id)
+        if known is None or counted_wait(known, max_wait_seconds) is None:
+            found.append(order_id)
+    return sorted(found)

@@ -1,0 +1,32 @@
+"""A tenant's estimate as a value: what the queue model (``service.core.queueing``) says
+at an event time, and what the worker publishes and reports. Pure: no I/O here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import NamedTuple
+
+
+class DrinkEstimate(NamedTuple):
+    """A drink's predicted wait and its p90, in seconds."""
+
+    estimate: float
+    p90: float
+
+
+@dataclass(frozen=True, slots=True)
+class Estimate:
+    """What a tenant's state says at ``as_of``: open orders and an estimate per drink."""
+
+    tenant: str
+    as_of: int
+    open_orders: int
+    drinks: Mapping[str, DrinkEstimate] = field(default_factory=dict)
+
+    def rounded(self) -> tuple[int, tuple[tuple[str, int, int], ...]]:
+        """What a change is judged on: open orders and every value in whole seconds."""
+        return self.open_orders, tuple(
+            (drink, round(e.estimate), round(e.p90)) for drink, e in sorted(self.drinks.items())
+        )

@@ -1,10 +1,11 @@
 """The observer of production: Prometheus series, readiness, and the HTTP endpoints.
 
 ``PrometheusObserver`` implements the ``Observer`` port (``service.ports``) that the worker
-and the adapters report through; ``Metrics`` holds the series, ``Health`` the readiness,
-and ``serve_http`` serves ``/metrics``, ``/healthz`` and ``/readyz``. ``/metrics``
-negotiates as prometheus-client's own handlers do: OpenMetrics when the ``Accept`` header
-asks for it (else the classic text format), gzip when ``Accept-Encoding`` accepts it.
+and the adapters report through; ``Metrics`` holds the series (those labelled by tenant
+capped in number), ``Health`` the readiness, and ``serve_http`` serves ``/metrics``,
+``/healthz`` and ``/readyz``. ``/metrics`` negotiates as prometheus-client's own handlers
+do: OpenMetrics when the ``Accept`` header asks for it (else the classic text format), gzip
+when ``Accept-Encoding`` accepts it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from anyio.abc import SocketStream, TaskStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
+from service.core.queueing import MAX_TENANT_ORDERS, Estimate
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth
@@ -25,10 +27,29 @@ from service.ports import QueueDepth
 log = structlog.get_logger(__name__)
 
 MAX_REQUEST_BYTES = 8192
+# The tenant label of the scoring counters for every tenant past the cap (``Metrics``).
+OTHER_TENANT = "_other"
+# The estimate's absolute error: seconds to the default maximum wait (2 hours).
+ESTIMATE_ERROR_BUCKETS = (5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200)
+UNSCORED_REASONS = ("no_estimate", "completed_first")
 
 
 class Metrics:
-    """All of the worker's series, on a registry of its own (several workers fit in a test)."""
+    """All of the worker's series, on a registry of its own (several workers fit in a test).
+
+    Labels that name a tenant come from the events, so their series are capped, each cap at
+    ``max_average_series`` (``WAIT_TIMES_MAX_METRIC_SERIES``):
+
+    - (tenant, drink) keys of the averages, and separately those of the estimates: a key
+      past the cap has no series, and each of its updates counts in
+      ``wait_times_metric_series_dropped_total``;
+    - tenants with series of their own: the first ``max_average_series`` this worker hears
+      of. A tenant past the cap has no open-orders or as-of series (each view not exported
+      counts as dropped, once for the tenant and once per drink) and no estimate series;
+      its scores and unscored orders are counted under ``tenant="_other"`` (shared with a
+      tenant of that name, if one ever comes), so totals over tenants stay exact. A tenant's scoring series start at zero when it is first heard
+      of, so ``increase()`` sees its first orders.
+    """
 
     def __init__(self, max_average_series: int = 1000) -> None:
         self.registry = CollectorRegistry()
@@ -121,13 +142,11 @@ class Metrics:
             "Heartbeats that kept a slow flush's messages invisible",
             registry=r,
         )
-        self.pending_orders = Gauge(
-            "wait_times_pending_orders",
-            "Orders with one half seen by this worker and no pair yet",
-            registry=r,
-        )
         self.windows_tracked = Gauge(
             "wait_times_windows_tracked", "Windows held in this worker's memory", registry=r
+        )
+        self.tenants_tracked = Gauge(
+            "wait_times_tenants_tracked", "Tenant states held in this worker's memory", registry=r
         )
         self.average_wait = Gauge(
             "wait_times_average_wait_seconds",
@@ -141,9 +160,69 @@ class Metrics:
             ["tenant", "drink"],
             registry=r,
         )
+        self.open_orders = Gauge(
+            "wait_times_open_orders",
+            "Open orders per tenant (exact: from its durable state) in the view this worker "
+            "last committed; across workers, take the series with the greatest "
+            "wait_times_estimate_as_of_timestamp_seconds (tenant cap)",
+            ["tenant"],
+            registry=r,
+        )
+        self.estimate_as_of = Gauge(
+            "wait_times_estimate_as_of_timestamp_seconds",
+            "Event time (Unix) of the tenant view this worker last committed: across "
+            "workers, the greatest is the current view (tenant cap)",
+            ["tenant"],
+            registry=r,
+        )
+        self.estimate = Gauge(
+            "wait_times_estimate_seconds",
+            "Predicted wait per tenant and drink in the view this worker last committed; NaN "
+            "once that view has none for the drink (series cap, as the averages)",
+            ["tenant", "drink"],
+            registry=r,
+        )
+        self.estimate_p90 = Gauge(
+            "wait_times_estimate_p90_seconds",
+            "p90 of the wait per tenant and drink in the view this worker last committed; NaN "
+            "once that view has none for the drink (series cap, as the averages)",
+            ["tenant", "drink"],
+            registry=r,
+        )
+        self.estimate_error = Histogram(
+            "wait_times_estimate_error_seconds",
+            "Absolute error of the estimate in force when a completed order's submission was "
+            'processed, per tenant (tenants past the cap: tenant="_other")',
+            ["tenant"],
+            buckets=ESTIMATE_ERROR_BUCKETS,
+            registry=r,
+        )
+        self.estimate_over_p90 = Counter(
+            "wait_times_estimate_over_p90",
+            "Scored orders whose wait exceeded their estimate's p90, per tenant: over "
+            "wait_times_estimate_error_seconds_count, the share over p90 (about 0.1 when "
+            "the p90 is right)",
+            ["tenant"],
+            registry=r,
+        )
+        self.estimate_unscored = Counter(
+            "wait_times_estimate_unscored",
+            "Completed orders with no estimate to score, per tenant and reason: no_estimate "
+            "(none in force for the drink at submission), completed_first (the completion "
+            "processed before or with the submission)",
+            ["tenant", "reason"],
+            registry=r,
+        )
+        self.tenant_orders_dropped = Counter(
+            "wait_times_tenant_orders_dropped",
+            f"Orders dropped, oldest first, by a tenant state at its cap ({MAX_TENANT_ORDERS} "
+            "orders): that tenant's open count and estimate are approximate from then on",
+            registry=r,
+        )
         self.series_dropped = Counter(
             "wait_times_metric_series_dropped",
-            "Average updates not exported because the series cap was reached",
+            "Updates not exported because a series cap was reached: (tenant, drink) averages "
+            "and estimates, tenant views",
             registry=r,
         )
         self.ready = Gauge("wait_times_ready", "1 while AWS dependencies answer", registry=r)
@@ -163,6 +242,9 @@ class Metrics:
             registry=r,
         )
         self._average_keys: set[WindowKey] = set()
+        self._tenants: set[str] = set()
+        self._estimate_drinks: dict[str, set[str]] = {}  # exported estimate keys by tenant
+        self._estimate_keys = 0
 
     def observe_average(self, key: WindowKey, duration: float | None, samples: int) -> None:
         """Export a window's average, unless that would pass the series cap."""
@@ -176,6 +258,48 @@ class Metrics:
             duration if duration is not None else float("nan")
         )
         self.window_samples.labels(tenant, drink).set(samples)
+
+    def tenant_label(self, tenant: str) -> str:
+        """The tenant's label on the scoring series: its own while within the tenant cap
+        (a tenant is admitted when first heard of), else ``OTHER_TENANT``."""
+        return tenant if self._admit(tenant) else OTHER_TENANT
+
+    def observe_estimate(self, estimate: Estimate) -> None:
+        """Export a tenant's view: open orders, as-of, and each drink's estimate and p90
+        (a drink no longer in the view: NaN), within the tenant and key caps."""
+        tenant = estimate.tenant
+        if not self._admit(tenant):
+            self.series_dropped.inc(1 + len(estimate.drinks))
+            return
+        self.open_orders.labels(tenant).set(estimate.open_orders)
+        self.estimate_as_of.labels(tenant).set(estimate.as_of)
+        exported = self._estimate_drinks.setdefault(tenant, set())
+        for drink in exported - estimate.drinks.keys():
+            self.estimate.labels(tenant, drink).set(float("nan"))
+            self.estimate_p90.labels(tenant, drink).set(float("nan"))
+        for drink, (value, p90) in sorted(estimate.drinks.items()):
+            if drink not in exported:
+                if self._estimate_keys >= self.max_average_series:
+                    self.series_dropped.inc()
+                    continue
+                exported.add(drink)
+                self._estimate_keys += 1
+            self.estimate.labels(tenant, drink).set(value)
+            self.estimate_p90.labels(tenant, drink).set(p90)
+
+    def _admit(self, tenant: str) -> bool:
+        """Whether the tenant has series of its own; admits it, its scoring series at zero,
+        while fewer than the cap are."""
+        if tenant in self._tenants:
+            return True
+        if len(self._tenants) >= self.max_average_series:
+            return False
+        self._tenants.add(tenant)
+        self.estimate_error.labels(tenant)
+        self.estimate_over_p90.labels(tenant)
+        for reason in UNSCORED_REASONS:
+            self.estimate_unscored.labels(tenant, reason)
+        return True
 
     def value(self, name: str, **labels: str) -> float:
         """The current value of a sample by its exposed name (``..._total`` for counters);
@@ -223,7 +347,7 @@ class PrometheusObserver:
         deleted: int,
         seconds: float,
         windows_tracked: int,
-        pending_orders: int,
+        tenants_tracked: int,
     ) -> None:
         """Count what a flush did and how long it took (its receives excluded); its success
         also means the dependencies answer."""
@@ -233,7 +357,7 @@ class PrometheusObserver:
         m.messages_deleted.inc(deleted)
         m.flush_seconds.observe(seconds)
         m.windows_tracked.set(windows_tracked)
-        m.pending_orders.set(pending_orders)
+        m.tenants_tracked.set(tenants_tracked)
         self.dependencies_ok()
 
     def poison(self, reason: str) -> None:
@@ -251,6 +375,26 @@ class PrometheusObserver:
     def average_published(self, key: WindowKey, duration: float | None, samples: int) -> None:
         """Export a key's average (within the series cap)."""
         self.metrics.observe_average(key, duration, samples)
+
+    def tenant_estimate(self, estimate: Estimate) -> None:
+        """Export a tenant's current view (within the caps)."""
+        self.metrics.observe_estimate(estimate)
+
+    def estimate_scored(self, tenant: str, error_seconds: float, over_p90: bool) -> None:
+        """Count a scored order: its absolute error, and whether it was over the p90."""
+        label = self.metrics.tenant_label(tenant)
+        self.metrics.estimate_error.labels(label).observe(error_seconds)
+        over = self.metrics.estimate_over_p90.labels(label)  # at 0 until one is over
+        if over_p90:
+            over.inc()
+
+    def estimate_unscored(self, tenant: str, reason: str) -> None:
+        """Count a completed order with nothing to score, by reason."""
+        self.metrics.estimate_unscored.labels(self.metrics.tenant_label(tenant), reason).inc()
+
+    def tenant_orders_dropped(self, count: int) -> None:
+        """Count orders a tenant state's cap dropped."""
+        self.metrics.tenant_orders_dropped.inc(count)
 
     def visibility_extended(self) -> None:
         """Count a heartbeat of a slow flush (one for all its messages)."""

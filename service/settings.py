@@ -138,7 +138,12 @@ class Settings(BaseSettings):
     max_windows_in_memory: int = Field(
         100_000, ge=1, description="windows cached per process (LRU)"
     )
-    max_metric_series: int = Field(1000, ge=0, description="cap on (tenant, drink) gauge series")
+    max_metric_series: int = Field(
+        1000,
+        ge=0,
+        description="cap on (tenant, drink) gauge series (averages, estimates), and on tenants "
+        "with series of their own",
+    )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",
         description="`auto`: `json` when stdout is not a terminal, else readable (`console`); "

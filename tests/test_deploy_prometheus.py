@@ -26,8 +26,11 @@ from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import generate_latest
 
-from service.metrics import Metrics
+from service.core.queueing import DrinkEstimate, Estimate
+from service.metrics import Health, Metrics, PrometheusObserver
+from service.ports import QueueDepth
 from service.tools.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -231,6 +234,28 @@ def worker(provisioned: dict[str, str]) -> Iterator[int]:
 def test_promtool_check_metrics_on_a_live_worker(worker: int) -> None:
     status, body = get(f"http://127.0.0.1:{worker}/metrics")
     assert status == 200
+    result = promtool("check", "metrics", stdin=body)
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+
+
+@pytest.mark.integration
+def test_promtool_check_metrics_on_every_series() -> None:
+    """Every family with a sample, whether or not the live worker above has exported it
+    (the estimate's series need tenants with orders scored, dropped, unscored)."""
+    metrics = Metrics()
+    observer = PrometheusObserver(metrics, Health(metrics))
+    observer.flush_started(3, 1)
+    observer.flush_finished(
+        processed=2, ignored=1, deleted=3, seconds=0.1, windows_tracked=1, tenants_tracked=1
+    )
+    observer.average_published(("NYC", "Latte"), 61.5, 3)
+    observer.tenant_estimate(Estimate("NYC", 1_796_126_405, 3, {"Latte": DrinkEstimate(90, 140)}))
+    observer.estimate_scored("NYC", 30.0, True)
+    observer.estimate_unscored("NYC", "no_estimate")
+    observer.tenant_orders_dropped(1)
+    observer.queue_depth("main", QueueDepth(visible=7, in_flight=2))
+    body = generate_latest(metrics.registry).decode()
+    assert "wait_times_estimate_error_seconds_bucket{" in body
     result = promtool("check", "metrics", stdin=body)
     assert (result.returncode, result.stdout + result.stderr) == (0, "")
 

@@ -1,9 +1,11 @@
 """/metrics, /healthz and /readyz of a running worker, content negotiation on /metrics,
-the queue depths it exports, and bounded label cardinality."""
+the queue depths it exports, the estimate's series (views, scores, drops), and bounded
+label cardinality."""
 
 from __future__ import annotations
 
 import gzip
+import math
 import socket
 import urllib.error
 import urllib.request
@@ -15,7 +17,8 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
-from service.metrics import Health, Metrics, PrometheusObserver, respond
+from service.core.queueing import DrinkEstimate, Estimate
+from service.metrics import OTHER_TENANT, Health, Metrics, PrometheusObserver, respond
 from service.ports import QueueDepth
 from service.worker import Worker
 from tests.helpers import Aws, generated, make_settings, put_planned, wait_until
@@ -63,6 +66,20 @@ def some_metrics() -> Metrics:
     return metrics
 
 
+def observer_on(metrics: Metrics) -> PrometheusObserver:
+    return PrometheusObserver(metrics, Health(metrics))
+
+
+def view(tenant: str, open_orders: int, **drinks: tuple[float, float]) -> Estimate:
+    """A tenant's view at 12:00:05 UTC, 2026-12-01, with (estimate, p90) per drink."""
+    return Estimate(
+        tenant,
+        1_796_126_405,
+        open_orders,
+        {drink: DrinkEstimate(*values) for drink, values in drinks.items()},
+    )
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -99,8 +116,8 @@ async def test_endpoints_of_a_running_worker(aws: Aws) -> None:
             'wait_times_dynamodb_items_total{operation="',
             "wait_times_events_published_total",
             "wait_times_publish_failures_total",
-            "wait_times_pending_orders",
             "wait_times_windows_tracked",
+            "wait_times_tenants_tracked",
             "wait_times_average_wait_seconds{",
             "wait_times_ready 1.0",
         ):
@@ -283,3 +300,175 @@ async def test_a_dlq_that_cannot_be_looked_up_is_not_watched_and_the_worker_runs
     [warning] = [e for e in logs if e["event"] == "dead_letter_queue_not_watched"]
     assert warning["queue"] == f"{aws.settings.queue_name}-dlq"
     assert "sqs:GetQueueUrl" in warning["fix"]
+
+
+@pytest.mark.unit
+def test_flush_finished_exports_the_tenants_tracked_and_no_pending_orders() -> None:
+    metrics = Metrics()
+    observer_on(metrics).flush_finished(
+        processed=4, ignored=1, deleted=5, seconds=0.2, windows_tracked=7, tenants_tracked=3
+    )
+    assert metrics.value("wait_times_tenants_tracked") == 3
+    assert metrics.value("wait_times_windows_tracked") == 7
+    assert metrics.value("wait_times_messages_processed_total") == 4
+    # The approximate gauge is gone: the open orders per tenant replace it.
+    assert not hasattr(metrics, "pending_orders")
+    assert "wait_times_pending_orders" not in generate_latest(metrics.registry).decode()
+
+
+@pytest.mark.unit
+def test_a_tenant_view_exports_open_orders_its_time_and_each_drink() -> None:
+    metrics = Metrics()
+    observer = observer_on(metrics)
+    observer.tenant_estimate(view("NYC", 12, Latte=(412.0, 560.0), Mocha=(300.0, 420.0)))
+    assert metrics.value("wait_times_open_orders", tenant="NYC") == 12
+    assert metrics.value("wait_times_estimate_as_of_timestamp_seconds", tenant="NYC") == (
+        1_796_126_405
+    )
+    assert metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Latte") == 412
+    assert metrics.value("wait_times_estimate_p90_seconds", tenant="NYC", drink="Latte") == 560
+    assert metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Mocha") == 300
+    assert metrics.value("wait_times_estimate_p90_seconds", tenant="NYC", drink="Mocha") == 420
+
+    # The next view: the queue emptied, Mocha left the training orders.
+    observer.tenant_estimate(view("NYC", 0, Latte=(95.0, 130.0)))
+    assert metrics.value("wait_times_open_orders", tenant="NYC") == 0
+    assert metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Latte") == 95
+    for name in ("wait_times_estimate_seconds", "wait_times_estimate_p90_seconds"):
+        assert math.isnan(metrics.value(name, tenant="NYC", drink="Mocha")), name
+
+    # A view with no estimate at all (drinks: {}) still counts its open orders.
+    observer.tenant_estimate(view("NYC", 3))
+    assert metrics.value("wait_times_open_orders", tenant="NYC") == 3
+    assert math.isnan(metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Latte"))
+    assert metrics.value("wait_times_metric_series_dropped_total") == 0
+
+
+@pytest.mark.unit
+def test_scores_give_the_error_histogram_and_the_share_over_p90() -> None:
+    metrics = Metrics()
+    observer = observer_on(metrics)
+    observer.tenant_estimate(view("NYC", 2, Latte=(100.0, 150.0)))
+    # Heard of, not yet scored: its scoring series are there, at zero.
+    assert metrics.value("wait_times_estimate_error_seconds_count", tenant="NYC") == 0
+    assert (
+        metrics.registry.get_sample_value("wait_times_estimate_over_p90_total", {"tenant": "NYC"})
+        == 0
+    )
+    for reason in ("no_estimate", "completed_first"):
+        assert (
+            metrics.registry.get_sample_value(
+                "wait_times_estimate_unscored_total", {"tenant": "NYC", "reason": reason}
+            )
+            == 0
+        )
+
+    for error, over in [(4.0, False), (25.0, False), (70.0, True), (3000.0, True)]:
+        observer.estimate_scored("NYC", error, over)
+    observer.estimate_scored("LDN", 12.0, False)  # first heard of by its score
+
+    def bucket(le: str, tenant: str = "NYC") -> float:
+        return metrics.value("wait_times_estimate_error_seconds_bucket", tenant=tenant, le=le)
+
+    assert metrics.value("wait_times_estimate_error_seconds_count", tenant="NYC") == 4
+    assert metrics.value("wait_times_estimate_error_seconds_sum", tenant="NYC") == 3099
+    assert (bucket("5.0"), bucket("30.0"), bucket("90.0"), bucket("3600.0")) == (1, 2, 3, 4)
+    assert bucket("7200.0") == bucket("+Inf") == 4
+    over_p90 = metrics.value("wait_times_estimate_over_p90_total", tenant="NYC")
+    assert over_p90 / metrics.value("wait_times_estimate_error_seconds_count", tenant="NYC") == 0.5
+    assert metrics.value("wait_times_estimate_error_seconds_count", tenant="LDN") == 1
+    assert (
+        metrics.registry.get_sample_value("wait_times_estimate_over_p90_total", {"tenant": "LDN"})
+        == 0
+    )
+
+
+@pytest.mark.unit
+def test_unscored_orders_by_reason_and_dropped_tenant_orders() -> None:
+    metrics = Metrics()
+    observer = observer_on(metrics)
+    observer.estimate_unscored("NYC", "no_estimate")
+    observer.estimate_unscored("NYC", "no_estimate")
+    observer.estimate_unscored("NYC", "completed_first")
+    observer.estimate_unscored("LDN", "completed_first")
+    unscored = "wait_times_estimate_unscored_total"
+    assert metrics.value(unscored, tenant="NYC", reason="no_estimate") == 2
+    assert metrics.value(unscored, tenant="NYC", reason="completed_first") == 1
+    assert metrics.value(unscored, tenant="LDN", reason="completed_first") == 1
+    assert metrics.value("wait_times_estimate_error_seconds_count", tenant="NYC") == 0
+
+    observer.tenant_orders_dropped(3)
+    observer.tenant_orders_dropped(1)
+    assert metrics.value("wait_times_tenant_orders_dropped_total") == 4
+
+
+@pytest.mark.unit
+def test_tenant_series_are_capped() -> None:
+    metrics = Metrics(max_average_series=2)
+    observer = observer_on(metrics)
+    observer.tenant_estimate(view("NYC", 1, Latte=(60.0, 90.0)))
+    observer.estimate_scored("LDN", 10.0, False)  # a score admits a tenant too
+    # The third tenant: no view series; the view and its two drinks count as dropped.
+    observer.tenant_estimate(view("SYD", 4, Latte=(60.0, 90.0), Mocha=(70.0, 99.0)))
+    assert metrics.registry.get_sample_value("wait_times_open_orders", {"tenant": "SYD"}) is None
+    assert (
+        metrics.registry.get_sample_value(
+            "wait_times_estimate_seconds", {"tenant": "SYD", "drink": "Latte"}
+        )
+        is None
+    )
+    assert metrics.value("wait_times_metric_series_dropped_total") == 3
+    # Its scores and unscored orders are counted, under tenant="_other" with the others
+    # past the cap, so totals across tenants stay exact.
+    observer.estimate_scored("SYD", 200.0, True)
+    observer.estimate_scored("PAR", 5.0, False)
+    observer.estimate_unscored("SYD", "no_estimate")
+    assert metrics.value("wait_times_estimate_error_seconds_count", tenant=OTHER_TENANT) == 2
+    assert metrics.value("wait_times_estimate_over_p90_total", tenant=OTHER_TENANT) == 1
+    assert (
+        metrics.value("wait_times_estimate_unscored_total", tenant="_other", reason="no_estimate")
+        == 1
+    )
+    assert (
+        metrics.registry.get_sample_value(
+            "wait_times_estimate_error_seconds_count", {"tenant": "SYD"}
+        )
+        is None
+    )
+    # Scoring series are not dropped series; known tenants still update.
+    assert metrics.value("wait_times_metric_series_dropped_total") == 3
+    observer.tenant_estimate(view("NYC", 5, Latte=(80.0, 120.0)))
+    assert metrics.value("wait_times_open_orders", tenant="NYC") == 5
+    viewed = {s.labels["tenant"] for s in next(iter(metrics.open_orders.collect())).samples}
+    assert viewed == {"NYC"}  # LDN is in, scored but never viewed
+    scored = {s.labels["tenant"] for s in next(iter(metrics.estimate_error.collect())).samples}
+    assert scored == {"NYC", "LDN", OTHER_TENANT}
+
+
+@pytest.mark.unit
+def test_estimate_series_are_capped_per_tenant_and_drink() -> None:
+    metrics = Metrics(max_average_series=3)
+    observer = observer_on(metrics)
+    observer.tenant_estimate(view("NYC", 1, Latte=(60.0, 90.0), Mocha=(70.0, 99.0)))
+    # One key left: LDN's Americano (drinks in name order) gets it, its Latte does not.
+    observer.tenant_estimate(view("LDN", 2, Latte=(50.0, 80.0), Americano=(40.0, 70.0)))
+    keys = {
+        (s.labels["tenant"], s.labels["drink"])
+        for s in next(iter(metrics.estimate.collect())).samples
+    }
+    assert keys == {("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Americano")}
+    assert len(next(iter(metrics.estimate_p90.collect())).samples) == 3
+    assert metrics.value("wait_times_metric_series_dropped_total") == 1
+    assert metrics.value("wait_times_open_orders", tenant="LDN") == 2  # the tenant is in
+    # Known keys still update; a key that left a view keeps its place under the cap.
+    observer.tenant_estimate(view("NYC", 0, Latte=(61.0, 91.0)))
+    observer.tenant_estimate(view("LDN", 2, Latte=(50.0, 80.0), Americano=(41.0, 71.0)))
+    assert metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Latte") == 61
+    assert metrics.value("wait_times_estimate_seconds", tenant="LDN", drink="Americano") == 41
+    assert math.isnan(metrics.value("wait_times_estimate_seconds", tenant="NYC", drink="Mocha"))
+    assert metrics.value("wait_times_metric_series_dropped_total") == 2
+    # The averages have a cap of their own: the estimates took none of it.
+    metrics.observe_average(("NYC", "Latte"), 60.0, 1)
+    metrics.observe_average(("LDN", "Latte"), 60.0, 1)
+    assert len(next(iter(metrics.average_wait.collect())).samples) == 2
+    assert metrics.value("wait_times_metric_series_dropped_total") == 2

@@ -19,7 +19,8 @@ from anyio.abc import SocketStream, TaskStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
-from service.core.queueing import MAX_TENANT_ORDERS, Estimate
+from service.core.estimate import Estimate
+from service.core.queueing import MAX_TENANT_ORDERS
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth
@@ -160,6 +161,57 @@ class Metrics:
             ["tenant", "drink"],
             registry=r,
         )
+        self.series_dropped = Counter(
+            "wait_times_metric_series_dropped",
+            "Updates not exported because a series cap was reached: (tenant, drink) averages "
+            "and estimates, tenant views",
+            registry=r,
+        )
+        self.ready = Gauge("wait_times_ready", "1 while AWS dependencies answer", registry=r)
+        self.queue_messages = Gauge(
+            "wait_times_queue_messages",
+            "Messages in the queue (main) and its dead-letter queue (dlq) as this worker last "
+            "read them (GetQueueAttributes, every 30 s): visible (waiting) or in_flight "
+            "(received, not yet deleted)",
+            ["queue", "state"],
+            registry=r,
+        )
+        self.queue_read = Gauge(
+            "wait_times_queue_read_timestamp_seconds",
+            "When this worker last read the queue's depth (Unix time): how old "
+            "wait_times_queue_messages is",
+            ["queue"],
+            registry=r,
+        )
+        self._average_keys: set[WindowKey] = set()
+        self.estimates = EstimateSeries(r, max_average_series, self.series_dropped)
+
+    def observe_average(self, key: WindowKey, duration: float | None, samples: int) -> None:
+        """Export a window's average, unless that would pass the series cap."""
+        if key not in self._average_keys:
+            if len(self._average_keys) >= self.max_average_series:
+                self.series_dropped.inc()
+                return
+            self._average_keys.add(key)
+        tenant, drink = key
+        self.average_wait.labels(tenant, drink).set(
+            duration if duration is not None else float("nan")
+        )
+        self.window_samples.labels(tenant, drink).set(samples)
+
+    def value(self, name: str, **labels: str) -> float:
+        """The current value of a sample by its exposed name (``..._total`` for counters);
+        0.0 for a series not yet seen. The public way to read a metric (demo, tests)."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
+
+
+class EstimateSeries:
+    """The estimate's series, within the tenant and key caps ``Metrics`` describes."""
+
+    def __init__(self, r: CollectorRegistry, cap: int, series_dropped: Counter) -> None:
+        self.max_average_series = cap
+        self.series_dropped = series_dropped
         self.open_orders = Gauge(
             "wait_times_open_orders",
             "Open orders per tenant (exact: from its durable state) in the view this worker "
@@ -219,45 +271,9 @@ class Metrics:
             "orders): that tenant's open count and estimate are approximate from then on",
             registry=r,
         )
-        self.series_dropped = Counter(
-            "wait_times_metric_series_dropped",
-            "Updates not exported because a series cap was reached: (tenant, drink) averages "
-            "and estimates, tenant views",
-            registry=r,
-        )
-        self.ready = Gauge("wait_times_ready", "1 while AWS dependencies answer", registry=r)
-        self.queue_messages = Gauge(
-            "wait_times_queue_messages",
-            "Messages in the queue (main) and its dead-letter queue (dlq) as this worker last "
-            "read them (GetQueueAttributes, every 30 s): visible (waiting) or in_flight "
-            "(received, not yet deleted)",
-            ["queue", "state"],
-            registry=r,
-        )
-        self.queue_read = Gauge(
-            "wait_times_queue_read_timestamp_seconds",
-            "When this worker last read the queue's depth (Unix time): how old "
-            "wait_times_queue_messages is",
-            ["queue"],
-            registry=r,
-        )
-        self._average_keys: set[WindowKey] = set()
         self._tenants: set[str] = set()
         self._estimate_drinks: dict[str, set[str]] = {}  # exported estimate keys by tenant
         self._estimate_keys = 0
-
-    def observe_average(self, key: WindowKey, duration: float | None, samples: int) -> None:
-        """Export a window's average, unless that would pass the series cap."""
-        if key not in self._average_keys:
-            if len(self._average_keys) >= self.max_average_series:
-                self.series_dropped.inc()
-                return
-            self._average_keys.add(key)
-        tenant, drink = key
-        self.average_wait.labels(tenant, drink).set(
-            duration if duration is not None else float("nan")
-        )
-        self.window_samples.labels(tenant, drink).set(samples)
 
     def tenant_label(self, tenant: str) -> str:
         """The tenant's label on the scoring series: its own while within the tenant cap
@@ -300,12 +316,6 @@ class Metrics:
         for reason in UNSCORED_REASONS:
             self.estimate_unscored.labels(tenant, reason)
         return True
-
-    def value(self, name: str, **labels: str) -> float:
-        """The current value of a sample by its exposed name (``..._total`` for counters);
-        0.0 for a series not yet seen. The public way to read a metric (demo, tests)."""
-        found = self.registry.get_sample_value(name, labels)
-        return 0.0 if found is None else found
 
 
 class Health:
@@ -378,23 +388,25 @@ class PrometheusObserver:
 
     def tenant_estimate(self, estimate: Estimate) -> None:
         """Export a tenant's current view (within the caps)."""
-        self.metrics.observe_estimate(estimate)
+        self.metrics.estimates.observe_estimate(estimate)
 
     def estimate_scored(self, tenant: str, error_seconds: float, over_p90: bool) -> None:
         """Count a scored order: its absolute error, and whether it was over the p90."""
-        label = self.metrics.tenant_label(tenant)
-        self.metrics.estimate_error.labels(label).observe(error_seconds)
-        over = self.metrics.estimate_over_p90.labels(label)  # at 0 until one is over
+        label = self.metrics.estimates.tenant_label(tenant)
+        self.metrics.estimates.estimate_error.labels(label).observe(error_seconds)
+        over = self.metrics.estimates.estimate_over_p90.labels(label)  # at 0 until one is over
         if over_p90:
             over.inc()
 
     def estimate_unscored(self, tenant: str, reason: str) -> None:
         """Count a completed order with nothing to score, by reason."""
-        self.metrics.estimate_unscored.labels(self.metrics.tenant_label(tenant), reason).inc()
+        self.metrics.estimates.estimate_unscored.labels(
+            self.metrics.estimates.tenant_label(tenant), reason
+        ).inc()
 
     def tenant_orders_dropped(self, count: int) -> None:
         """Count orders a tenant state's cap dropped."""
-        self.metrics.tenant_orders_dropped.inc(count)
+        self.metrics.estimates.tenant_orders_dropped.inc(count)
 
     def visibility_extended(self) -> None:
         """Count a heartbeat of a slow flush (one for all its messages)."""

@@ -439,9 +439,13 @@ def test_tenant_series_are_capped() -> None:
     assert metrics.value("wait_times_metric_series_dropped_total") == 3
     observer.tenant_estimate(view("NYC", 5, Latte=(80.0, 120.0)))
     assert metrics.value("wait_times_open_orders", tenant="NYC") == 5
-    viewed = {s.labels["tenant"] for s in next(iter(metrics.open_orders.collect())).samples}
+    viewed = {
+        s.labels["tenant"] for s in next(iter(metrics.estimates.open_orders.collect())).samples
+    }
     assert viewed == {"NYC"}  # LDN is in, scored but never viewed
-    scored = {s.labels["tenant"] for s in next(iter(metrics.estimate_error.collect())).samples}
+    scored = {
+        s.labels["tenant"] for s in next(iter(metrics.estimates.estimate_error.collect())).samples
+    }
     assert scored == {"NYC", "LDN", OTHER_TENANT}
 
 
@@ -454,10 +458,10 @@ def test_estimate_series_are_capped_per_tenant_and_drink() -> None:
     observer.tenant_estimate(view("LDN", 2, Latte=(50.0, 80.0), Americano=(40.0, 70.0)))
     keys = {
         (s.labels["tenant"], s.labels["drink"])
-        for s in next(iter(metrics.estimate.collect())).samples
+        for s in next(iter(metrics.estimates.estimate.collect())).samples
     }
     assert keys == {("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Americano")}
-    assert len(next(iter(metrics.estimate_p90.collect())).samples) == 3
+    assert len(next(iter(metrics.estimates.estimate_p90.collect())).samples) == 3
     assert metrics.value("wait_times_metric_series_dropped_total") == 1
     assert metrics.value("wait_times_open_orders", tenant="LDN") == 2  # the tenant is in
     # Known keys still update; a key that left a view keeps its place under the cap.

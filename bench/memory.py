@@ -15,9 +15,9 @@ state is built honestly inside a real worker process instead:
   ids, realistic times and waits) go into the store's window cache with
   ``DynamoStore.cache.put`` (what ``merge_all`` does after every write), their averages go to
   the metrics with ``Metrics.observe_average`` (what a publish does; the series cap
-  applies), and 100,000 half-open orders (uuid4 ids) go to the pending-orders tracker with
-  ``PendingOrders.track`` (``worker.flush.pending``, what every flush does). Open orders' records
-  live in DynamoDB, not in the worker: the tracker of their ids is all the worker holds.
+  applies), and 100,000 open orders (uuid4 ids) over ``TENANTS`` tenants go into the
+  store's tenant cache as tenant states (``DynamoStore.tenants.put``, what a commit does),
+  their views to the metrics with ``Observer.tenant_estimate``.
 * Both modes then process a few hundred real messages from the queue (submissions and
   completions on keys of the filled windows), so the peak includes real flushes on top
   of the state. The peak is the child's VmHWM (its RSS high-water mark).
@@ -100,10 +100,11 @@ def fill(worker: Any, rng: random.Random) -> None:
     """The state of 10,000 windows and 100,000 open orders, through the worker's own code."""
     from service.core.commit import StoredKey  # noqa: PLC0415
     from service.core.pairing import KeyState, OrderRecord, top  # noqa: PLC0415
+    from service.core.queueing import StoredTenant, TenantState  # noqa: PLC0415
     from service.core.window import Window, WindowEntry  # noqa: PLC0415
 
     size = worker.options.window_size
-    store, pending = worker.flush.store, worker.flush.pending
+    store = worker.flush.store
     all_keys = keys()
     for key in all_keys:
         completed = BASE_TIME
@@ -118,14 +119,22 @@ def fill(worker: Any, rng: random.Random) -> None:
         state = KeyState(key, size, {}, window.entries)
         store.cache.put(key, StoredKey(state, window, 1))
         worker.observer.average_published(key, window.duration, window.samples)
+    by_tenant: dict[str, list[OrderRecord]] = {}
     for _ in range(OPEN_ORDERS):
         tenant, drink = rng.choice(all_keys)
         submitted = BASE_TIME - rng.randint(0, 3600)
-        pending.track(
-            [OrderRecord.of(_order_id(rng), tenant, drink, submitted, expires_at=submitted + 86400)]
+        by_tenant.setdefault(tenant, []).append(
+            OrderRecord.of(_order_id(rng), tenant, drink, submitted)
         )
+    max_wait = worker.options.max_wait_seconds
+    for tenant, records in by_tenant.items():
+        tenant_state = TenantState(tenant).add(records)
+        stored = StoredTenant.of(tenant_state, 1, now=BASE_TIME, max_wait_seconds=max_wait)
+        store.tenants.put(tenant, stored)
+        if stored.view is not None:
+            worker.observer.tenant_estimate(stored.view)
     assert store.cached_windows == WINDOWS, store.cached_windows
-    assert len(pending) == OPEN_ORDERS
+    assert store.cached_tenants == len(by_tenant), store.cached_tenants
 
 
 async def child(mode: str, expected: int) -> None:
@@ -152,7 +161,8 @@ async def child(mode: str, expected: int) -> None:
             gc.collect()
             stages["filled"] = _status_mb()
             stages["fill_s"] = round(time.perf_counter() - started, 2)
-            stages["pending_orders"] = len(worker.flush.pending)
+            stages["open_orders"] = OPEN_ORDERS
+            stages["cached_tenants"] = worker.flush.store.cached_tenants
             stages["cached_windows"] = worker.flush.store.cached_windows
         print(MARK + "ready", flush=True)
         processed = "wait_times_messages_processed_total"
@@ -162,7 +172,6 @@ async def child(mode: str, expected: int) -> None:
         stages["messages_s"] = round(time.perf_counter() - started, 1)
         stages["processed"] = _status_mb()
         stages["messages_processed"] = metrics.registry.get_sample_value(processed)
-        stages["pending_after"] = len(worker.flush.pending)
         stages["windows_after"] = worker.flush.store.cached_windows
         worker.stop()
     # VmHWM: this process image's RSS high-water mark. Not ru_maxrss: Linux carries the
@@ -318,7 +327,8 @@ async def measure(report: dict[str, Any]) -> None:
         emulator.stop()
     print(
         f"  loaded worker: idle RSS {loaded['idle']['VmRSS']} MB, after filling "
-        f"{loaded['cached_windows']:,} windows + {loaded['pending_orders']:,} pending ids "
+        f"{loaded['cached_windows']:,} windows + {loaded['open_orders']:,} open orders in "
+        f"{loaded['cached_tenants']:,} tenant states "
         f"({loaded['fill_s']}s) RSS {loaded['filled']['VmRSS']} MB, after "
         f"{int(loaded['messages_processed'])} real messages ({loaded['messages_s']}s) RSS "
         f"{loaded['processed']['VmRSS']} MB; peak {loaded['peak_mb']} MB "
@@ -336,8 +346,8 @@ async def measure(report: dict[str, Any]) -> None:
         "window_size": 10,
         "method": (
             "real worker process (run_worker on the emulator); windows put in the store's "
-            "cache with DynamoStore._remember, averages observed with Metrics.observe_average, "
-            "100,000 uuid4 order ids tracked with PendingOrders.track; then "
+            "cache with DynamoStore.cache.put, averages observed with Metrics.observe_average, "
+            "100,000 open orders (uuid4 ids) in tenant states put in DynamoStore.tenants; then "
             f"{2 * REAL_ORDERS} real messages processed from SQS; peak = VmHWM of the child"
         ),
         "idle_worker_rss_mb": baseline["idle"]["VmRSS"],

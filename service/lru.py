@@ -1,6 +1,6 @@
 """The one bounded cache of the service: a mapping that forgets its least recently used keys.
 
-The store's windows (``WAIT_TIMES_MAX_WINDOWS_IN_MEMORY``) and the worker's pending orders
+The store's windows (``WAIT_TIMES_MAX_WINDOWS_IN_MEMORY``) and tenant states
 are kept in it, so the memory of a long-running worker is bounded whatever the traffic.
 Pure: no I/O here.
 """

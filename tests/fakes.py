@@ -465,6 +465,15 @@ class FakeStore(Injectable):
             max_wait_seconds=self.max_wait_seconds,
         )
 
+    def bump_tenant(self, tenant: str, records: Iterable[OrderRecord], now: int) -> None:
+        """Another writer joins ``records`` into a stored tenant: its version rises."""
+        current = self.tenant(tenant, now)
+        state = current.state.add(records)
+        self.tenant_states[tenant] = StoredTenant.of(
+            state, current.version + 1, now=now, max_wait_seconds=self.max_wait_seconds
+        )
+        self.journal.record("bump", [tenant])
+
     def bump(self, key: WindowKey, records: Iterable[OrderRecord] = ()) -> WindowState:
         """Another writer joins ``records`` into a stored key: its version rises."""
         current = self.stored(key)

@@ -28,7 +28,7 @@ import pytest
 import yaml
 from prometheus_client import generate_latest
 
-from service.core.queueing import DrinkEstimate, Estimate
+from service.core.estimate import DrinkEstimate, Estimate
 from service.metrics import Health, Metrics, PrometheusObserver
 from service.ports import QueueDepth
 from service.tools.emulator import Emulator

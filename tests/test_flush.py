@@ -9,7 +9,7 @@ that fails for an unexpected reason does not hold back the others of its flush.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack
 
 import anyio
@@ -20,6 +20,7 @@ from service.app import build_worker
 from service.aws.clients import open_clients
 from service.aws.queue import resolve_queue
 from service.aws.store import DynamoStore
+from service.core.estimate import Estimate
 from service.core.events import role_of
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
@@ -27,7 +28,7 @@ from service.core.window import WindowKey
 from service.errors import DependencyError
 from service.flush import Flush
 from service.metrics import Health, Metrics, PrometheusObserver
-from service.ports import Message, WindowChange
+from service.ports import Committed, Message
 from tests.helpers import (
     DYNAMODB_ONLY,
     Aws,
@@ -170,16 +171,26 @@ class FailsOnOneOrder:
     def cached_windows(self) -> int:
         return self.store.cached_windows
 
+    @property
+    def cached_tenants(self) -> int:
+        return self.store.cached_tenants
+
+    async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
+        return await self.store.tenant_views(tenants, now)
+
     async def apply_all(self, records: Sequence[OrderRecord], now: int) -> dict[str, OrderRecord]:
         if any(r.order_id == self.bad_order for r in records):
             self.failures += 1
             raise RuntimeError(f"unexpected: {self.bad_order}")
         return await self.store.apply_all(records, now)
 
-    async def merge_all(
-        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
-    ) -> list[WindowChange]:
-        return await self.store.merge_all(records, now)
+    async def commit(
+        self,
+        windows: Mapping[WindowKey, Sequence[OrderRecord]],
+        tenants: Mapping[str, Sequence[OrderRecord]],
+        now: int,
+    ) -> Committed:
+        return await self.store.commit(windows, tenants, now)
 
     async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
         return await self.store.mark_anomalies(kinds)

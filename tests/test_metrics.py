@@ -17,7 +17,7 @@ from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
-from service.core.queueing import DrinkEstimate, Estimate
+from service.core.estimate import DrinkEstimate, Estimate
 from service.metrics import OTHER_TENANT, Health, Metrics, PrometheusObserver, respond
 from service.ports import QueueDepth
 from service.worker import Worker

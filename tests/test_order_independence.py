@@ -27,11 +27,12 @@ from hypothesis import strategies as st
 from service.aws.clients import open_clients
 from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
+from service.core.estimate import Estimate
 from service.flush import Flush
 from service.ports import Message
 from service.settings import worker_options
 from service.tools.emulator import Emulator
-from service.tools.replay import replay
+from service.tools.replay import replay, replay_estimates
 from service.worker import Worker
 from tests.envelopes import Kind, envelope
 from tests.fakes import FakeQueue, RecordingObserver, RecordingPublisher
@@ -123,6 +124,30 @@ def brute_force(events: list[dict[str, Any]], window_size: int) -> list[dict[str
             }
         )
     return rows
+
+
+def brute_force_open(events: list[dict[str, Any]], tenant: str, t: int) -> int:
+    """The open orders of a tenant at event time ``t``, by the definition (docs/design.md,
+    "The wait estimate"): its earliest submission names the tenant and is at or before
+    ``t``, not older than the maximum wait, and no completion or cancellation at or before
+    ``t`` was accepted."""
+    submissions: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+    ends: dict[str, list[int]] = defaultdict(list)
+    for event in events:
+        at = int(datetime.fromisoformat(event["time"].replace("Z", "+00:00")).timestamp())
+        order = event["detail"]["orderId"]
+        if event["id"][0] == "s":
+            submissions[order].append((at, event["detail"]["eventId"], ""))
+        else:
+            ends[order].append(at)
+    return sum(
+        1
+        for order, subs in submissions.items()
+        if min(subs)[1] == tenant
+        and min(subs)[0] <= t
+        and t - min(subs)[0] <= MAX_WAIT
+        and not any(end <= t for end in ends[order])
+    )
 
 
 def rows_of(events: list[dict[str, Any]], window_size: int) -> list[dict[str, Any]]:
@@ -234,15 +259,37 @@ def test_two_workers_racing_on_one_table_store_replays_windows(
         max_clock_skew_seconds=10**9,
     )
 
-    async def check() -> list[dict[str, Any]]:
+    async def check() -> tuple[list[dict[str, Any]], dict[str, Estimate | None]]:
         await _race(settings_, flushes)
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings_, stack)
             windows = await scan_windows(clients, settings_)
-        return [
+            store = DynamoStore(
+                clients.dynamodb, settings_.table_name, window_size=window_size, ttl_seconds=10**7
+            )
+            stored = await store.load_tenants(tenants, now=10**10)
+        rows = [
             {"eventId": t, "drink": d, "duration": w.window.duration, "samples": w.window.samples}
             for (t, d), w in sorted(windows.items())
             if t in tenants and w.window.samples
         ]
+        return rows, {tenant: state.view for tenant, state in stored.items()}
 
-    assert anyio.run(check) == rows_of(events, window_size) == brute_force(events, window_size)
+    rows, views = anyio.run(check)
+    assert rows == rows_of(events, window_size) == brute_force(events, window_size)
+    # The tenants' states too: open orders by the definition, estimates as replay has them.
+    replayed = {
+        detail.eventId: detail
+        for detail in replay_estimates(events, max_wait_seconds=MAX_WAIT, ttl_seconds=10**7)
+    }
+    for tenant in tenants:
+        view = views[tenant]
+        if view is None:  # no order's earliest submission names it: nothing to compare
+            assert brute_force_open(events, tenant, 10**10) == 0
+            continue
+        assert view.open_orders == brute_force_open(events, tenant, view.as_of)
+        last = replayed[tenant]
+        assert (view.open_orders, dict(view.drinks)) == (
+            last.openOrders,
+            {d: (w.estimate, w.p90) for d, w in last.drinks.items()},
+        )

@@ -20,7 +20,7 @@ from service.aws.store import DynamoStore
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.window import WindowKey
-from service.ports import OrderStore, WindowChange
+from service.ports import Committed, TenantChange, WindowChange
 from tests.fakes import FakeStore, RecordingObserver
 from tests.helpers import DYNAMODB_ONLY, Aws
 
@@ -47,9 +47,10 @@ def paired(order_id: str, at: int, wait: int) -> OrderRecord:
 class Subject:
     """A store under contract, a second writer on the same durable state, its observer."""
 
-    store: OrderStore
+    store: FakeStore | DynamoStore
     other: Callable[[WindowKey, Sequence[OrderRecord], int], Awaitable[None]]
     observer: RecordingObserver
+    other_tenant: Callable[[str, Sequence[OrderRecord], int], Awaitable[None]]
 
 
 @pytest.fixture(params=["fake", "dynamodb"])
@@ -62,7 +63,10 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
         async def bump(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
             fake.bump(key, records)
 
-        yield Subject(fake, bump, observer)
+        async def bump_tenant(tenant: str, records: Sequence[OrderRecord], now: int) -> None:
+            fake.bump_tenant(tenant, records, now)
+
+        yield Subject(fake, bump, observer, bump_tenant)
         return
 
     def dynamo(observer: RecordingObserver | None) -> DynamoStore:
@@ -80,7 +84,10 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
     async def merge(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
         await second.merge_all({key: list(records)}, now)
 
-    yield Subject(dynamo(observer), merge, observer)
+    async def commit_tenant(tenant: str, records: Sequence[OrderRecord], now: int) -> None:
+        await second.commit({}, {tenant: list(records)}, now)
+
+    yield Subject(dynamo(observer), merge, observer, commit_tenant)
 
 
 def only(changes: list[WindowChange]) -> WindowChange:
@@ -197,3 +204,76 @@ async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aw
     assert read["seeded"] == read["a"]
     assert read["a"].cancelled and read["a"].completions == (160,)
     assert read["a"].cancellations == (150, 170)
+
+
+# -- tenants -------------------------------------------------------------------------------
+
+
+def tenant_only(committed: Committed) -> TenantChange:
+    assert len(committed.tenants) == 1
+    return committed.tenants[0]
+
+
+@DYNAMODB_ONLY
+async def test_a_tenant_is_committed_at_the_next_version_only_when_it_changes(
+    subject: Subject,
+) -> None:
+    store = subject.store
+    assert await store.tenant_views(["NYC", ""], now=1000) == {"NYC": None, "": None}
+    first = tenant_only(await store.commit({}, {"NYC": [submitted("a", 100)]}, now=1000))
+    assert (first.version, first.changed, first.counted) == (1, True, ())
+    assert first.estimate is not None and first.estimate.open_orders == 1
+    assert first.estimate.as_of == 100
+    same = tenant_only(await store.commit({}, {"NYC": [submitted("a", 100)]}, now=1001))
+    assert (same.version, same.changed) == (1, False)
+    second = tenant_only(
+        await store.commit({}, {"NYC": [submitted("b", 110), paired("c", 90, 10)]}, now=1002)
+    )
+    assert second.version == 2 and second.changed and second.counted == ("c",)
+    assert second.estimate is not None and second.estimate.open_orders == 2
+    views = await store.tenant_views(["NYC"], now=1003)
+    assert views["NYC"] == second.estimate
+
+
+@DYNAMODB_ONLY
+async def test_a_tenant_write_that_lost_a_race_is_reread_and_joined(subject: Subject) -> None:
+    store = subject.store
+    await store.commit({}, {"": [submitted("a", 100, tenant="")]}, now=1000)
+    await subject.other_tenant("", [submitted("b", 105, tenant="")], 1000)  # behind our cache
+    after = tenant_only(await store.commit({}, {"": [submitted("c", 110, tenant="")]}, now=1001))
+    assert after.version == 3  # ours at 1, theirs at 2, ours again at 3
+    assert after.estimate is not None and after.estimate.open_orders == 3
+    assert subject.observer.counts["window_conflict"] == 1
+
+
+@DYNAMODB_ONLY
+async def test_an_order_is_counted_by_exactly_one_commit(subject: Subject) -> None:
+    store = subject.store
+    await store.commit({}, {"NYC": [submitted("a", 100)]}, now=1000)
+    await subject.other_tenant("NYC", [paired("a", 100, 60)], 1000)
+    again = tenant_only(await store.commit({}, {"NYC": [paired("a", 100, 60)]}, now=1001))
+    assert again.counted == ()  # the other writer counted it
+    assert again.estimate is not None and again.estimate.open_orders == 0
+    fresh = tenant_only(await store.commit({}, {"NYC": [paired("b", 200, 30)]}, now=1002))
+    assert fresh.counted == ("b",)
+    repeat = tenant_only(await store.commit({}, {"NYC": [paired("b", 200, 30)]}, now=1003))
+    assert repeat.counted == ()
+
+
+@DYNAMODB_ONLY
+async def test_windows_and_tenants_commit_together(subject: Subject) -> None:
+    store = subject.store
+    record = paired("a", 100, 60)
+    done = await store.commit({KEY: [record]}, {"NYC": [record]}, now=1000)
+    assert only(done.windows).state.window.samples == 1
+    assert tenant_only(done).counted == ("a",)
+
+
+@DYNAMODB_ONLY
+async def test_the_estimate_in_force_is_kept_once_with_the_order(subject: Subject) -> None:
+    store = subject.store
+    kept = await store.apply_all([submitted("a", 100)._replace(in_force=(300.0, 420.0))], now=1000)
+    assert kept["a"].in_force == (300.0, 420.0)
+    later = await store.apply_all([completed("a", 400)._replace(in_force=(5.0, 6.0))], now=1001)
+    assert later["a"].in_force == (300.0, 420.0)  # the first kept wins
+    assert later["a"].completions == (400,)

@@ -151,8 +151,9 @@ def replay_estimates(
     result: ReplayResult | None = None,
 ) -> Iterator[WaitEstimate]:
     """Every ``WaitEstimate`` detail the estimate's rules give for these events, replayed in
-    time order (ties: by order id, then role) one at a time, as one message per flush
-    (the worker does not publish estimates yet: docs/design.md, "The wait estimate").
+    time order (ties: by order id, then role) one at a time, as one message per flush:
+    the worker publishes the same sequence, ``version`` aside (docs/design.md, "The wait
+    estimate").
 
     Events are joined with ``join_event`` (through ``OrderBook``), as in the worker;
     tenants' states and estimates come from ``EstimateBook``; the clock is the latest

@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     provision = commands.add_parser("provision", help="create bus rule, queue, DLQ and table")
     provision.add_argument(
-        "--capture-queue", metavar="NAME", help="also route DrinkAverageTime events to this queue"
+        "--capture-queue",
+        metavar="NAME",
+        help="also route the published events (averages, estimates) to this queue",
     )
 
     play = commands.add_parser(

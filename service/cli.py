@@ -229,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", type=Path, default=Path("docs/events"), help="output folder")
 
     if emulator_available():  # the image installs no emulator, so it offers no demo
-        demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
+        demo = commands.add_parser(
+            "demo", help="everything on an embedded emulator, live averages and estimates"
+        )
         demo.add_argument(
             "--duration", type=POSITIVE, help="stop by itself after this many seconds"
         )

@@ -2,7 +2,7 @@
 """Developer entry point: ``python3 dev.py COMMAND [ARGS...]``.
 
 Commands:
-  demo [--duration S]   the whole service on an embedded AWS emulator, live averages
+  demo [--duration S]   the whole service on an embedded AWS emulator, live averages, estimates
   test [PYTEST ARGS]    the test suite (``-m unit``: the pure tier, seconds)
   lint                  ruff check and ruff format --check
   format                ruff format, then ruff check --fix

@@ -136,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     provision = commands.add_parser("provision", help="create bus rule, queue, DLQ and table")
     provision.add_argument(
-        "--capture-queue", metavar="NAME", help="also route DrinkAverageTime events to this queue"
+        "--capture-queue",
+        metavar="NAME",
+        help="also route the published events (averages, estimates) to this queue",
     )
 
     play = commands.add_parser(
@@ -227,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     schema.add_argument("--out", type=Path, default=Path("docs/events"), help="output folder")
 
     if emulator_available():  # the image installs no emulator, so it offers no demo
-        demo = commands.add_parser("demo", help="everything on an embedded emulator, live averages")
+        demo = commands.add_parser(
+            "demo", help="everything on an embedded emulator, live averages and estimates"
+        )
         demo.add_argument(
             "--duration", type=POSITIVE, help="stop by itself after this many seconds"
         )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +16,7 @@ from service.aws import items
 from service.aws.clients import AwsClients
 from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
+from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.window import WindowKey
 from service.metrics import Metrics
 from service.ports import WindowState
@@ -129,6 +130,11 @@ class Aws:
     clients: AwsClients
     resources: Provisioned
     cloud: Cloud
+    # Drained from the capture queue and not yet returned, by detail-type: ``published``
+    # and ``estimates`` each drain what has arrived and keep the other kind here.
+    captured: dict[str, list[dict[str, Any]]] = field(
+        default_factory=lambda: {AVERAGE_DETAIL_TYPE: [], ESTIMATE_DETAIL_TYPE: []}, repr=False
+    )
 
     def store(self) -> DynamoStore:
         """A store over the test table (for reading windows back)."""
@@ -181,9 +187,26 @@ class Aws:
             )
 
     async def published(self) -> list[dict[str, Any]]:
-        """DrinkAverageTime details that reached the capture queue through the bus."""
+        """The ``OrderManager.DrinkAverageTime`` details that reached the capture queue
+        through the bus since the last call (the estimates drained with them wait for
+        ``estimates``)."""
+        return await self._take(AVERAGE_DETAIL_TYPE)
+
+    async def estimates(self) -> list[dict[str, Any]]:
+        """The ``OrderManager.WaitEstimate`` details that reached the capture queue since
+        the last call (the averages drained with them wait for ``published``)."""
+        return await self._take(ESTIMATE_DETAIL_TYPE)
+
+    async def _take(self, detail_type: str) -> list[dict[str, Any]]:
+        """Drain the capture queue once, sort what came by detail-type, and hand over (and
+        forget) every detail of ``detail_type`` drained so far, in arrival order."""
         assert self.resources.capture_queue_url is not None
-        return [b["detail"] for b in await self.drain_queue(self.resources.capture_queue_url)]
+        for body in await self.drain_queue(self.resources.capture_queue_url):
+            kind = body.get("detail-type")
+            assert kind in self.captured, f"the capture queue got {body}"
+            self.captured[kind].append(body["detail"])
+        taken, self.captured[detail_type] = self.captured[detail_type], []
+        return taken
 
 
 def latest_by_key(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -197,6 +220,16 @@ def latest_by_key(details: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {k: best[key][k] for k in ("eventId", "drink", "duration", "samples")}
         for key in sorted(best)
     ]
+
+
+def latest_by_tenant(details: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Highest-version WaitEstimate detail per tenant (``eventId``), whole, by tenant."""
+    best: dict[str, dict[str, Any]] = {}
+    for detail in details:
+        tenant = detail["eventId"]
+        if tenant not in best or detail["version"] > best[tenant]["version"]:
+            best[tenant] = detail
+    return dict(sorted(best.items()))
 
 
 async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:

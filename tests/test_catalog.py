@@ -20,10 +20,14 @@ import yaml
 
 from service.app import run_worker
 from service.core.events import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,
     DrinkOrder,
+    DrinkWait,
     OrderRefDetail,
     SubmittedDetail,
+    WaitEstimate,
     consumed_event_pattern,
     parse_envelope,
     published_event_pattern,
@@ -35,21 +39,26 @@ from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.catalog.examples import (
     RECORDED_EXAMPLES,
     consumed_examples,
+    estimate_examples,
     published_examples,
 )
 from service.tools.catalog.generator import (
     ASYNCAPI_FILE,
     CONSUMED_SCHEMA_FILES,
+    ESTIMATE_SCHEMA_FILE,
+    PUBLISHED_ESTIMATE_SCHEMA_FILE,
     PUBLISHED_SCHEMA_FILE,
     asyncapi_document,
     build_catalog,
     consumed_schema,
+    estimate_schema,
+    published_estimate_schema,
     published_schema,
     to_yaml,
     write_catalog,
 )
 from service.tools.player import play_generated
-from service.tools.replay import replay
+from service.tools.replay import replay, replay_estimates
 from tests.helpers import DATA, RECORDING, ROOT, Aws
 
 CATALOG_DIR = ROOT / "docs" / "events"
@@ -80,6 +89,14 @@ def validator(schema: dict[str, Any]) -> jsonschema.Draft202012Validator:
 
 def errors(schema: dict[str, Any], instance: Any) -> list[str]:
     return [error.message for error in validator(schema).iter_errors(instance)]
+
+
+def published_schemas(settings: Settings) -> dict[str, dict[str, Any]]:
+    """The schema of each published envelope, by its detail-type."""
+    return {
+        AVERAGE_DETAIL_TYPE: published_schema(settings),
+        ESTIMATE_DETAIL_TYPE: published_estimate_schema(settings),
+    }
 
 
 def recorded_envelopes() -> Iterator[tuple[str, dict[str, Any]]]:
@@ -291,6 +308,7 @@ def test_what_the_model_accepts_the_schema_accepts(case: str, default_settings: 
         "OrderProcessor.orderFinished",
         "OrderProcessor.WaitingCompletion",
         "OrderManager.DrinkAverageTime",
+        "OrderManager.WaitEstimate",
         "",
     ],
 )
@@ -309,7 +327,23 @@ def test_schemas_follow_the_configured_source() -> None:
     envelope = {**_submission(), "source": "example.other"}
     assert errors(consumed_schema(Role.SUBMITTED, settings), envelope) == []
     assert errors(consumed_schema(Role.SUBMITTED, settings), _submission())
-    assert published_schema(settings)["properties"]["source"]["const"] == "example.other"
+    for schema in published_schemas(settings).values():
+        assert schema["properties"]["source"]["const"] == "example.other"
+
+
+@pytest.mark.unit
+def test_the_published_pattern_selects_both_published_events_and_nothing_consumed() -> None:
+    pattern = published_event_pattern(DEFAULT_SOURCE)
+    assert pattern == {
+        "source": [DEFAULT_SOURCE],
+        "detail-type": [AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE],
+    }
+    # The worker's own events never feed it back: the rule does not route them, and the
+    # worker would ignore them.
+    consumed = consumed_event_pattern(DEFAULT_SOURCE)["detail-type"]
+    for detail_type in pattern["detail-type"]:
+        assert detail_type not in consumed
+        assert role_of(detail_type) is None
 
 
 # --- examples -------------------------------------------------------------------------------
@@ -365,6 +399,65 @@ def test_bad_averages_fail_the_published_schema(
     assert errors(published_schema(default_settings), envelope)
 
 
+@pytest.mark.unit
+def test_estimate_examples_are_valid_and_the_last_is_what_replay_gives(
+    default_settings: Settings,
+) -> None:
+    schema = published_estimate_schema(default_settings)
+    examples = estimate_examples(default_settings)
+    assert [e.envelope["detail-type"] for e in examples] == [ESTIMATE_DETAIL_TYPE] * 2
+    for example in examples:
+        assert errors(schema, example.envelope) == []
+        assert errors(estimate_schema(), example.envelope["detail"]) == []
+        WaitEstimate.model_validate(example.envelope["detail"])
+        # An estimate is not an average, nor an average an estimate.
+        assert errors(published_schema(default_settings), example.envelope)
+    for example in published_examples(default_settings):
+        assert errors(schema, example.envelope)
+    assert any(e.envelope["detail"]["drinks"] for e in examples), "an example with drinks"
+    last = list(replay_estimates(json.loads(RECORDING.read_text())))[-1]
+    assert examples[-1].envelope["detail"] == last.model_dump(mode="json")
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("eventId", None),
+        ("asOf", "now"),
+        ("asOf", 1790000000),
+        ("openOrders", -1),
+        ("openOrders", 1.5),
+        ("drinks", []),
+        ("drinks", {"Latte": {"estimate": -1.0, "p90": 60.0}}),
+        ("drinks", {"Latte": {"estimate": 60.0}}),
+        ("drinks", {"Latte": {"estimate": "60", "p90": 90.0}}),
+        ("version", 0),
+    ],
+)
+def test_bad_estimates_fail_the_published_schema(
+    field: str, value: Any, default_settings: Settings
+) -> None:
+    envelope = copy.deepcopy(estimate_examples(default_settings)[0].envelope)
+    envelope["detail"][field] = value
+    assert errors(published_estimate_schema(default_settings), envelope)
+    assert errors(estimate_schema(), envelope["detail"])
+    del envelope["detail"][field]
+    assert errors(published_estimate_schema(default_settings), envelope)
+
+
+@pytest.mark.unit
+def test_the_published_estimate_carries_the_detail_replay_prints(
+    default_settings: Settings,
+) -> None:
+    # One definition of the detail: the envelope's is the replay output's schema.
+    envelope = published_estimate_schema(default_settings)
+    detail = estimate_schema()
+    assert envelope["$defs"]["WaitEstimate"]["properties"] == detail["properties"]
+    assert envelope["$defs"]["WaitEstimate"]["required"] == detail["required"]
+    assert envelope["$defs"]["DrinkWait"] == detail["$defs"]["DrinkWait"]
+
+
 # --- end to end: what the worker really publishes -------------------------------------------
 
 
@@ -383,11 +476,18 @@ async def test_every_published_average_validates_against_the_produced_schema(aws
         await run_worker(aws.settings, burst=True, install_signals=False)
     assert aws.resources.capture_queue_url is not None
     bodies = await aws.drain_queue(aws.resources.capture_queue_url)
-    assert len(bodies) >= 5, f"only {len(bodies)} averages published"
-    schema_validator = validator(published_schema(aws.settings))
+    by_type: dict[str, list[dict[str, Any]]] = {t: [] for t in published_schemas(aws.settings)}
     for body in bodies:
-        problems = [e.message for e in schema_validator.iter_errors(body)]
-        assert problems == [], (body, problems)
+        assert body.get("detail-type") in by_type, body
+        by_type[body["detail-type"]].append(body)
+    averages = by_type[AVERAGE_DETAIL_TYPE]
+    assert len(averages) >= 5, f"only {len(averages)} averages published"
+    # Every estimate that arrives validates too (the capture rule routes both detail-types).
+    for detail_type, schema in published_schemas(aws.settings).items():
+        schema_validator = validator(schema)
+        for body in by_type[detail_type]:
+            problems = [e.message for e in schema_validator.iter_errors(body)]
+            assert problems == [], (body, problems)
 
 
 # --- AsyncAPI -------------------------------------------------------------------------------
@@ -397,7 +497,21 @@ async def test_every_published_average_validates_against_the_produced_schema(aws
 def test_asyncapi_document_references_every_schema(default_settings: Settings) -> None:
     document = asyncapi_document(default_settings)
     payloads = {m["payload"]["$ref"] for m in document["components"]["messages"].values()}
-    assert payloads == {f"./{n}" for n in [*CONSUMED_SCHEMA_FILES.values(), PUBLISHED_SCHEMA_FILE]}
+    published = [PUBLISHED_SCHEMA_FILE, PUBLISHED_ESTIMATE_SCHEMA_FILE]
+    assert payloads == {f"./{n}" for n in [*CONSUMED_SCHEMA_FILES.values(), *published]}
+    out = document["channels"]["drinkAverages"]["messages"]
+    assert sorted(out) == ["drinkAverageTime", "waitEstimate"]
+    estimate = document["components"]["messages"]["waitEstimate"]
+    assert [e["payload"] for e in estimate["examples"]] == [
+        e.envelope for e in estimate_examples(default_settings)
+    ]
+    sent = {
+        m["$ref"].rsplit("/", 1)[-1]
+        for o in document["operations"].values()
+        if o["action"] == "send"
+        for m in o["messages"]
+    }
+    assert sent == set(out)
     rule = document["channels"]["orderEvents"]["x-eventbridge-rule"]
     assert rule["eventPattern"] == consumed_event_pattern(default_settings.source)
     assert rule["name"] == default_settings.rule_name
@@ -510,13 +624,24 @@ def test_events_md_names_every_field_and_detail_type() -> None:
         *OrderRefDetail.model_fields,
         *DrinkOrder.model_fields,
         *DrinkAverageTime.model_fields,
+        *WaitEstimate.model_fields,
+        *DrinkWait.model_fields,
     }
     missing = sorted(f for f in fields if not re.search(rf"`(?:[\w.]+\.)?{f}`", text))
     assert not missing, f"docs/events.md does not explain {missing}"
     for entry in consumed_event_pattern(DEFAULT_SOURCE)["detail-type"]:
         name = entry if isinstance(entry, str) else entry["wildcard"]
         assert name in text, f"docs/events.md does not name {name}"
-    for file_name in [*CONSUMED_SCHEMA_FILES.values(), PUBLISHED_SCHEMA_FILE, ASYNCAPI_FILE]:
+    for detail_type in (AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE):
+        assert f"## Published event: `{detail_type}`" in text, f"no section for {detail_type}"
+    files = [
+        *CONSUMED_SCHEMA_FILES.values(),
+        PUBLISHED_SCHEMA_FILE,
+        PUBLISHED_ESTIMATE_SCHEMA_FILE,
+        ESTIMATE_SCHEMA_FILE,
+        ASYNCAPI_FILE,
+    ]
+    for file_name in files:
         assert f"events/{file_name}" in text, f"docs/events.md does not link {file_name}"
 
 
@@ -527,10 +652,14 @@ def test_events_md_pattern_and_examples_match_the_code(default_settings: Setting
     assert published_event_pattern(default_settings.source) in blocks
     schemas = {role: consumed_schema(role, default_settings) for role in Role}
     envelopes = [b for b in blocks if isinstance(b, dict) and "detail-type" in b]
-    assert len(envelopes) >= 4
+    assert len(envelopes) >= 5
+    published = published_schemas(default_settings)
+    shown: set[str] = set()
     for envelope in envelopes:
         if isinstance(envelope["detail-type"], list):
             continue  # a pattern, not an event
         role = role_of(envelope["detail-type"])
-        schema = published_schema(default_settings) if role is None else schemas[role]
+        schema = published[envelope["detail-type"]] if role is None else schemas[role]
         assert errors(schema, envelope) == [], envelope
+        shown.add(envelope["detail-type"])
+    assert set(published) <= shown, "an example of each published event"

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 import pytest
 
 from service.aws.publisher import EventBridgePublisher
 from service.backoff import Backoff
-from service.core.events import DrinkAverageTime, average_event
+from service.core.events import DrinkAverageTime, average_event, estimate_event
 from service.core.window import Window, WindowEntry
 from service.errors import DependencyError
-from tests.helpers import Aws
+from tests.helpers import Aws, latest_by_key, latest_by_tenant
 
 
 class RefusingEvents:
@@ -97,3 +99,47 @@ async def test_published_event_shape_on_the_real_bus(aws: Aws) -> None:
     }
     assert published[0]["duration"] == 60.0
     assert published[0]["updatedAt"].endswith("Z")
+
+
+@pytest.mark.integration
+async def test_the_capture_queue_sorts_averages_from_estimates(aws: Aws) -> None:
+    # What the worker will put in one PutEvents call: both detail-types, through the
+    # capture rule (published_event_pattern), sorted by the test harness.
+    publisher = EventBridgePublisher(
+        aws.clients.events, aws.settings.event_bus, aws.settings.source
+    )
+    nyc = estimate_event("NYC", 1_790_000_000, 3, {"Latte": (240.0, 330.0)}, 4)
+    newer = estimate_event("NYC", 1_790_000_060, 2, {"Latte": (180.0, 250.0)}, 5)
+    await publisher.publish([*details(3), nyc, estimate_event("LDN", 1_790_000_000, 1, {}, 1)])
+    averages = await arrived(aws.published, 3)
+    assert sorted(d["eventId"] for d in averages) == ["T0", "T1", "T2"]
+    assert [row["drink"] for row in latest_by_key(averages)] == ["Latte"] * 3
+    await publisher.publish([newer, *details(1)])
+    # The estimates drained by the first call wait; the new average waits for published().
+    estimates = await arrived(aws.estimates, 3)
+    assert sorted((d["eventId"], d["version"]) for d in estimates) == [
+        ("LDN", 1),
+        ("NYC", 4),
+        ("NYC", 5),
+    ]
+    assert latest_by_tenant(list(reversed(estimates))) == {
+        "LDN": estimate_event("LDN", 1_790_000_000, 1, {}, 1).model_dump(mode="json"),
+        "NYC": newer.model_dump(mode="json"),
+    }
+    assert [d["eventId"] for d in await arrived(aws.published, 1)] == ["T0"]
+    assert await aws.estimates() == []
+    assert await aws.published() == []
+
+
+async def arrived(
+    take: Callable[[], Awaitable[list[dict[str, Any]]]], count: int
+) -> list[dict[str, Any]]:
+    """What successive ``take()`` calls return until ``count`` details came (the bus delivers
+    to the capture queue asynchronously)."""
+    found: list[dict[str, Any]] = []
+    with anyio.fail_after(30):
+        while len(found) < count:
+            found += await take()
+            if len(found) < count:
+                await anyio.sleep(0.1)
+    return found

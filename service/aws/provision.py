@@ -47,8 +47,9 @@ async def provision(
 ) -> Provisioned:
     """Create whatever is missing; running it twice changes nothing.
 
-    ``capture_queue``: also route the service's own DrinkAverageTime events to a queue of
-    that name (the demo and the tests read them there).
+    ``capture_queue``: also route the service's own events (DrinkAverageTime and
+    WaitEstimate: ``published_event_pattern``) to a queue of that name (the demo and the
+    tests read them there).
     """
     bus_arn = await ensure_bus(clients.events, settings.event_bus)
     dlq_url, dlq_arn = await ensure_queue(

@@ -443,5 +443,7 @@ def consumed_event_pattern(source: str, completion: str = COMPLETED) -> dict[str
 
 
 def published_event_pattern(source: str) -> dict[str, Any]:
-    """A pattern matching what the service publishes (for capture queues and consumers)."""
-    return {"source": [source], "detail-type": [AVERAGE_DETAIL_TYPE]}
+    """A pattern matching both events the service publishes, ``OrderManager.DrinkAverageTime``
+    and ``OrderManager.WaitEstimate`` (for capture queues and consumers; a consumer of one
+    of them lists its detail-type alone)."""
+    return {"source": [source], "detail-type": [AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE]}

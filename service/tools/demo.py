@@ -1,4 +1,10 @@
-"""``wait-times demo``: emulator, provisioning, worker and player in one process, live averages."""
+"""``wait-times demo``: emulator, provisioning, worker and player in one process, live averages
+and estimates.
+
+The screen is ``render_table``, a pure function of the latest average per (tenant, drink)
+and the latest estimate per tenant, which ``Board`` keeps from the capture queue's
+envelopes by highest version, as any consumer of the bus should.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +13,11 @@ import math
 import os
 import signal
 import sys
+import unicodedata
+from collections.abc import Mapping
 from contextlib import AsyncExitStack
 from functools import partial
-from typing import Any
+from typing import Final
 
 import anyio
 import structlog
@@ -17,6 +25,12 @@ import structlog
 from service.app import run_worker
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
+from service.core.events import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
+    DrinkAverageTime,
+    WaitEstimate,
+)
 from service.metrics import Health, Metrics
 from service.settings import Settings
 from service.tools.emulator import Emulator
@@ -27,37 +41,188 @@ log = structlog.get_logger(__name__)
 
 CAPTURE_QUEUE = "wait-times-demo-averages"
 
+# The table's columns (terminal cells); a row is 90 wide, so it reads in 100 columns.
+TENANT_WIDTH: Final = 14
+DRINK_WIDTH: Final = 22
+PENDING: Final = "pending"  # published nothing yet for this cell
+NO_DRINK: Final = "(no drink yet)"  # a tenant whose estimate has no drink and no average
+LEGEND: Final = (
+    f"{PENDING}: not published yet (a tenant's estimates start at 5 counted orders); "
+    "ahead: its open orders"
+)
+
 
 class Board:
-    """The latest average per key, by highest version (as any consumer should keep them)."""
+    """The latest average per (tenant, drink) and estimate per tenant, by highest version
+    (as any consumer should keep them), from the capture queue's envelopes."""
 
     def __init__(self) -> None:
-        self.rows: dict[tuple[str, str], dict[str, Any]] = {}
-        self.received = 0
+        self.averages: dict[tuple[str, str], DrinkAverageTime] = {}
+        self.estimates: dict[str, WaitEstimate] = {}
+        self.received = 0  # averages
+        self.estimates_received = 0
+        self.unreadable = 0  # messages neither an average nor an estimate
 
-    def add(self, detail: dict[str, Any]) -> None:
+    def take(self, body: str | bytes) -> None:
+        """One capture-queue message body, an EventBridge envelope: an average or an estimate
+        is kept (unless a newer version is known), anything else only counted. Never raises:
+        the names in it come from producers, the demo shows what it can."""
+        try:
+            envelope = json.loads(body)
+            detail_type, detail = envelope["detail-type"], envelope["detail"]
+            if detail_type == AVERAGE_DETAIL_TYPE:
+                self.add_average(DrinkAverageTime.model_validate(detail))
+                return
+            if detail_type == ESTIMATE_DETAIL_TYPE:
+                self.add_estimate(WaitEstimate.model_validate(detail))
+                return
+        except (ValueError, KeyError, TypeError):  # pydantic's ValidationError is a ValueError
+            pass
+        self.unreadable += 1
+
+    def add_average(self, average: DrinkAverageTime) -> None:
         """Keep an average unless a newer version of its key is already known."""
         self.received += 1
-        key = (detail["eventId"], detail["drink"])
-        current = self.rows.get(key)
-        if current is None or detail["version"] > current["version"]:
-            self.rows[key] = detail
+        key = (average.eventId, average.drink)
+        current = self.averages.get(key)
+        if current is None or average.version > current.version:
+            self.averages[key] = average
+
+    def add_estimate(self, estimate: WaitEstimate) -> None:
+        """Keep an estimate, whole, unless a newer version of its tenant's is already known."""
+        self.estimates_received += 1
+        current = self.estimates.get(estimate.eventId)
+        if current is None or estimate.version > current.version:
+            self.estimates[estimate.eventId] = estimate
 
     def render(self, header: str, footer: str) -> str:
-        """A plain-text table."""
-        lines = [
-            header,
-            "",
-            f"{'tenant':<8}{'drink':<16}{'avg wait':>10}{'samples':>9}{'version':>9}",
-        ]
-        for (tenant, drink), row in sorted(self.rows.items()):
-            duration = row["duration"]
-            shown = "-" if duration is None else f"{int(duration) // 60}m {duration % 60:04.1f}s"
-            lines.append(f"{tenant:<8}{drink:<16}{shown:>10}{row['samples']:>9}{row['version']:>9}")
-        if not self.rows:
-            lines.append("(waiting for the first completed orders...)")
-        lines += ["", footer]
-        return "\n".join(lines)
+        """The table between a header and a footer."""
+        return render_table(self.averages, self.estimates, header, footer)
+
+
+def render_table(
+    averages: Mapping[tuple[str, str], DrinkAverageTime],
+    estimates: Mapping[str, WaitEstimate],
+    header: str,
+    footer: str,
+) -> str:
+    """A plain-text table: per (tenant, drink) the average beside the estimate, its p90 and
+    the tenant's open orders; ``PENDING`` where one of them has not been published yet.
+
+    Names are shown as a terminal can show them safely: control characters replaced, long
+    names cut with an ellipsis, padded by their width in terminal cells.
+    """
+    lines = [
+        header,
+        "",
+        _row("tenant", "drink", "avg wait", "samples", "version", "estimate", "p90", "ahead"),
+    ]
+    keys = set(averages)
+    for tenant, known in estimates.items():
+        keys.update((tenant, drink) for drink in known.drinks)
+    # A tenant known only by its open orders (no drink yet) still gets its line.
+    tenants = {tenant for tenant, _ in keys}
+    rows: list[tuple[str, str | None]] = [
+        *keys,
+        *((t, None) for t in estimates if t not in tenants),
+    ]
+    for tenant, drink in sorted(rows, key=lambda row: (row[0], row[1] or "")):
+        average = None if drink is None else averages.get((tenant, drink))
+        estimate = estimates.get(tenant)
+        wait = None if estimate is None or drink is None else estimate.drinks.get(drink)
+        lines.append(
+            _row(
+                _name(tenant),
+                NO_DRINK if drink is None else _name(drink),
+                PENDING if average is None else _minutes(average.duration, decimals=True),
+                "-" if average is None else str(average.samples),
+                "-" if average is None else str(average.version),
+                PENDING if wait is None else _minutes(wait.estimate),
+                "-" if wait is None else _minutes(wait.p90),
+                "-" if estimate is None else str(estimate.openOrders),
+            )
+        )
+    if rows:
+        lines.append(LEGEND)
+    else:
+        lines.append("(waiting for the first orders...)")
+    lines += ["", footer]
+    return "\n".join(lines)
+
+
+def _row(
+    tenant: str,
+    drink: str,
+    wait: str,
+    samples: str,
+    version: str,
+    estimate: str,
+    p90: str,
+    ahead: str,
+) -> str:
+    return (
+        f"{fit(tenant, TENANT_WIDTH)} {fit(drink, DRINK_WIDTH)} {wait:>10} {samples:>7} "
+        f"{version:>7} {estimate:>9} {p90:>9} {ahead:>5}"
+    )
+
+
+def _name(name: str) -> str:
+    """A tenant or drink as shown: the 2021 shape's empty tenant as ``""``."""
+    return name or '""'
+
+
+def _minutes(seconds: float, *, decimals: bool = False) -> str:
+    """``6m 52s`` (an estimate: whole seconds), ``0m 24.0s`` (an average)."""
+    if decimals:
+        return f"{int(seconds) // 60}m {seconds % 60:04.1f}s"
+    whole = round(seconds)
+    return f"{whole // 60}m {whole % 60:02d}s"
+
+
+def cell_width(text: str) -> int:
+    """How many terminal cells ``text`` takes (wide East Asian characters two, combining
+    marks none): enough for names, without a terminal database."""
+    return sum(_char_width(ch) for ch in text)
+
+
+def _char_width(ch: str) -> int:
+    if unicodedata.combining(ch) or unicodedata.category(ch) in ("Mn", "Me", "Cf"):
+        return 0
+    return 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+
+
+def printable(text: str) -> str:
+    """``text`` with nothing that could move the cursor or reorder the line: whitespace
+    controls become spaces, format characters (bidi overrides, zero-width ones) go, other
+    control, surrogate, private-use and unassigned characters become U+FFFD."""
+    shown = []
+    for ch in text:
+        category = unicodedata.category(ch)
+        if ch.isspace():
+            shown.append(" ")
+        elif category == "Cf":
+            continue
+        elif category[0] == "C":
+            shown.append("\ufffd")
+        else:
+            shown.append(ch)
+    return "".join(shown)
+
+
+def fit(text: str, width: int) -> str:
+    """``text`` made printable and left-aligned in exactly ``width`` terminal cells, cut
+    with an ellipsis when it is wider."""
+    text = printable(text)
+    if cell_width(text) > width:
+        kept, used = [], 0
+        for ch in text:
+            w = _char_width(ch)
+            if used + w > width - 1:
+                break
+            kept.append(ch)
+            used += w
+        text = "".join(kept) + "\u2026"
+    return text + " " * (width - cell_width(text))
 
 
 class Demo:
@@ -89,8 +254,8 @@ class Demo:
         """The player's progress callback."""
         self.played += events
 
-    async def read_averages(self) -> None:
-        """Take the averages the worker put on the bus from the capture queue."""
+    async def read_published(self) -> None:
+        """Take the averages and estimates the worker put on the bus from the capture queue."""
         sqs = self.clients.sqs
         while True:
             response = await sqs.receive_message(
@@ -98,7 +263,7 @@ class Demo:
             )
             messages = response.get("Messages", [])
             for message in messages:
-                self.board.add(json.loads(message["Body"])["detail"])
+                self.board.take(message["Body"])
             if messages:
                 await sqs.delete_message_batch(
                     QueueUrl=self.capture_url,
@@ -111,17 +276,21 @@ class Demo:
     def frame(self) -> str:
         """What the screen shows now."""
         header = (
-            f"wait-times demo: emulator {self.emulator_url}, metrics "
-            f"http://localhost:{self.health.port}/metrics, traffic x{self.speed:g} real time"
+            f"wait-times demo: traffic x{self.speed:g} real time\n"
+            f"emulator {self.emulator_url}   metrics http://localhost:{self.health.port}/metrics"
         )
         processed = int(self.metrics.value("wait_times_messages_processed_total"))
         elapsed = int(anyio.current_time() - self.started)
         ending = "Ctrl-C to stop" if self.duration is None else f"stops after {self.duration:g}s"
+        board = self.board
+        unreadable = f"   unreadable: {board.unreadable}" if board.unreadable else ""
         footer = (
             f"events played: {self.played}   order events processed: {processed}   "
-            f"averages received: {self.board.received}   elapsed: {elapsed}s\n{ending}"
+            f"elapsed: {elapsed}s\n"
+            f"averages received: {board.received}   estimates received: "
+            f"{board.estimates_received}{unreadable}\n{ending}"
         )
-        return self.board.render(header, footer)
+        return board.render(header, footer)
 
     async def show(self) -> None:
         """Redraw the board every second in a terminal, every 5 s into a file or pipe."""
@@ -167,7 +336,7 @@ async def run_demo(
                 worker: Worker = await group.start(
                     partial(run_worker, settings, install_signals=False, health=demo.health)
                 )
-                group.start_soon(demo.read_averages)
+                group.start_soon(demo.read_published)
                 group.start_soon(demo.show)
                 with anyio.CancelScope() as player:
                     group.start_soon(_stop_after, demo, player, worker)
@@ -185,7 +354,7 @@ async def run_demo(
                 await worker.finished.wait()
                 group.cancel_scope.cancel()
             summary = demo.board.render(
-                "final averages (highest version per tenant and drink):", ""
+                "final averages and estimates (the highest version of each):", ""
             )
             sys.stdout.write(summary + f"events played: {demo.played}\n")
     return 0

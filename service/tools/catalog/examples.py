@@ -3,8 +3,8 @@
 The consumed examples are verbatim recorded events shipped as JSON under
 ``service/tools/catalog/examples/`` (``index.json`` lists them with their role, name,
 summary and the recording each copies); only their ``source`` follows the settings. The
-published examples are what the service puts on the bus, built from the settings. Nothing
-here writes anything: the generator (``generator.py``) puts them into the AsyncAPI document.
+published examples (averages and estimates) are what the service puts on the bus, built
+from the settings. Nothing here writes anything: the generator (``generator.py``) puts them into the AsyncAPI document.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-from service.core.events import AVERAGE_DETAIL_TYPE
+from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.orders import Role
 from service.settings import Settings
 
@@ -78,6 +78,62 @@ def published_examples(settings: Settings) -> list[Example]:
                     "duration": 23.0,
                     "samples": 2,
                     "version": 2,
+                },
+            ),
+        ),
+    ]
+
+
+def estimate_examples(settings: Settings) -> list[Example]:
+    """Realistic published ``OrderManager.WaitEstimate`` envelopes; the last is the last
+    estimate replaying the recording gives (NYC not trained yet: no drink)."""
+
+    def envelope(event_id: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "version": "0",
+            "id": event_id,
+            "detail-type": ESTIMATE_DETAIL_TYPE,
+            "source": settings.source,
+            "account": EXAMPLE_ACCOUNT,
+            "time": time,
+            "region": "us-west-2",
+            "resources": [],
+            "detail": detail,
+        }
+
+    return [
+        Example(
+            "busyNYC",
+            "12 orders open at NYC: a Caffe Latte ordered now waits about 7 minutes",
+            None,
+            envelope(
+                "5d1f0b7e-2c4a-4f7e-8b93-1a6e4c2d9f30",
+                "2026-12-01T12:00:06Z",
+                {
+                    "eventId": "NYC",
+                    "asOf": "2026-12-01T12:00:05Z",
+                    "openOrders": 12,
+                    "drinks": {
+                        "Caffe Latte": {"estimate": 412.0, "p90": 560.0},
+                        "Flat White": {"estimate": 398.0, "p90": 541.0},
+                    },
+                    "version": 17,
+                },
+            ),
+        ),
+        Example(
+            "untrainedNYC",
+            "Fewer than 5 counted orders: the open count only, no drink yet (the recording's last)",
+            None,
+            envelope(
+                "9b2e6c41-0f3d-4a8e-b7c5-3e1d8a6f2b04",
+                "2022-10-14T13:02:13Z",
+                {
+                    "eventId": "NYC",
+                    "asOf": "2022-10-14T13:02:13Z",
+                    "openOrders": 23,
+                    "drinks": {},
+                    "version": 35,
                 },
             ),
         ),

@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 
 from service.core.events import (
     AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,
     OrderRefEnvelope,
     SubmittedEnvelope,
@@ -32,15 +33,22 @@ from service.core.events import (
 )
 from service.core.orders import Role
 from service.settings import Settings
-from service.tools.catalog.examples import consumed_examples, published_examples
+from service.tools.catalog.examples import (
+    Example,
+    consumed_examples,
+    estimate_examples,
+    published_examples,
+)
 
 # The version of the event contract documented here (AsyncAPI ``info.version``), not of
 # the package: bump it when a schema changes in a way consumers must know about.
-CONTRACT_VERSION: Final = "1.0.0"
+CONTRACT_VERSION: Final = "1.1.0"  # 1.1.0: OrderManager.WaitEstimate published
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"
 ASYNCAPI_FILE: Final = "asyncapi.yaml"
 PUBLISHED_SCHEMA_FILE: Final = "drink-average-time.schema.json"
-# The detail replay --estimates prints (the worker does not publish it yet: no AsyncAPI message).
+# The published OrderManager.WaitEstimate envelope (the AsyncAPI message's payload).
+PUBLISHED_ESTIMATE_SCHEMA_FILE: Final = "wait-estimate.schema.json"
+# The detail alone: what replay --estimates prints, one per line (and what the envelope carries).
 ESTIMATE_SCHEMA_FILE: Final = "wait-estimate-detail.schema.json"
 CONSUMED_SCHEMA_FILES: Final = {
     Role.SUBMITTED: "order-submitted.schema.json",
@@ -49,8 +57,8 @@ CONSUMED_SCHEMA_FILES: Final = {
 }
 
 
-class PublishedEnvelope(BaseModel):
-    """EventBridge envelope of ``OrderManager.DrinkAverageTime`` as a rule target receives it."""
+class _PublishedEnvelopeBase(BaseModel):
+    """The EventBridge envelope of an event the service publishes, as a rule target receives it."""
 
     model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
     version: str = Field("0", description="EventBridge envelope version")
@@ -61,7 +69,18 @@ class PublishedEnvelope(BaseModel):
     time: AwareDatetime = Field(description="when the service put the event on the bus")
     region: str | None = None
     resources: list[str] = Field(default_factory=list)
+
+
+class PublishedEnvelope(_PublishedEnvelopeBase):
+    """EventBridge envelope of ``OrderManager.DrinkAverageTime`` as a rule target receives it."""
+
     detail: DrinkAverageTime
+
+
+class PublishedEstimateEnvelope(_PublishedEnvelopeBase):
+    """EventBridge envelope of ``OrderManager.WaitEstimate`` as a rule target receives it."""
+
+    detail: WaitEstimate
 
 
 class _CatalogJsonSchema(GenerateJsonSchema):
@@ -211,6 +230,32 @@ def published_schema(settings: Settings) -> dict[str, Any]:
     }
 
 
+def published_estimate_schema(settings: Settings) -> dict[str, Any]:
+    """The JSON Schema of the published ``OrderManager.WaitEstimate`` envelope."""
+    schema = model_schema(PublishedEstimateEnvelope)
+    properties = schema["properties"]
+    properties["detail-type"] = {"type": "string", "const": ESTIMATE_DETAIL_TYPE}
+    properties["source"] = {
+        "type": "string",
+        "const": settings.source,
+        "description": "WAIT_TIMES_SOURCE of the publishing service",
+    }
+    properties["detail"] = {
+        **properties["detail"],
+        "description": "the estimate; keep the highest version per eventId",
+    }
+    return {
+        **schema,
+        "$schema": JSON_SCHEMA_DIALECT,
+        "title": "WaitEstimate",
+        "description": (
+            "A tenant's queue-aware wait estimate (its open orders and, per drink, a predicted "
+            "wait and its p90), published by wait-times when it changed: at most one per "
+            "tenant per flush."
+        ),
+    }
+
+
 def estimate_schema() -> dict[str, Any]:
     """The JSON Schema of a ``WaitEstimate`` detail, as ``replay --estimates`` prints it."""
     return {
@@ -219,10 +264,19 @@ def estimate_schema() -> dict[str, Any]:
         "title": "WaitEstimate detail",
         "description": (
             "A tenant's queue-aware wait estimate: its open orders and, per drink, a predicted "
-            "wait and its p90 (docs/design.md, The wait estimate). Printed as JSON Lines by "
-            "wait-times replay --estimates; keep the highest version per eventId."
+            "wait and its p90 (docs/design.md, The wait estimate). The detail of "
+            "OrderManager.WaitEstimate, and printed as JSON Lines by wait-times replay "
+            "--estimates; keep the highest version per eventId."
         ),
     }
+
+
+def _examples(examples: list[Example]) -> list[dict[str, Any]]:
+    """AsyncAPI message examples."""
+    return [
+        {"name": example.name, "summary": example.summary, "payload": example.envelope}
+        for example in examples
+    ]
 
 
 def asyncapi_document(settings: Settings) -> dict[str, Any]:
@@ -238,10 +292,7 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "description": text["description"],
             "contentType": "application/json",
             "payload": {"$ref": f"./{file_name}"},
-            "examples": [
-                {"name": example.name, "summary": example.summary, "payload": example.envelope}
-                for example in consumed_examples(role, settings)
-            ],
+            "examples": _examples(consumed_examples(role, settings)),
         }
     messages["drinkAverageTime"] = {
         "name": "DrinkAverageTime",
@@ -255,10 +306,24 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
         ),
         "contentType": "application/json",
         "payload": {"$ref": f"./{PUBLISHED_SCHEMA_FILE}"},
-        "examples": [
-            {"name": example.name, "summary": example.summary, "payload": example.envelope}
-            for example in published_examples(settings)
-        ],
+        "examples": _examples(published_examples(settings)),
+    }
+    messages["waitEstimate"] = {
+        "name": "WaitEstimate",
+        "title": "WaitEstimate",
+        "summary": "A tenant's queue-aware wait estimate changed.",
+        "description": (
+            "Published by wait-times in the same PutEvents calls as the averages: at most one "
+            "event per eventId (tenant) per flush, and only when detail.openOrders or some "
+            "drink's estimate or p90, rounded to whole seconds, changed; detail.asOf moving "
+            "alone is no change. detail.version rises with every change, whichever worker "
+            "made it: keep the highest detail.version per eventId. A redelivered message "
+            "republishes the tenant's estimate at its current version, so an equal version is "
+            "a duplicate. detail.drinks is empty until the tenant has 5 counted orders."
+        ),
+        "contentType": "application/json",
+        "payload": {"$ref": f"./{PUBLISHED_ESTIMATE_SCHEMA_FILE}"},
+        "examples": _examples(estimate_examples(settings)),
     }
     consumed_refs = {
         _ROLE_TEXT[role]["message"]: {
@@ -274,7 +339,8 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "description": (
                 "Average wait per tenant and drink for Serverlesspresso. The service consumes "
                 "order events from the Serverlesspresso EventBridge bus through a rule and an "
-                "SQS queue, and publishes OrderManager.DrinkAverageTime back onto the bus. "
+                "SQS queue, and publishes OrderManager.DrinkAverageTime and, per tenant, the "
+                "queue-aware OrderManager.WaitEstimate back onto the bus. "
                 "Generated by `wait-times schema`; see docs/events.md."
             ),
             "license": {"name": "MIT-0", "url": "https://github.com/aws/mit-0"},
@@ -290,7 +356,9 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             "eventbridge": {
                 "host": "events.{region}.amazonaws.com",
                 "protocol": "https",
-                "description": "Amazon EventBridge (PutEvents), where averages are published",
+                "description": (
+                    "Amazon EventBridge (PutEvents), where averages and estimates are published"
+                ),
                 "variables": {"region": {"default": settings.region}},
             },
         },
@@ -333,18 +401,21 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
             },
             "drinkAverages": {
                 "address": settings.event_bus,
-                "title": "Averages out",
-                "summary": "The EventBridge bus the averages are put on.",
+                "title": "Averages and estimates out",
+                "summary": "The EventBridge bus the averages and estimates are put on.",
                 "description": (
                     f"PutEvents onto bus `{settings.event_bus}` with source "
-                    f"`{settings.source}` and detail-type `{AVERAGE_DETAIL_TYPE}`. "
-                    "A downstream rule selects them with the pattern below.\n\n```json\n"
+                    f"`{settings.source}` and detail-type `{AVERAGE_DETAIL_TYPE}` or "
+                    f"`{ESTIMATE_DETAIL_TYPE}`, both in the same calls. A downstream rule "
+                    "selects both with the pattern below, or one of them by listing its "
+                    "detail-type alone.\n\n```json\n"
                     f"{json.dumps(published_event_pattern(settings.source), indent=2, sort_keys=True)}"
                     "\n```"
                 ),
                 "servers": [{"$ref": "#/servers/eventbridge"}],
                 "messages": {
-                    "drinkAverageTime": {"$ref": "#/components/messages/drinkAverageTime"}
+                    "drinkAverageTime": {"$ref": "#/components/messages/drinkAverageTime"},
+                    "waitEstimate": {"$ref": "#/components/messages/waitEstimate"},
                 },
                 "x-eventbridge-pattern": published_event_pattern(settings.source),
             },
@@ -365,6 +436,13 @@ def asyncapi_document(settings: Settings) -> dict[str, Any]:
                 "summary": "One event per changed (eventId, drink) window per flush.",
                 "channel": {"$ref": "#/channels/drinkAverages"},
                 "messages": [{"$ref": "#/channels/drinkAverages/messages/drinkAverageTime"}],
+            },
+            "sendWaitEstimate": {
+                "action": "send",
+                "title": "Publish estimates",
+                "summary": "At most one event per tenant per flush, when its estimate changed.",
+                "channel": {"$ref": "#/channels/drinkAverages"},
+                "messages": [{"$ref": "#/channels/drinkAverages/messages/waitEstimate"}],
             },
         },
         "components": {"messages": messages},
@@ -431,6 +509,7 @@ def build_catalog(settings: Settings) -> dict[str, str]:
         for role, file_name in CONSUMED_SCHEMA_FILES.items()
     }
     files[PUBLISHED_SCHEMA_FILE] = to_json(published_schema(settings))
+    files[PUBLISHED_ESTIMATE_SCHEMA_FILE] = to_json(published_estimate_schema(settings))
     files[ESTIMATE_SCHEMA_FILE] = to_json(estimate_schema())
     files[ASYNCAPI_FILE] = (
         "# Generated by `wait-times schema` from service/tools/catalog/generator.py; do not edit.\n"

@@ -439,9 +439,10 @@ class TenantCommit:
                 continue
             latest = state.latest_event()
             as_of = self.now if latest is None else min(self.now, latest)
+            # Written even when pruning leaves the orders as they were (a record that names
+            # the tenant but is another's): the cached state may be stale, and only the
+            # conditional write finds out, so that a state holding it is corrected.
             state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
-            if state.orders == current.state.orders:
-                continue
             stored = StoredTenant(
                 state, state.estimate(as_of, self.max_wait_seconds), current.version + 1
             )

@@ -48,6 +48,7 @@ def build_worker(
         max_wait_seconds=settings.max_wait_seconds,
         observer=observer,
         max_cached_windows=settings.max_windows_in_memory,
+        max_cached_tenants=settings.max_tenants_in_memory,
     )
     publisher = EventBridgePublisher(
         clients.events, settings.event_bus, settings.source, observer=observer

@@ -138,6 +138,11 @@ class Settings(BaseSettings):
     max_windows_in_memory: int = Field(
         100_000, ge=1, description="windows cached per process (LRU)"
     )
+    max_tenants_in_memory: int = Field(
+        50_000,
+        ge=1,
+        description="tenant states (open orders, the estimate) cached per process (LRU)",
+    )
     max_metric_series: int = Field(
         1000,
         ge=0,

@@ -482,6 +482,7 @@ async def test_every_published_average_validates_against_the_produced_schema(aws
         by_type[body["detail-type"]].append(body)
     averages = by_type[AVERAGE_DETAIL_TYPE]
     assert len(averages) >= 5, f"only {len(averages)} averages published"
+    assert by_type[ESTIMATE_DETAIL_TYPE], "no estimate published"
     # Every estimate that arrives validates too (the capture rule routes both detail-types).
     for detail_type, schema in published_schemas(aws.settings).items():
         schema_validator = validator(schema)

@@ -209,3 +209,12 @@ async def test_worker_and_replay_publish_the_same_estimates_for_a_stream_in_time
     for detail in fakes.publisher.estimates:  # versions rise with every change
         assert detail.version > versions.get(detail.eventId, 0)
         versions[detail.eventId] = detail.version
+
+
+async def test_past_its_cap_a_tenant_drops_its_oldest_orders_and_says_so() -> None:
+    fakes = Fakes.create()
+    fakes.store.tenant_cap = 3
+    bar = Clocked(fakes)
+    await bar.deliver(*(submitted(f"o{i}", START + i) for i in range(5)), at=START + 5)
+    assert fakes.observer.tenant_dropped == 2
+    assert fakes.publisher.estimates[-1].openOrders == 3  # approximate from then on

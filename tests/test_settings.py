@@ -34,6 +34,7 @@ CHANGED: dict[str, Any] = {
     "max_receive_count": 7,
     "drain_seconds": 2.5,
     "max_windows_in_memory": 12,
+    "max_tenants_in_memory": 13,
     "max_metric_series": 0,
     "log_format": "json",
     "log_level": "debug",

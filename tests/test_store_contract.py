@@ -277,3 +277,30 @@ async def test_the_estimate_in_force_is_kept_once_with_the_order(subject: Subjec
     later = await store.apply_all([completed("a", 400)._replace(in_force=(5.0, 6.0))], now=1001)
     assert later["a"].in_force == (300.0, 420.0)  # the first kept wins
     assert later["a"].completions == (400,)
+
+
+@DYNAMODB_ONLY
+async def test_an_order_that_moved_to_another_tenant_leaves_a_state_behind_our_cache(
+    subject: Subject,
+) -> None:
+    """Its earlier submission names another tenant: the state that held it must lose it,
+    although this process's cache of that state never held it (found by the two-workers
+    race of tests/test_order_independence.py)."""
+    store = subject.store
+    await store.commit({}, {"LDN": [submitted("l", 100, tenant="LDN")]}, now=1000)
+    await subject.other_tenant("LDN", [submitted("x", 120, tenant="LDN")], 1000)
+    moved = submitted("x", 110, tenant="NYC").join(submitted("x", 120, tenant="LDN"))
+    done = await store.commit({}, {"NYC": [moved], "LDN": [moved]}, now=1001)
+    views = {change.tenant: change for change in done.tenants}
+    ldn = views["LDN"].estimate
+    assert ldn is not None and ldn.open_orders == 1 and views["LDN"].version == 3
+    nyc = views["NYC"].estimate
+    assert nyc is not None and nyc.open_orders == 1
+    # The same records again: LDN's cached state cannot tell whether the stored one holds
+    # the order, so a conditional write checks (version 4, nothing changed): an order
+    # naming two tenants costs that write on each delivery, nothing more.
+    again = await store.commit({}, {"NYC": [moved], "LDN": [moved]}, now=1002)
+    assert {c.tenant: (c.version, c.changed) for c in again.tenants} == {
+        "NYC": (1, False),
+        "LDN": (4, False),
+    }

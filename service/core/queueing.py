@@ -4,7 +4,8 @@ A tenant's durable state (``TenantState``) is, like a key's, a join-semilattice:
 record of every order whose submissions name the tenant, pruned by a rule that never
 removes what the view needs. Its view, at an event time ``as_of``, is the estimate
 (``estimate``): the tenant's open orders and, per drink, a predicted wait and a p90
-(docs/design.md, "The wait estimate"; docs/decisions.md, "A queue-aware estimate, measured before it is published").
+(docs/design.md, "The wait estimate"; docs/decisions.md, "A queue-aware estimate,
+measured, published, scored").
 
 Definitions:
 
@@ -427,6 +428,7 @@ class TenantCommit:
         self.dropped = 0  # orders the cap dropped, in the writes that landed
         self._counted: dict[str, list[str]] = {}
         self._proposed: dict[str, tuple[StoredTenant, int]] = {}
+        self._fresh: set[str] = set()  # tenants whose state this commit wrote or re-read
 
     def proposals(self) -> dict[str, StoredTenant]:
         """The next state of every tenant the records still change, each at its version
@@ -439,10 +441,14 @@ class TenantCommit:
                 continue
             latest = state.latest_event()
             as_of = self.now if latest is None else min(self.now, latest)
-            # Written even when pruning leaves the orders as they were (a record that names
-            # the tenant but is another's): the cached state may be stale, and only the
-            # conditional write finds out, so that a state holding it is corrected.
             state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
+            # Pruning may leave the orders as they were (a record that names the tenant but
+            # is another's, or one the cap drops again). Against a state this commit wrote
+            # or read again, that is no change; against a cached one it is still written,
+            # since the cache may be stale and only the conditional write finds out (then
+            # a stored state that still holds such an order is corrected).
+            if state.orders == current.state.orders and tenant in self._fresh:
+                continue
             stored = StoredTenant(
                 state, state.estimate(as_of, self.max_wait_seconds), current.version + 1
             )
@@ -461,10 +467,12 @@ class TenantCommit:
             )
             self.dropped += dropped
             self.states[tenant] = stored
+            self._fresh.add(tenant)
 
     def lost(self, reread: Mapping[str, StoredTenant]) -> None:
         """These tenants' writes lost a race: their stored states as read again."""
         self.states.update(reread)
+        self._fresh.update(reread)
 
     def result(self) -> list[TenantCommitted]:
         """Every tenant of the flush, where it ended, and whether its estimate changed."""

@@ -213,6 +213,7 @@ async def test_a_flood_of_new_tenants_keeps_memory_and_series_bounded(aws: Aws) 
     env = worker_env(
         aws.settings,
         WAIT_TIMES_MAX_WINDOWS_IN_MEMORY=str(WINDOW_CAP),
+        WAIT_TIMES_MAX_TENANTS_IN_MEMORY=str(WINDOW_CAP),
         WAIT_TIMES_MAX_METRIC_SERIES=str(SERIES_CAP),
     )
     worker = WorkerProcess(env)
@@ -230,11 +231,17 @@ async def test_a_flood_of_new_tenants_keeps_memory_and_series_bounded(aws: Aws) 
     finally:
         worker.close()
     tracked = metric_value(metrics, "wait_times_windows_tracked")
+    tenants_tracked = metric_value(metrics, "wait_times_tenants_tracked")
+    open_series = sum(
+        1 for line in metrics.splitlines() if line.startswith("wait_times_open_orders{")
+    )
     series = sum(
         1 for line in metrics.splitlines() if line.startswith("wait_times_average_wait_seconds{")
     )
     dropped = metric_value(metrics, "wait_times_metric_series_dropped_total")
     assert tracked == WINDOW_CAP
+    assert tenants_tracked == WINDOW_CAP
+    assert open_series == SERIES_CAP  # the tenant cap of the series
     assert series == SERIES_CAP
     assert dropped >= FLOOD_TENANTS - SERIES_CAP
     # Three times the tenants after the first quarter: memory must not follow them.

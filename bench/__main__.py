@@ -1,4 +1,4 @@
-"""``python -m bench [core|cost|latency|memory|throughput|accuracy ...]``: all parts by default.
+"""``python -m bench [core|cost|light|latency|memory|throughput|accuracy ...]``: all parts by default.
 
 Prints each figure as it is measured and writes them all to bench/out/results.json, with
 the machine they ran on. Nothing here asserts: the targets are reported met or missed.
@@ -17,7 +17,7 @@ from typing import Any
 
 import anyio
 
-PARTS = ("core", "cost", "latency", "memory", "throughput", "accuracy")
+PARTS = ("core", "cost", "light", "latency", "memory", "throughput", "accuracy")
 OUT = Path(__file__).resolve().parent / "out"
 
 

@@ -1,6 +1,6 @@
 """AWS calls per completed order at light traffic: one message per flush.
 
-Run alone: ``python -m bench.light [ORDERS]``. The real worker on a fresh emulator (moto);
+Run: ``python3 dev.py bench light``, or alone ``python -m bench.light [ORDERS]``. The real worker on a fresh emulator (moto);
 each event goes through the bus, the rule and the queue only once the one before it is
 processed, so every flush holds one message. Counted: the calls the flushes make (the
 worker's receives that brought a message, its DynamoDB writes and reads, its PutEvents,
@@ -19,6 +19,7 @@ from typing import Any
 
 import anyio
 
+from bench.common import dummy_credentials
 from service.app import run_worker
 from service.aws.clients import open_clients
 from service.aws.provision import provision
@@ -97,7 +98,20 @@ async def measure(orders: int) -> dict[str, Any]:
     }
 
 
+async def run(report: dict[str, Any], orders: int = 30) -> None:
+    """The ``light`` part of ``python -m bench``."""
+    dummy_credentials()
+    result = await measure(orders)
+    calls = result["calls_per_completed_order"]
+    print(
+        f"  one message per flush, {result['completed_orders']} completed orders: "
+        f"{calls} calls per completed order ({result['empty_receives']} empty receives apart)"
+    )
+    report["light"] = result
+
+
 def main() -> int:
+    dummy_credentials()
     orders = int(sys.argv[1]) if len(sys.argv) > 1 else 30
     result = measure_sync(orders)
     print(json.dumps(result, indent=2))

@@ -48,21 +48,29 @@ def _recorded_examples() -> dict[Role, tuple[Example, ...]]:
 RECORDED_EXAMPLES: Final[dict[Role, tuple[Example, ...]]] = _recorded_examples()
 
 
+def _published(
+    settings: Settings, detail_type: str, event_id: str, time: str, detail: dict[str, Any]
+) -> dict[str, Any]:
+    """A published envelope as the bus delivers it."""
+    return {
+        "version": "0",
+        "id": event_id,
+        "detail-type": detail_type,
+        "source": settings.source,
+        "account": EXAMPLE_ACCOUNT,
+        "time": time,
+        "region": "us-west-2",
+        "resources": [],
+        "detail": detail,
+    }
+
+
 def published_examples(settings: Settings) -> list[Example]:
     """Realistic published envelopes; the first is what replaying the recording gives."""
 
     def envelope(event_id: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": "0",
-            "id": event_id,
-            "detail-type": AVERAGE_DETAIL_TYPE,
-            "source": settings.source,
-            "account": EXAMPLE_ACCOUNT,
-            "time": time,
-            "region": "us-west-2",
-            "resources": [],
-            "detail": {**detail, "window": settings.window_size, "updatedAt": time},
-        }
+        full = {**detail, "window": settings.window_size, "updatedAt": time}
+        return _published(settings, AVERAGE_DETAIL_TYPE, event_id, time, full)
 
     return [
         Example(
@@ -89,17 +97,7 @@ def estimate_examples(settings: Settings) -> list[Example]:
     estimate replaying the recording gives (NYC not trained yet: no drink)."""
 
     def envelope(event_id: str, time: str, detail: dict[str, Any]) -> dict[str, Any]:
-        return {
-            "version": "0",
-            "id": event_id,
-            "detail-type": ESTIMATE_DETAIL_TYPE,
-            "source": settings.source,
-            "account": EXAMPLE_ACCOUNT,
-            "time": time,
-            "region": "us-west-2",
-            "resources": [],
-            "detail": detail,
-        }
+        return _published(settings, ESTIMATE_DETAIL_TYPE, event_id, time, detail)
 
     return [
         Example(

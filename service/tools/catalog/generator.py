@@ -205,55 +205,52 @@ def consumed_schema(role: Role, settings: Settings) -> dict[str, Any]:
     }
 
 
-def published_schema(settings: Settings) -> dict[str, Any]:
-    """The JSON Schema of the published ``OrderManager.DrinkAverageTime`` envelope."""
-    schema = model_schema(PublishedEnvelope)
+def _published(
+    settings: Settings,
+    envelope: type[BaseModel],
+    detail_type: str,
+    keep: str,
+    title: str,
+    description: str,
+) -> dict[str, Any]:
+    """The JSON Schema of a published envelope: its detail-type and source fixed."""
+    schema = model_schema(envelope)
     properties = schema["properties"]
-    properties["detail-type"] = {"type": "string", "const": AVERAGE_DETAIL_TYPE}
+    properties["detail-type"] = {"type": "string", "const": detail_type}
     properties["source"] = {
         "type": "string",
         "const": settings.source,
         "description": "WAIT_TIMES_SOURCE of the publishing service",
     }
-    properties["detail"] = {
-        **properties["detail"],
-        "description": "the average; keep the highest version per (eventId, drink)",
-    }
-    return {
-        **schema,
-        "$schema": JSON_SCHEMA_DIALECT,
-        "title": "DrinkAverageTime",
-        "description": (
-            "The average wait of the last completed orders of one drink at one tenant, "
-            "published by wait-times whenever that key's window changes."
-        ),
-    }
+    properties["detail"] = {**properties["detail"], "description": keep}
+    return {**schema, "$schema": JSON_SCHEMA_DIALECT, "title": title, "description": description}
+
+
+def published_schema(settings: Settings) -> dict[str, Any]:
+    """The JSON Schema of the published ``OrderManager.DrinkAverageTime`` envelope."""
+    return _published(
+        settings,
+        PublishedEnvelope,
+        AVERAGE_DETAIL_TYPE,
+        "the average; keep the highest version per (eventId, drink)",
+        "DrinkAverageTime",
+        "The average wait of the last completed orders of one drink at one tenant, "
+        "published by wait-times whenever that key's window changes.",
+    )
 
 
 def published_estimate_schema(settings: Settings) -> dict[str, Any]:
     """The JSON Schema of the published ``OrderManager.WaitEstimate`` envelope."""
-    schema = model_schema(PublishedEstimateEnvelope)
-    properties = schema["properties"]
-    properties["detail-type"] = {"type": "string", "const": ESTIMATE_DETAIL_TYPE}
-    properties["source"] = {
-        "type": "string",
-        "const": settings.source,
-        "description": "WAIT_TIMES_SOURCE of the publishing service",
-    }
-    properties["detail"] = {
-        **properties["detail"],
-        "description": "the estimate; keep the highest version per eventId",
-    }
-    return {
-        **schema,
-        "$schema": JSON_SCHEMA_DIALECT,
-        "title": "WaitEstimate",
-        "description": (
-            "A tenant's queue-aware wait estimate (its open orders and, per drink, a predicted "
-            "wait and its p90), published by wait-times when it changed: at most one per "
-            "tenant per flush."
-        ),
-    }
+    return _published(
+        settings,
+        PublishedEstimateEnvelope,
+        ESTIMATE_DETAIL_TYPE,
+        "the estimate; keep the highest version per eventId",
+        "WaitEstimate",
+        "A tenant's queue-aware wait estimate (its open orders and, per drink, a predicted "
+        "wait and its p90), published by wait-times when it changed: at most one per "
+        "tenant per flush.",
+    )
 
 
 def estimate_schema() -> dict[str, Any]:

@@ -222,11 +222,14 @@ async def test_open_orders_exact_after_sigkill_and_restart(aws: Aws) -> None:
                 worker.kill()
                 dead.append(worker)
                 assert len(fed) < PARTS, "killed before the round's traffic was all sent"
+                killed_at = f"killed after {len(fed)}/{PARTS} parts"
                 worker = WorkerProcess(env)
             await wait_for_empty_queue(aws, 60)
             opened = await check_open_orders(aws, sent, aws.settings)
             assert opened.open_orders > 0, "some orders are open"
-            checked.append(f"round {number}: {opened} ({time.monotonic() - started:.1f}s)")
+            checked.append(
+                f"round {number}: {killed_at}, {opened} ({time.monotonic() - started:.1f}s)"
+            )
         await wait_until(lambda: worker.logged("worker_started"), 30, "the last worker to start")
         worker.terminate()
         await wait_until(lambda: not worker.alive(), 30, "the last worker to stop")

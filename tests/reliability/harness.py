@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 
 from service.app import run_worker
+from service.aws import items
 from service.metrics import Metrics
 from service.settings import Settings
 from tests.helpers import Aws, latest_by_key
@@ -109,6 +110,61 @@ async def check_against_reference(
         )
         assert seen == (detail["duration"], detail["samples"]), detail
     return Checked(len(expected), reference.paired_orders(envelopes), len(published))
+
+
+@dataclass
+class OpenChecked:
+    """What an open-orders check covered."""
+
+    tenants: int
+    open_orders: int
+
+    def __str__(self) -> str:
+        return f"tenants={self.tenants} open_orders={self.open_orders}"
+
+
+async def stored_tenant_names(aws: Aws) -> set[str]:
+    """Every tenant with a state item in the table (a full scan: tests only)."""
+    names: set[str] = set()
+    request: dict[str, Any] = {
+        "TableName": aws.settings.table_name,
+        "FilterExpression": f"begins_with({items.KEY}, :t)",
+        "ExpressionAttributeValues": {":t": {"S": items.TENANT_PREFIX}},
+        "ConsistentRead": True,
+    }
+    while True:
+        page = await aws.clients.dynamodb.scan(**request)
+        names.update(item[items.TENANT]["S"] for item in page.get("Items", []))
+        if "LastEvaluatedKey" not in page:
+            return names
+        request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+async def check_open_orders(
+    aws: Aws, envelopes: list[dict[str, Any]], settings: Settings
+) -> OpenChecked:
+    """Every tenant's stored state, read back from the table, says what the reference says:
+    its estimate is for the tenant's latest event time in ``envelopes`` and counts the
+    orders open then. Tenants are compared as a set: none missing, none extra."""
+    now = int(time.time())
+    expected = reference.expected_open_orders(
+        envelopes, max_wait_seconds=settings.max_wait_seconds, now=now, source=settings.source
+    )
+    assert expected, "the traffic submits some orders"
+    names = await stored_tenant_names(aws)
+    loaded = await aws.store().load_tenants(sorted(names | expected.keys()), now)
+    actual = {
+        tenant: (stored.view.as_of, stored.view.open_orders)
+        for tenant, stored in loaded.items()
+        if stored.view is not None
+    }
+    wrong = [
+        f"{tenant!r}: service (as_of, open) {actual.get(tenant)} != reference {expected.get(tenant)}"
+        for tenant in sorted(actual.keys() | expected.keys())
+        if actual.get(tenant) != expected.get(tenant)
+    ]
+    assert not wrong, "\n".join(wrong)
+    return OpenChecked(len(expected), sum(count for _, count in expected.values()))
 
 
 def _diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]]) -> str:

@@ -1,4 +1,5 @@
-"""The reference model: expected final windows from a set of events, from docs/design.md.
+"""The reference model: expected final windows, and each tenant's open orders, from a set of
+events, from docs/design.md.
 
 Deliberately independent of ``service/``: no pairing, window or replay code is imported,
 and nothing here is clever. It works on the *set* of events (duplicates collapse), so it
@@ -171,3 +172,118 @@ def paired_orders(envelopes: list[Any], source: str = SOURCE) -> int:
         if half is not None:
             halves[half.order_id].add(half.role)
     return sum(1 for roles in halves.values() if {"submitted", "completed"} <= roles)
+
+
+# -- open orders per tenant ----------------------------------------------------------------
+#
+# The rules, from the contract (docs/design.md, "The wait estimate"):
+# - an order is a tenant's when its earliest submission (ties: tenant, drink) names it;
+# - open at t: submitted at s <= t, no completion or cancellation at a time <= t, and
+#   t - s <= the maximum wait;
+# - the time a tenant's count is for: its latest event, of the earliest submission, the
+#   earliest completion and the earliest cancellation each of its orders has, unless that
+#   one stands alone more than LONE_EVENT_GAP seconds after all the others (then the one
+#   before it); never later than ``now``.
+
+LONE_EVENT_GAP = 900
+
+
+@dataclass(frozen=True)
+class _Timeline:
+    """One order as the open count sees it: whose, when submitted, when it could end."""
+
+    tenant: str
+    submitted: int
+    ends: tuple[int, ...]  # every completion and cancellation time
+    kept: tuple[int, ...]  # its earliest submission, completion and cancellation
+
+
+def _timelines(envelopes: list[Any], source: str) -> list[_Timeline]:
+    submissions: dict[str, list[Half]] = defaultdict(list)
+    completions: dict[str, list[int]] = defaultdict(list)
+    cancellations: dict[str, list[int]] = defaultdict(list)
+    for envelope in envelopes:
+        try:
+            half = read_half(envelope, source)
+        except Unprocessable:
+            continue
+        if half is None:
+            continue
+        if half.role == "submitted":
+            submissions[half.order_id].append(half)
+        elif half.role == "completed":
+            completions[half.order_id].append(half.time)
+        else:
+            cancellations[half.order_id].append(half.time)
+    found = []
+    for order_id, halves in submissions.items():
+        first = min(halves, key=lambda h: (h.time, h.tenant, h.drink))
+        done, cancelled = completions[order_id], cancellations[order_id]
+        kept = [first.time]
+        if done:
+            kept.append(min(done))
+        if cancelled:
+            kept.append(min(cancelled))
+        found.append(_Timeline(first.tenant, first.time, (*done, *cancelled), tuple(kept)))
+    return found
+
+
+def open_orders_at(
+    envelopes: list[Any],
+    tenant: str,
+    at: int,
+    *,
+    max_wait_seconds: int = 7200,
+    source: str = SOURCE,
+) -> int:
+    """How many of ``tenant``'s orders are open at event time ``at``."""
+    return sum(
+        1
+        for order in _timelines(envelopes, source)
+        if order.tenant == tenant
+        and order.submitted <= at
+        and at - order.submitted <= max_wait_seconds
+        and not any(end <= at for end in order.ends)
+    )
+
+
+def tenant_as_of(
+    envelopes: list[Any], tenant: str, *, now: int | None = None, source: str = SOURCE
+) -> int | None:
+    """The event time ``tenant``'s count is for (None: it has no order)."""
+    times = sorted(
+        {
+            at
+            for order in _timelines(envelopes, source)
+            if order.tenant == tenant
+            for at in order.kept
+        }
+    )
+    if not times:
+        return None
+    latest = times[-1]
+    if len(times) > 1 and times[-1] - times[-2] > LONE_EVENT_GAP:
+        latest = times[-2]
+    return latest if now is None else min(now, latest)
+
+
+def expected_open_orders(
+    envelopes: list[Any],
+    *,
+    max_wait_seconds: int = 7200,
+    now: int | None = None,
+    source: str = SOURCE,
+) -> dict[str, tuple[int, int]]:
+    """Every tenant with an order: ``{tenant: (as_of, open orders at as_of)}``."""
+    tenants = sorted({order.tenant for order in _timelines(envelopes, source)})
+    found = {}
+    for tenant in tenants:
+        as_of = tenant_as_of(envelopes, tenant, now=now, source=source)
+        assert as_of is not None
+        found[tenant] = (
+            as_of,
+            open_orders_at(
+                envelopes, tenant, as_of, max_wait_seconds=max_wait_seconds, source=source
+            ),
+        )
+    return found

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import random
 import time
+from typing import Any
 
 import anyio
 import pytest
 
+from service.tools.player import envelope_to_entry, put_entries
 from tests.helpers import Aws, wait_until
 from tests.reliability.harness import (
     WorkerProcess,
     burst_worker,
     check_against_reference,
+    check_open_orders,
     metric_value,
     send_bodies,
     set_max_receive_count,
@@ -95,7 +98,8 @@ async def test_sigkill_at_26_points_spread_over_a_run(aws: Aws) -> None:
     # visibility timeout).
     await burst_worker(aws.settings)
     checked = await check_against_reference(aws, traffic.envelopes, aws.settings)
-    print(f"kills={len(kills)} {checked} {time.monotonic() - started:.1f}s")
+    opened = await check_open_orders(aws, traffic.envelopes, aws.settings)
+    print(f"kills={len(kills)} {checked} {opened} {time.monotonic() - started:.1f}s")
     print("\n".join(kills))
     assert len(kills) == 26
     # Two points exist only when timing makes them: a flush of one or two orders (the
@@ -158,10 +162,80 @@ async def test_three_workers_one_killed_and_restarted_twice(aws: Aws) -> None:
             await wait_until(lambda: not worker.alive(), 30, "a worker to stop")  # noqa: B023 - awaited at once
             assert worker.process.returncode == 0, worker.raw_log()[-2000:]
         checked = await check_against_reference(aws, traffic.envelopes, aws.settings)
+        opened = await check_open_orders(aws, traffic.envelopes, aws.settings)
     finally:
         for worker in workers + victims:
             worker.close()
     print(
         f"deliveries={len(traffic.deliveries)} duplicates={traffic.duplicates} "
-        f"{checked} {time.monotonic() - started:.1f}s"
+        f"{checked} {opened} {time.monotonic() - started:.1f}s"
     )
+
+
+async def _feed_the_bus(
+    aws: Aws, envelopes: list[dict[str, Any]], parts: int, every: float, fed: list[int]
+) -> None:
+    """PutEvents on the service's bus, in ``parts`` (each counted in ``fed`` once sent):
+    the rule routes them to the queue."""
+    size = -(-len(envelopes) // parts)
+    for start in range(0, len(envelopes), size):
+        chunk = envelopes[start : start + size]
+        entries = [envelope_to_entry(e, aws.settings.event_bus) for e in chunk]
+        assert await put_entries(aws.clients.events, entries) == len(entries)
+        fed.append(len(entries))
+        await anyio.sleep(every)
+
+
+PARTS = 12
+
+
+async def test_open_orders_exact_after_sigkill_and_restart(aws: Aws) -> None:
+    # Two rounds, each through the bus while the worker dies: half of the deliveries, a
+    # SIGKILL once the worker is mid-stream, a restart that drains, then every tenant's
+    # stored open count against the reference of what was sent so far (many orders are
+    # open there: their endings are in the second half); then the rest, the same again,
+    # with the last orders of the traffic never completed. Two crashed flushes can hold the
+    # same message: the redrive threshold is raised so that nothing good reaches the DLQ.
+    await set_max_receive_count(aws, 10)
+    traffic = messy_traffic(110, seed=11, open_at_end=12)
+    started = time.monotonic()
+    half = len(traffic.deliveries) // 2
+    rounds = (traffic.deliveries[:half], traffic.deliveries[half:])
+    env = worker_env(aws.settings)
+    worker = WorkerProcess(env)
+    dead: list[WorkerProcess] = []
+    sent: list[dict[str, Any]] = []
+    checked = []
+    try:
+        for number, new in enumerate(rounds):
+            sent += new
+            before = _processed(worker)
+            fed: list[int] = []
+            async with anyio.create_task_group() as feeding:
+                feeding.start_soon(_feed_the_bus, aws, new, PARTS, 0.8, fed)
+                await wait_until(
+                    lambda: _processed(worker) >= before + 15,  # noqa: B023 - awaited at once
+                    60,
+                    f"worker {number} to be mid-stream",
+                )
+                assert worker.alive(), worker.raw_log()[-2000:]
+                worker.kill()
+                dead.append(worker)
+                assert len(fed) < PARTS, "killed before the round's traffic was all sent"
+                killed_at = f"killed after {len(fed)}/{PARTS} parts"
+                worker = WorkerProcess(env)
+            await wait_for_empty_queue(aws, 60)
+            opened = await check_open_orders(aws, sent, aws.settings)
+            assert opened.open_orders > 0, "some orders are open"
+            checked.append(
+                f"round {number}: {killed_at}, {opened} ({time.monotonic() - started:.1f}s)"
+            )
+        await wait_until(lambda: worker.logged("worker_started"), 30, "the last worker to start")
+        worker.terminate()
+        await wait_until(lambda: not worker.alive(), 30, "the last worker to stop")
+        assert worker.process.returncode == 0, worker.raw_log()[-2000:]
+        windows = await check_against_reference(aws, traffic.envelopes, aws.settings)
+    finally:
+        for process in (*dead, worker):
+            process.close()
+    print(f"{'; '.join(checked)}; {windows} {time.monotonic() - started:.1f}s")

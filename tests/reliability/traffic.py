@@ -70,8 +70,11 @@ def messy_traffic(
     jitter_seconds: float = 240.0,
     duplicate_rate: float = 0.10,
     unrelated_rate: float = 0.3,
+    open_at_end: int = 0,
 ) -> Traffic:
-    """``orders`` orders of messy traffic, reproducible for a ``seed`` (times aside)."""
+    """``orders`` orders of messy traffic, reproducible for a ``seed`` (times aside). The
+    last ``open_at_end`` orders are only ever submitted: still open when the traffic ends
+    (0, the default, leaves the traffic of a seed as it always was)."""
     rng = random.Random(seed)
     if start is None:
         # Days in the past: well inside the service's future-time guard, whatever today is.
@@ -119,11 +122,12 @@ def messy_traffic(
             submitted = min(submitted, done)
         ref = {"orderId": order_id, "eventId": tenant} if shape < 0.9 else {"orderId": order_id}
         ending = rng.random()
-        if ending < 0.03:  # completion only: its submission was never seen
+        still_open = number >= orders - open_at_end
+        if ending < 0.03 and not still_open:  # completion only: its submission was never seen
             add(completed_type, done, dict(ref), done)
             continue
         add("OrderManager.WaitingCompletion", submitted, submitted_detail, submitted)
-        if ending < 0.06:  # submission only: never completed (still pending)
+        if still_open or ending < 0.06:  # submission only: never completed (still pending)
             continue
         if ending < 0.11:
             add(cancelled_type, done, dict(ref), done)

@@ -39,6 +39,7 @@ def client_error(code: str, status: int, **extra: Any) -> ClientError:
         (client_error("RequestTimeout", 408), True),
         (client_error("ValidationException", 400), False),
         (client_error("ConditionalCheckFailedException", 400), False),
+        (client_error("TransactionConflictException", 400), True),
         (client_error("ItemCollectionSizeLimitExceededException", 400), False),
         (EndpointConnectionError(endpoint_url="http://127.0.0.1:1"), True),
         (ConnectTimeoutError(endpoint_url="http://127.0.0.1:1"), True),

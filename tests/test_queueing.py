@@ -9,16 +9,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.aws.items import encode_tenant_orders
 from service.core import queueing
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.queueing import (
     LONE_EVENT_GAP,
+    MAX_TENANT_BYTES,
     MIN_TRAINING,
     EstimateBook,
     Sample,
+    StoredTenant,
+    TenantCommit,
     TenantState,
     fit,
+    stored_size,
 )
 
 pytestmark = pytest.mark.unit
@@ -131,7 +136,25 @@ def check_delivery(planned: list, rng: random.Random, as_of: int) -> None:
         assert open_brute_force(events, "NYC", as_of) == 0
         return
     assert found.open_orders == expected.open_orders == open_brute_force(events, "NYC", as_of)
-    assert found == expected
+    if not uncounting(events):
+        assert found == expected
+
+
+def uncounting(events: list[OrderEvent]) -> bool:
+    """Whether an order can stop training the estimate once it did: a submission naming
+    another tenant (the order may move away) or a cancellation beside a completion (it
+    may be cancelled after it counted). Pruning assumes the trained orders only grow, so
+    then the learned figures may differ by delivery order (docs/design.md, "The wait
+    estimate"); the open counts never do."""
+    by_order: dict[str, set[tuple[Role, str]]] = {}
+    for event in events:
+        by_order.setdefault(event.order_id, set()).add((event.role, event.tenant))
+    for roles in by_order.values():
+        tenants = {tenant for role, tenant in roles if role is Role.SUBMITTED}
+        kinds = {role for role, _ in roles}
+        if len(tenants) > 1 or {Role.COMPLETED, Role.CANCELLED} <= kinds:
+            return True
+    return False
 
 
 def test_orders_ahead_count_cancellations_until_they_happen() -> None:
@@ -214,3 +237,76 @@ def test_the_book_publishes_only_changes_at_rising_versions() -> None:
     assert book.update([record("a", sub("a", 100))], now=105) == []  # as_of alone: no change
     second = book.update([record("b", sub("b", 110))], now=110)
     assert [(v.estimate.open_orders, v.version, v.estimate.as_of) for v in second] == [(2, 2, 110)]
+
+
+# -- the tenants' commit: found in review (two workers, stale caches) ------------------------
+
+
+def stored(state: TenantState, version: int) -> StoredTenant:
+    return StoredTenant.of(state, version, now=10**10, max_wait_seconds=MAX_WAIT)
+
+
+def commit_once(
+    records: dict[str, list[OrderRecord]],
+    states: dict[str, StoredTenant],
+    *,
+    reread: dict[str, StoredTenant] | None = None,
+) -> TenantCommit:
+    """One commit's rounds, as a store drives them: the first round lost to ``reread``."""
+    commit = TenantCommit(records, states, now=10**10, max_wait_seconds=MAX_WAIT)
+    first = True
+    while proposals := commit.proposals():
+        if first and reread:
+            commit.lost(reread)
+        else:
+            commit.landed(proposals)
+        first = False
+    return commit
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="known limitation: a moved order comes back behind a stale partial record "
+    '(docs/design.md, "The wait estimate")',
+)
+def test_an_order_that_moved_away_stays_away_behind_a_stale_partial_record() -> None:
+    """x: open at LDN (120), then its earlier submission names NYC (110). Worker B sees the
+    whole record and leaves a tombstone at LDN; worker A, on a record read before that
+    submission was applied and a cache from before B, must not bring x back to LDN."""
+    partial = record("x", sub("x", 120, "LDN"), done("x", 200))
+    whole = record("x", sub("x", 110, "NYC"), sub("x", 120, "LDN"), done("x", 200))
+    v1 = stored(TenantState("LDN").add([record("x", sub("x", 120, "LDN"))]), 1)
+    b = commit_once({"LDN": [whole]}, {"LDN": v1})
+    v2 = b.result()[0].stored
+    assert v2.view is None and b.result()[0].counted == ()  # LDN holds no order of its own
+    a = commit_once({"LDN": [partial]}, {"LDN": v1}, reread={"LDN": v2})
+    after = a.result()[0]
+    assert after.counted == ()  # x is NYC's: never counted at LDN
+    assert after.stored.view is None or after.stored.view.open_orders == 0
+
+
+def test_a_change_is_judged_against_what_the_winner_of_a_race_published() -> None:
+    """3 open, B writes 4 open (and publishes it); A, from the 3, cancels one and loses
+    the race: after re-reading B's 4, its 3 is a change and must go out."""
+    three = TenantState("NYC").add([record(f"o{i}", sub(f"o{i}", 100 + i)) for i in range(3)])
+    v1 = stored(three, 1)
+    v2 = stored(three.add([record("o3", sub("o3", 110))]), 2)
+    assert v2.view is not None and v2.view.open_orders == 4
+    a = commit_once(
+        {"NYC": [record("o0", sub("o0", 100), gone("o0", 120))]}, {"NYC": v1}, reread={"NYC": v2}
+    )
+    result = a.result()[0]
+    assert result.stored.view is not None and result.stored.view.open_orders == 3
+    assert result.changed
+
+
+def test_a_tenant_state_stays_under_its_byte_cap_whatever_its_names() -> None:
+    long_id = "é" * 128
+    records = [
+        record(f"{long_id}{i}", sub(f"{long_id}{i}", 1000 + i, drink="☕" * 128))
+        for i in range(2000)
+    ]
+    state, dropped = TenantState("NYC").add(records).prune(3000, MAX_WAIT)
+    assert dropped > 0
+    assert sum(stored_size(r) for r in state.orders.values()) <= MAX_TENANT_BYTES
+    assert len(encode_tenant_orders(state.orders)) < 400_000

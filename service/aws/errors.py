@@ -101,6 +101,10 @@ def is_retriable(exc: BaseException) -> bool:
     if isinstance(exc, ClientError):
         if error_code(exc) == "TransactionCanceledException":
             return set(cancellation_reasons(exc)) <= TRANSIENT_CANCELLATIONS
+        if error_code(exc) == "TransactionConflictException":
+            # A single-item write that met another worker's transaction on the same item
+            # (the tenant's puts and the orders' updates do): sending it again can succeed.
+            return True
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
         context = RetryContext(
             attempt_number=1,

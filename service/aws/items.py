@@ -19,7 +19,7 @@ One table, partition key ``pk`` only, two kinds of item:
 | | | ``updatedAt`` | S | RFC 3339, when it was written |
 | tenant | ``T#<tenant>`` | ``tenant`` | S | the tenant, readable |
 | | | ``v`` | N | version: rises with every write |
-| | | ``to`` | B | the tenant's orders (``TenantState``), zlib-compressed JSON ``[[orderId, submittedAt, drink, completedAt, cancelledAt, cancelled], ...]`` |
+| | | ``to`` | B | the tenant's orders (``TenantState``; another tenant's: a tombstone), zlib-compressed JSON ``[[orderId, submittedAt, tenant, drink, completedAt, cancelledAt, cancelled], ...]`` |
 | | | ``updatedAt`` | S | RFC 3339, when it was written |
 
 An order record's update only adds to sets (``ADD``) and sets sticky flags: every write
@@ -301,8 +301,7 @@ def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:
     rows = [
         [
             record.order_id,
-            record.submissions[0][0],
-            record.submissions[0][2],
+            *record.submissions[0],
             record.completions[0] if record.completions else None,
             record.cancellations[0] if record.cancellations else None,
             int(record.cancelled),
@@ -314,15 +313,15 @@ def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:
     return zlib.compress(text.encode(), 6)
 
 
-def decode_tenant_orders(tenant: str, data: bytes) -> dict[str, OrderRecord]:
+def decode_tenant_orders(data: bytes) -> dict[str, OrderRecord]:
     """Inverse of ``encode_tenant_orders``."""
     orders = {}
-    for order_id, submitted, drink, completed, cancelled_at, cancelled in json.loads(
+    for order_id, submitted, owner, drink, completed, cancelled_at, cancelled in json.loads(
         zlib.decompress(data)
     ):
         orders[str(order_id)] = OrderRecord(
             str(order_id),
-            ((int(submitted), tenant, str(drink)),),
+            ((int(submitted), str(owner), str(drink)),),
             () if completed is None else (int(completed),),
             bool(cancelled),
             None,
@@ -356,4 +355,4 @@ def tenant_from_item(item: Item | None) -> tuple[str, dict[str, OrderRecord], in
         return None
     tenant = item[TENANT]["S"]
     data = item[TENANT_ORDERS]["B"]
-    return tenant, decode_tenant_orders(tenant, bytes(data)), int(item[VERSION]["N"])
+    return tenant, decode_tenant_orders(bytes(data)), int(item[VERSION]["N"])

@@ -46,6 +46,7 @@ log = structlog.get_logger(__name__)
 
 MAX_UNPROCESSED_ROUNDS = 8  # asks for DynamoDB's UnprocessedKeys before it counts as a failure
 TRANSACT_LIMIT = 100  # actions per TransactWriteItems
+TRANSACT_BYTES = 3_500_000  # bytes per TransactWriteItems (DynamoDB's limit: 4 MB)
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 SINGLE_WRITES_UP_TO = 2  # orders per flush written with UpdateItem ALL_NEW instead
 
@@ -435,8 +436,7 @@ async def write_conditionally(
         return set(), {pk}
     written: set[str] = set()
     conflicted: set[str] = set()
-    for start in range(0, len(pks), TRANSACT_LIMIT):
-        chunk = pks[start : start + TRANSACT_LIMIT]
+    for chunk in _chunks(pks, puts):
         actions: list[TransactWriteItemTypeDef] = [{"Put": puts[pk]} for pk in chunk]
         try:
             await call(
@@ -460,14 +460,37 @@ async def write_conditionally(
     return written, conflicted
 
 
+def _chunks(pks: list[str], puts: dict[str, PutTypeDef]) -> list[list[str]]:
+    """The puts in transactions of at most ``TRANSACT_LIMIT`` items and
+    ``TRANSACT_BYTES`` (DynamoDB's limits: 100 actions, 4 MB)."""
+    chunks: list[list[str]] = [[]]
+    size = 0
+    for pk in pks:
+        item = _put_bytes(puts[pk])
+        if chunks[-1] and (len(chunks[-1]) >= TRANSACT_LIMIT or size + item > TRANSACT_BYTES):
+            chunks.append([])
+            size = 0
+        chunks[-1].append(pk)
+        size += item
+    return chunks
+
+
+def _put_bytes(put: PutTypeDef) -> int:
+    """An upper bound of a put item's size: the length of its text (binary values count
+    up to four times: safe for a limit)."""
+    return len(str(put["Item"]))
+
+
 async def _put_one(
     client: DynamoDBClient, put: PutTypeDef, count_items: Callable[[str, int], None]
 ) -> bool:
     try:
         await call("dynamodb.PutItem", lambda: client.put_item(**put))
     except DependencyError as exc:
-        if exc.code == "ConditionalCheckFailedException":
-            log.debug("conditional_put_lost")
+        if exc.code in {"ConditionalCheckFailedException", "TransactionConflictException"}:
+            # Another writer got there first, or holds the item in a transaction now: a
+            # lost race, re-read and joined again (``_Rounds.reread``).
+            log.debug("conditional_put_lost", code=exc.code)
             return False
         raise
     count_items("PutItem", 1)

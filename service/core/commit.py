@@ -99,8 +99,11 @@ class WindowCommit:
             self.states[key] = self._proposed[key]
 
     def lost(self, reread: Mapping[WindowKey, StoredKey]) -> None:
-        """These keys' writes lost a race: their stored states as read again."""
+        """These keys' writes lost a race: their stored states as read again. What
+        another writer wrote is what it published: the baseline of ``changed`` now."""
         self.states.update(reread)
+        for key, stored in reread.items():
+            self.before[key] = stored.view
 
     def result(self) -> list[KeyCommitted]:
         """Every key of the flush, where it ended, and whether its window changed."""

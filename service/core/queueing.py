@@ -39,6 +39,7 @@ from service.core.pairing import OrderRecord
 from service.errors import MAX_CONFLICT_ROUNDS, next_round
 
 MAX_TENANT_ORDERS = 2000  # per tenant: past it the oldest orders leave the state (counted)
+MAX_TENANT_BYTES = 300_000  # and past this many bytes of them (a DynamoDB item holds 400 KB)
 TRAINING_ORDERS = 150  # the tenant's latest counted orders the estimate learns from
 MIN_TRAINING = 5  # counted orders a tenant needs before it gets any estimate
 MAX_SERVERS = 8  # the hinge's knee is searched in 1..MAX_SERVERS orders ahead
@@ -79,13 +80,15 @@ class TenantState:
         self, as_of: int, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS
     ) -> tuple[TenantState, int]:
         """The state without what no view at ``as_of`` or later can need, and how many
-        orders the cap dropped (the oldest first: then open counts and the learned offsets
+        orders the caps dropped (the oldest first: then open counts and the learned offsets
         are approximate, docs/design.md, "The wait estimate").
 
-        Kept: the tenant's orders not ended and not older than the maximum wait; ended
-        orders that ended after ``horizon`` (the earliest completion among the training
-        orders, less the maximum wait: an order ended before it was open at no training
-        order's submission). Records whose earliest submission names another tenant go.
+        Kept: orders not ended and not older than the maximum wait; ended orders that
+        end after ``as_of`` (open at it: events may be stamped after the time an estimate
+        is for) or ended after ``horizon`` (the earliest completion among the training orders, less
+        the maximum wait: an order ended before it was open at no training order's
+        submission). Records whose earliest submission names another tenant go. At most
+        ``cap`` orders and ``MAX_TENANT_BYTES`` of them are kept.
         """
         mine = [r for r in self.orders.values() if r.tenant == self.tenant]
         horizon = _horizon(mine, max_wait_seconds)
@@ -96,9 +99,9 @@ class TenantState:
             if ended is None:
                 if as_of - submitted <= max_wait_seconds:
                     kept.append(record)
-            elif horizon is None or ended >= horizon:
-                kept.append(record)
-        dropped = max(0, len(kept) - cap)
+            elif horizon is None or ended >= horizon or ended > as_of:
+                kept.append(record)  # (an order ending after as_of is still open at it)
+        dropped = _over_caps(kept, cap)
         if dropped:
             # Ended orders first (oldest end first), then open ones (oldest submission).
             kept.sort(key=_drop_order)
@@ -143,6 +146,13 @@ class TenantState:
         return times[-1]
 
 
+def view_of(state: TenantState, now: int, max_wait_seconds: int) -> Estimate | None:
+    """A state's view: its estimate at its latest event, never after ``now`` (None: the
+    tenant holds no order of its own). Computed from the state as stored, pruned."""
+    latest = state.latest_event()
+    return None if latest is None else state.estimate(min(now, latest), max_wait_seconds)
+
+
 def compact(record: OrderRecord) -> OrderRecord:
     """What a tenant's state keeps of a record: its earliest submission, completion and
     cancellation, and whether it was cancelled. Every view reads only these, and the
@@ -166,6 +176,26 @@ def compact(record: OrderRecord) -> OrderRecord:
         False,
         record.cancellations[:1],
     )
+
+
+def stored_size(record: OrderRecord) -> int:
+    """An upper bound of the bytes a compacted record takes in a tenant's item (its JSON
+    row, before compression): what ``MAX_TENANT_BYTES`` counts."""
+    first = record.submissions[0] if record.submissions else (0, "", "")
+    return len(record.order_id.encode()) + len(first[1].encode()) + len(first[2].encode()) + 64
+
+
+def _over_caps(kept: Sequence[OrderRecord], cap: int) -> int:
+    """How many of the oldest records (``_drop_order``) must go to fit both caps."""
+    dropped = max(0, len(kept) - cap)
+    total = sum(stored_size(r) for r in kept)
+    if total <= MAX_TENANT_BYTES:
+        return dropped
+    for index, record in enumerate(sorted(kept, key=_drop_order)):
+        if total <= MAX_TENANT_BYTES:
+            return max(dropped, index)
+        total -= stored_size(record)
+    return len(kept)
 
 
 def _drop_order(record: OrderRecord) -> tuple[int, int, str]:
@@ -347,7 +377,7 @@ class EstimateBook:
             state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
             self.dropped += dropped
             self.states[tenant] = state
-            found = state.estimate(as_of, self.max_wait_seconds)
+            found = view_of(state, now, self.max_wait_seconds)
             if found is None:
                 continue
             last = self.published.get(tenant)
@@ -386,9 +416,7 @@ class StoredTenant:
         cls, state: TenantState, version: int, *, now: int, max_wait_seconds: int
     ) -> StoredTenant:
         """A stored state with its view at the tenant's latest event (never after ``now``)."""
-        latest = state.latest_event()
-        view = None if latest is None else state.estimate(min(now, latest), max_wait_seconds)
-        return cls(state, view, version)
+        return cls(state, view_of(state, now, max_wait_seconds), version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -442,15 +470,14 @@ class TenantCommit:
             latest = state.latest_event()
             as_of = self.now if latest is None else min(self.now, latest)
             state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
-            # Pruning may leave the orders as they were (a record that names the tenant but
-            # is another's, or one the cap drops again). Against a state this commit wrote
-            # or read again, that is no change; against a cached one it is still written,
-            # since the cache may be stale and only the conditional write finds out (then
-            # a stored state that still holds such an order is corrected).
+            # Pruning may leave the orders as they were (an order the caps drop again, or
+            # one too old to hold). Against a state this commit wrote or read again, that
+            # is no change; against a cached one it is still written, since the cache may
+            # be stale and only the conditional write finds out.
             if state.orders == current.state.orders and tenant in self._fresh:
                 continue
-            stored = StoredTenant(
-                state, state.estimate(as_of, self.max_wait_seconds), current.version + 1
+            stored = StoredTenant.of(
+                state, current.version + 1, now=self.now, max_wait_seconds=self.max_wait_seconds
             )
             proposed[tenant] = (stored, dropped)
         if proposed:
@@ -470,9 +497,12 @@ class TenantCommit:
             self._fresh.add(tenant)
 
     def lost(self, reread: Mapping[str, StoredTenant]) -> None:
-        """These tenants' writes lost a race: their stored states as read again."""
+        """These tenants' writes lost a race: their stored states as read again. What
+        another writer wrote is what it published: the baseline of ``changed`` now."""
         self.states.update(reread)
         self._fresh.update(reread)
+        for tenant, stored in reread.items():
+            self.before[tenant] = stored.view
 
     def result(self) -> list[TenantCommitted]:
         """Every tenant of the flush, where it ended, and whether its estimate changed."""
@@ -488,12 +518,17 @@ class TenantCommit:
 
 
 def _newly_counted(before: TenantState, after: TenantState, max_wait_seconds: int) -> list[str]:
-    """The orders ``after`` counts and ``before`` did not (or did not hold)."""
-    found = []
-    for order_id, record in after.orders.items():
-        if counted_wait(record, max_wait_seconds) is None:
-            continue
-        known = before.orders.get(order_id)
-        if known is None or counted_wait(known, max_wait_seconds) is None:
-            found.append(order_id)
-    return sorted(found)
+    """The tenant's own orders ``after`` counts and ``before`` did not (or did not hold)."""
+
+    def counts(record: OrderRecord | None) -> bool:
+        return (
+            record is not None
+            and record.tenant == after.tenant
+            and counted_wait(record, max_wait_seconds) is not None
+        )
+
+    return sorted(
+        order_id
+        for order_id, record in after.orders.items()
+        if counts(record) and not counts(before.orders.get(order_id))
+    )

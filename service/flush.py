@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.core.estimate import Estimate
-from service.core.events import average_event, estimate_event, parse_body
+from service.core.events import average_event, estimate_detail, parse_body
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderRecord, expired, join_event, outcome
 from service.core.queueing import counted_wait
@@ -365,7 +365,7 @@ class Flush:
             average_event(c.key, c.state.window, c.state.version, size) for c in averages
         ]
         details += [
-            _estimate_detail(c.estimate, c.version) for c in estimates if c.estimate is not None
+            estimate_detail(c.estimate, c.version) for c in estimates if c.estimate is not None
         ]
         await retry("publish", lambda: self.publisher.publish(details))
 
@@ -431,8 +431,3 @@ class Flush:
         except WaitTimesError as exc:
             # Not released early, it returns after the visibility timeout all the same.
             log.warning("poison_release_failed", error=str(exc)[:300])
-
-
-def _estimate_detail(estimate: Estimate, version: int) -> Published:
-    drinks = {drink: (e.estimate, e.p90) for drink, e in estimate.drinks.items()}
-    return estimate_event(estimate.tenant, estimate.as_of, estimate.open_orders, drinks, version)

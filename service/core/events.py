@@ -23,6 +23,7 @@ from pydantic import (
     ValidationError,
 )
 
+from service.core.estimate import Estimate
 from service.core.orders import OrderEvent, Role
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError
@@ -169,6 +170,13 @@ def estimate_event(
         drinks={d: DrinkWait(estimate=e, p90=p) for d, (e, p) in sorted(drinks.items())},
         version=version,
     )
+
+
+def estimate_detail(estimate: Estimate, version: int) -> WaitEstimate:
+    """The detail of a tenant's estimate (``service.core.estimate``) at ``version``: what
+    the worker publishes and ``replay --estimates`` prints."""
+    drinks = {drink: (e.estimate, e.p90) for drink, e in estimate.drinks.items()}
+    return estimate_event(estimate.tenant, estimate.as_of, estimate.open_orders, drinks, version)
 
 
 def average_event(

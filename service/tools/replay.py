@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from service.core.events import COMPLETED, WaitEstimate, estimate_event, parse_envelope
+from service.core.events import COMPLETED, WaitEstimate, estimate_detail, parse_envelope
 from service.core.orders import OrderEvent
 from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
 from service.core.queueing import EstimateBook
@@ -190,11 +190,7 @@ def replay_estimates(
         if record is None:
             continue
         for found in estimates.update([record], now):
-            estimate = found.estimate
-            drinks = {d: (e.estimate, e.p90) for d, e in estimate.drinks.items()}
-            yield estimate_event(
-                estimate.tenant, estimate.as_of, estimate.open_orders, drinks, found.version
-            )
+            yield estimate_detail(found.estimate, found.version)
     summary.late_halves = book.late_halves
     summary.anomalies = sum(
         1

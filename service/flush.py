@@ -36,7 +36,14 @@ import structlog
 from service.core.estimate import Estimate
 from service.core.events import average_event, estimate_detail, parse_body
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, OrderRecord, expired, join_event, outcome
+from service.core.pairing import (
+    Anomalous,
+    InForce,
+    OrderRecord,
+    expired,
+    join_event,
+    outcome,
+)
 from service.core.queueing import counted_wait
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
@@ -130,7 +137,9 @@ def keep_in_force(
         if first is not None and view is not None and view.as_of < first[0]:
             found = view.drinks.get(first[2])
         kept.append(
-            record if found is None else record._replace(in_force=(found.estimate, found.p90))
+            record
+            if found is None or first is None
+            else record._replace(in_force=InForce(found.estimate, found.p90, first[1]))
         )
     return kept
 
@@ -230,10 +239,11 @@ def scores(
     submitted_here: set[str],
     max_wait_seconds: int,
 ) -> list[Score]:
-    """Each order the commit counted first, scored against the estimate kept with it: the
-    absolute error and whether the wait exceeded the p90; unscored when its submission was
-    processed in this flush (its completion was there first, or came with it) or no
-    estimate was in force for it."""
+    """Each order the commit saw completed first, if its wait counts, scored against the
+    estimate kept with it: the absolute error and whether the wait exceeded the p90;
+    unscored when its submission was processed in this flush (its completion was there
+    first, or came with it), when no estimate was in force for it, or when the estimate
+    it kept was another tenant's (it moved: the tenant it was told at scored it)."""
     found = []
     for change in changes:
         for order_id in change.counted:
@@ -245,8 +255,10 @@ def scores(
                 found.append(Score(change.tenant, order_id, reason="completed_first"))
             elif record.in_force is None:
                 found.append(Score(change.tenant, order_id, reason="no_estimate"))
+            elif record.in_force.tenant not in (None, change.tenant):
+                found.append(Score(change.tenant, order_id, reason="moved"))
             else:
-                estimate, p90 = record.in_force
+                estimate, p90, _ = record.in_force
                 found.append(
                     Score(change.tenant, order_id, error=abs(wait - estimate), over_p90=wait > p90)
                 )

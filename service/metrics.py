@@ -32,7 +32,7 @@ MAX_REQUEST_BYTES = 8192
 OTHER_TENANT = "_other"
 # The estimate's absolute error: seconds to the default maximum wait (2 hours).
 ESTIMATE_ERROR_BUCKETS = (5, 10, 20, 30, 60, 90, 120, 180, 300, 600, 900, 1800, 3600, 7200)
-UNSCORED_REASONS = ("no_estimate", "completed_first")
+UNSCORED_REASONS = ("no_estimate", "completed_first", "moved")
 
 
 class Metrics:
@@ -261,7 +261,8 @@ class EstimateSeries:
             "wait_times_estimate_unscored",
             "Completed orders with no estimate to score, per tenant and reason: no_estimate "
             "(none in force for the drink at submission), completed_first (the completion "
-            "processed before or with the submission)",
+            "processed before or with the submission), moved (its estimate was another "
+            "tenant's: that one scored it)",
             ["tenant", "reason"],
             registry=r,
         )

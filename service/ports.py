@@ -66,7 +66,8 @@ class WindowChange:
 class TenantChange:
     """Where a tenant ended after a commit: its estimate (None while it has none) at
     ``version``; ``changed`` if its estimate changed in whole seconds (``Estimate.rounded``);
-    ``counted``: the orders this commit was the first to count (to score)."""
+    ``counted``: the orders this commit was the first to hold completed, waits that count
+    (to score, once each)."""
 
     tenant: str
     estimate: Estimate | None

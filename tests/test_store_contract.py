@@ -18,7 +18,7 @@ import pytest
 from service.aws import items
 from service.aws.store import DynamoStore
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import OrderRecord
+from service.core.pairing import InForce, OrderRecord
 from service.core.window import WindowKey
 from service.ports import Committed, TenantChange, WindowChange
 from tests.fakes import FakeStore, RecordingObserver
@@ -272,10 +272,13 @@ async def test_windows_and_tenants_commit_together(subject: Subject) -> None:
 @DYNAMODB_ONLY
 async def test_the_estimate_in_force_is_kept_once_with_the_order(subject: Subject) -> None:
     store = subject.store
-    kept = await store.apply_all([submitted("a", 100)._replace(in_force=(300.0, 420.0))], now=1000)
-    assert kept["a"].in_force == (300.0, 420.0)
-    later = await store.apply_all([completed("a", 400)._replace(in_force=(5.0, 6.0))], now=1001)
-    assert later["a"].in_force == (300.0, 420.0)  # the first kept wins
+    told = InForce(300.0, 420.0, "NYC")
+    kept = await store.apply_all([submitted("a", 100)._replace(in_force=told)], now=1000)
+    assert kept["a"].in_force == told
+    later = await store.apply_all(
+        [completed("a", 400)._replace(in_force=InForce(5.0, 6.0, "LDN"))], now=1001
+    )
+    assert later["a"].in_force == told  # the first kept wins
     assert later["a"].completions == (400,)
 
 
@@ -283,7 +286,8 @@ async def test_the_estimate_in_force_is_kept_once_with_the_order(subject: Subjec
 async def test_an_order_that_moved_to_another_tenant_leaves_a_state_behind_our_cache(
     subject: Subject,
 ) -> None:
-    """Its earlier submission names another tenant: the state that held it must lose it,
+    """Its earlier submission names another tenant: the state that held it must stop
+    counting it (it keeps a tombstone),
     although this process's cache of that state never held it (found by the two-workers
     race of tests/test_order_independence.py)."""
     store = subject.store
@@ -296,11 +300,10 @@ async def test_an_order_that_moved_to_another_tenant_leaves_a_state_behind_our_c
     assert ldn is not None and ldn.open_orders == 1 and views["LDN"].version == 3
     nyc = views["NYC"].estimate
     assert nyc is not None and nyc.open_orders == 1
-    # The same records again: LDN's cached state cannot tell whether the stored one holds
-    # the order, so a conditional write checks (version 4, nothing changed): an order
-    # naming two tenants costs that write on each delivery, nothing more.
+    # The same records again: LDN keeps the moved order as a tombstone, so its cached state
+    # already holds everything the records say: nothing is written anywhere.
     again = await store.commit({}, {"NYC": [moved], "LDN": [moved]}, now=1002)
     assert {c.tenant: (c.version, c.changed) for c in again.tenants} == {
         "NYC": (1, False),
-        "LDN": (4, False),
+        "LDN": (3, False),
     }

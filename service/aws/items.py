@@ -9,7 +9,7 @@ One table, partition key ``pk`` only, two kinds of item:
 | | | ``cx`` | BOOL | cancelled (sticky) |
 | | | ``cxs`` | NS | every distinct cancellation time (epoch seconds) |
 | | | ``an`` | S | anomaly kind, set once by the worker that first reported it |
-| | | ``est`` | L | the estimate in force when its submission was first processed, ``[estimate, p90]`` (set once) |
+| | | ``est`` | L | the estimate in force when its submission was first processed, ``[estimate, p90, tenant]`` (set once; items kept before the tenant was have two) |
 | | | ``expiresAt`` | N | DynamoDB TTL; also the end of the order's horizon |
 | window | ``W#["<tenant>","<drink>"]`` | ``tenant``, ``drink`` | S | the key, readable |
 | | | ``v`` | N | version: rises with every write |
@@ -39,7 +39,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
-from service.core.pairing import KeyState, OrderRecord, Submission, top
+from service.core.pairing import InForce, KeyState, OrderRecord, Submission, top
 from service.core.window import Window, WindowEntry, WindowKey
 
 if TYPE_CHECKING:
@@ -126,7 +126,11 @@ def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateType
     if record.in_force is not None:
         names["#est"] = IN_FORCE
         sets.append("#est = if_not_exists(#est, :est)")
-        values[":est"] = {"L": [{"N": repr(float(value))} for value in record.in_force]}
+        told = record.in_force
+        kept: list[AttributeValueTypeDef] = [{"N": repr(told.estimate)}, {"N": repr(told.p90)}]
+        if told.tenant is not None:
+            kept.append({"S": told.tenant})
+        values[":est"] = {"L": kept}
     expression = "SET " + ", ".join(sets)
     if adds:
         expression += " ADD " + ", ".join(adds)
@@ -196,12 +200,12 @@ def record_from_item(order_id: str, item: Item) -> OrderRecord:
     )
 
 
-def _in_force(item: Item) -> tuple[float, float] | None:
+def _in_force(item: Item) -> InForce | None:
     values = item.get(IN_FORCE, {}).get("L")
-    if not values or len(values) != 2:
+    if not values or len(values) not in (2, 3):
         return None
-    estimate, p90 = (float(value["N"]) for value in values)
-    return estimate, p90
+    tenant = values[2].get("S") if len(values) == 3 else None  # (kept before the tenant was)
+    return InForce(float(values[0]["N"]), float(values[1]["N"]), tenant)
 
 
 def encode_entries(entries: Iterable[WindowEntry]) -> str:

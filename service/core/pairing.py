@@ -30,6 +30,15 @@ from service.core.window import Window, WindowEntry, WindowKey
 Submission = tuple[int, str, str]  # (time, tenant, drink): tuple order is the tie-break order
 
 
+class InForce(NamedTuple):
+    """The estimate an order was told: the predicted wait and p90 of its drink at the
+    tenant it was submitted to (None: kept before the tenant was, any tenant's)."""
+
+    estimate: float
+    p90: float
+    tenant: str | None = None
+
+
 class OrderRecord(NamedTuple):
     """Everything known about one order (immutable; a NamedTuple because it is cheap)."""
 
@@ -45,10 +54,10 @@ class OrderRecord(NamedTuple):
     # stopped being open. Empty with ``cancelled`` set only for records stored before
     # cancellation times were kept (then it ended at an unknown time).
     cancellations: tuple[int, ...] = ()
-    # The estimate (predicted wait, p90) in force for its drink when its submission was
-    # first processed: kept with the order to score it once it completes; the first kept
-    # wins. Not an event: no state that holds the order keeps it.
-    in_force: tuple[float, float] | None = None
+    # The estimate in force for its drink when its submission was first processed: kept
+    # with the order to score it once it completes; the first kept wins. Not an event: no
+    # state that holds the order keeps it.
+    in_force: InForce | None = None
 
     @classmethod
     def of(

@@ -14,9 +14,11 @@ Definitions:
   time <= t), and t - s <= the maximum wait (an older order is ahead of no one);
 - **counted**: completed, not cancelled, a wait in [0, maximum wait]: only counted orders
   train the estimate;
-- the estimate learns from the tenant's latest ``TRAINING_ORDERS`` counted orders by
-  (completion time, order id), each with the number of the tenant's orders open when it
-  was submitted: a function of the set of accepted events, not of their arrival order.
+- the estimate learns from the tenant's counted orders among the latest
+  ``TRAINING_ORDERS`` completed orders that name it, by (completion time, order id), each
+  with the number of the tenant's orders open when it was submitted: a function of the
+  set of accepted events, not of their arrival order. An order that moved to another
+  tenant stays in the state as a tombstone, by the same time rules as the others.
 
 A tenant's state is committed by the window rule (``TenantCommit``, as
 ``service.core.commit.WindowCommit``): proposed at version + 1 from the stored state and
@@ -83,24 +85,37 @@ class TenantState:
         orders the caps dropped (the oldest first: then open counts and the learned offsets
         are approximate, docs/design.md, "The wait estimate").
 
-        Kept: orders not ended and not older than the maximum wait; ended orders that
-        end after ``as_of`` (open at it: events may be stamped after the time an estimate
-        is for) or ended after ``horizon`` (the earliest completion among the training orders, less
-        the maximum wait: an order ended before it was open at no training order's
-        submission). Records whose earliest submission names another tenant go. At most
-        ``cap`` orders and ``MAX_TENANT_BYTES`` of them are kept.
+        Kept, the tenant's own records and tombstones alike (a record whose earliest
+        submission names another tenant: it keeps a stale copy of the order from coming
+        back): every record while the tenant has fewer than ``TRAINING_ORDERS`` completed
+        ones; then only what can still be open at a training order's submission or at
+        ``as_of``. The horizon is the earliest completion among the latest
+        ``TRAINING_ORDERS`` completed records (``_recent``), less the maximum wait: every
+        order that can ever train the estimate is among those (the set only moves
+        forward), so it was submitted at or after the horizon. Dropped: records that ended
+        before the horizon (and completed before it, if at all), and open ones submitted
+        more than the maximum wait before both the horizon and ``as_of``. At most ``cap``
+        records and ``MAX_TENANT_BYTES`` of them are kept.
         """
-        mine = [r for r in self.orders.values() if r.tenant == self.tenant]
-        horizon = _horizon(mine, max_wait_seconds)
+        horizon = _horizon(self.orders.values(), max_wait_seconds)
         kept: list[OrderRecord] = []
-        for record in mine:
+        for record in self.orders.values():
             ended = record.ended_at
             submitted = record.submitted_at or 0
             if ended is None:
-                if as_of - submitted <= max_wait_seconds:
+                if (
+                    horizon is None
+                    or submitted + max_wait_seconds >= horizon
+                    or as_of - submitted <= max_wait_seconds
+                ):
                     kept.append(record)
-            elif horizon is None or ended >= horizon or ended > as_of:
-                kept.append(record)  # (an order ending after as_of is still open at it)
+            elif (
+                horizon is None
+                or ended >= horizon
+                or ended > as_of  # (an order ending after as_of is still open at it)
+                or (record.completions and record.completions[0] >= horizon)
+            ):
+                kept.append(record)
         dropped = _over_caps(kept, cap)
         if dropped:
             # Ended orders first (oldest end first), then open ones (oldest submission).
@@ -116,7 +131,7 @@ class TenantState:
         if not mine:
             return None
         queue = _Queue(mine, max_wait_seconds)
-        samples = training(mine, queue, max_wait_seconds)
+        samples = training(self, queue, max_wait_seconds)
         model = fit(samples)
         ahead = queue.open_at(as_of)
         drinks = {} if model is None else model.predict_all(ahead, max_wait_seconds)
@@ -213,18 +228,34 @@ def counted_wait(record: OrderRecord, max_wait_seconds: int) -> int | None:
     return wait if 0 <= wait <= max_wait_seconds else None
 
 
-def _latest_counted(records: Sequence[OrderRecord], max_wait_seconds: int) -> list[OrderRecord]:
-    counted = [r for r in records if counted_wait(r, max_wait_seconds) is not None]
-    counted.sort(key=lambda r: (r.completions[0], r.order_id), reverse=True)
-    return counted[:TRAINING_ORDERS]
+def _recent(records: Iterable[OrderRecord]) -> list[OrderRecord]:
+    """The latest ``TRAINING_ORDERS`` completed records by (completion, order id), whatever
+    else they are (the tenant's or a tombstone, cancelled, anomalous): the orders that
+    may train the estimate. An order that stops counting (it moved away, or was cancelled
+    after it completed) keeps its place, so no older order takes it: the set only moves
+    forward, and pruning behind it loses nothing (docs/design.md, "The wait estimate")."""
+    completed = [r for r in records if r.completions]
+    completed.sort(key=lambda r: (r.completions[0], r.order_id), reverse=True)
+    return completed[:TRAINING_ORDERS]
 
 
-def _horizon(records: Sequence[OrderRecord], max_wait_seconds: int) -> int | None:
+def _latest_counted(
+    records: Iterable[OrderRecord], tenant: str, max_wait_seconds: int
+) -> list[OrderRecord]:
+    """The training orders: the tenant's counted orders among the recent ones."""
+    return [
+        r
+        for r in _recent(records)
+        if r.tenant == tenant and counted_wait(r, max_wait_seconds) is not None
+    ]
+
+
+def _horizon(records: Iterable[OrderRecord], max_wait_seconds: int) -> int | None:
     """Ended orders that ended before this matter to no view (None: keep them all)."""
-    latest = _latest_counted(records, max_wait_seconds)
-    if len(latest) < TRAINING_ORDERS:
+    recent = _recent(records)
+    if len(recent) < TRAINING_ORDERS:
         return None
-    return latest[-1].completions[0] - max_wait_seconds
+    return recent[-1].completions[0] - max_wait_seconds
 
 
 class _Queue:
@@ -249,10 +280,10 @@ class _Queue:
         return bisect_right(self.starts, t) - bisect_right(self.ends, t)
 
 
-def training(records: Sequence[OrderRecord], queue: _Queue, max_wait_seconds: int) -> list[Sample]:
-    """The latest counted orders, each with the orders ahead of it when it was submitted."""
+def training(state: TenantState, queue: _Queue, max_wait_seconds: int) -> list[Sample]:
+    """The training orders, each with the orders ahead of it when it was submitted."""
     samples = []
-    for record in _latest_counted(records, max_wait_seconds):
+    for record in _latest_counted(state.orders.values(), state.tenant, max_wait_seconds):
         submitted = record.submissions[0][0]
         wait = record.completions[0] - submitted
         # Itself is open at its own submission when its wait is positive.
@@ -422,8 +453,8 @@ class StoredTenant:
 @dataclass(frozen=True, slots=True)
 class TenantCommitted:
     """Where a tenant ended after a commit. ``changed``: its estimate changed in whole
-    seconds; ``counted``: the orders this commit was the first to count (each order is
-    counted by exactly one landed write, which scores its estimate)."""
+    seconds; ``counted``: the orders this commit was the first to hold completed, with a
+    wait that counts (each order is by exactly one landed write, which scores it)."""
 
     tenant: str
     stored: StoredTenant
@@ -518,17 +549,18 @@ class TenantCommit:
 
 
 def _newly_counted(before: TenantState, after: TenantState, max_wait_seconds: int) -> list[str]:
-    """The tenant's own orders ``after`` counts and ``before`` did not (or did not hold)."""
+    """The tenant's own orders that ``after`` holds completed and ``before`` did not (as its
+    own), and whose wait counts. A record's completions only grow, so each order is seen
+    completed first by one landed write, whatever happens to it later (an earlier
+    submission or completion, a cancellation): it is scored once."""
 
-    def counts(record: OrderRecord | None) -> bool:
-        return (
-            record is not None
-            and record.tenant == after.tenant
-            and counted_wait(record, max_wait_seconds) is not None
-        )
+    def completed(record: OrderRecord | None) -> bool:
+        return record is not None and record.tenant == after.tenant and bool(record.completions)
 
     return sorted(
         order_id
         for order_id, record in after.orders.items()
-        if counts(record) and not counts(before.orders.get(order_id))
+        if completed(record)
+        and not completed(before.orders.get(order_id))
+        and counted_wait(record, max_wait_seconds) is not None
     )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,19 @@ from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
 SWEEP_EVERY_SECONDS = 3600  # of event time: how often expired records leave memory
+
+
+@contextmanager
+def settled_heap() -> Iterator[None]:
+    """While replaying, what has survived a sweep is frozen (``gc.freeze`` in ``_feed``):
+    the cyclic collector stops scanning the records replay holds, which hold no cycles
+    and cost it a quarter of replay's time at Python's default thresholds
+    (docs/performance.md, "Replay as a backtest engine"). Everything is unfrozen on the
+    way out, so a cycle frozen meanwhile (a bad line's traceback) is still collected."""
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 @dataclass
@@ -93,7 +108,8 @@ def replay(
     book = OrderBook(ttl_seconds)
     settled = _Settled(window_size, max_wait_seconds)
     result = ReplayResult({})
-    _feed(envelopes, book, settled, result, source, not_after, completion)
+    with settled_heap():
+        _feed(envelopes, book, settled, result, source, not_after, completion)
     settled.add(book.take_stale())
     settled.add(book.records.values())
     result.windows = {key: Window(window_size, entries) for key, entries in settled.entries.items()}
@@ -135,6 +151,7 @@ def _feed(
             book.expire(now)
             settled.add(book.take_stale())
             sweep_at = now + SWEEP_EVERY_SECONDS
+            gc.freeze()  # (settled_heap)
     result.events = events
     result.ignored = ignored
 

@@ -373,5 +373,5 @@ async def test_compose_services_work_together_on_the_emulator(cloud: Cloud, tmp_
         # The board followed the same events through its own queue.
         shown = await board.averages_when(stored)
         assert shown == stored, "the board shows the latest average of each key"
-        code, board_err = board.stop()
-        assert code == 0, board_err
+        board_code, board_err = board.stop()
+        assert board_code == 0, board_err

@@ -13,10 +13,11 @@ from anyio.abc import TaskStatus
 
 from service.aws.clients import open_clients
 from service.aws.queue import SqsQueue, resolve_queue
-from service.board.feed import Board, Streams, consume
+from service.board.feed import Board, consume
 from service.board.seed import current_values
 from service.board.server import build_app
 from service.board.state import BoardState, served_tenants
+from service.board.streams import Streams
 from service.errors import EXIT_OK, MissingResourceError
 from service.settings import Settings
 
@@ -63,7 +64,12 @@ async def run_board(
             wait_seconds=settings.receive_wait_seconds,
         )
         runner = web.AppRunner(
-            build_app(board, keepalive_seconds=settings.board_keepalive_seconds),
+            build_app(
+                board.state,
+                board.streams,
+                board.registry,
+                keepalive_seconds=settings.board_keepalive_seconds,
+            ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_SECONDS,
         )

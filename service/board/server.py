@@ -22,9 +22,10 @@ from string import Template
 from typing import Any, Final
 
 from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from service.board.feed import Board, Stream
+from service.board.state import BoardState
+from service.board.streams import Stream, Streams
 
 STATIC: Final = resources.files("service.board") / "static"
 ASSETS: Final = {"board.js": "text/javascript", "board.css": "text/css"}
@@ -36,7 +37,9 @@ SECURITY_HEADERS: Final = {
     "Referrer-Policy": "no-referrer",
 }
 RETRY_AFTER_SECONDS: Final = 5
-BOARD_KEY: Final = web.AppKey("board", Board)
+STATE_KEY: Final = web.AppKey("state", BoardState)
+STREAMS_KEY: Final = web.AppKey("streams", Streams)
+REGISTRY_KEY: Final = web.AppKey("registry", CollectorRegistry)
 KEEPALIVE_KEY: Final = web.AppKey("keepalive", float)
 
 
@@ -58,25 +61,24 @@ def page(title: str, boot: dict[str, Any], *, status: int = 200) -> web.Response
     )
 
 
-def not_found(tenant: str, board: Board) -> web.Response:
+def not_found(tenant: str, state: BoardState) -> web.Response:
     """A clear 404 page for a tenant the board has no page for."""
-    served = board.state.served
+    served = state.served
     why = (
         "is not one the board serves (WAIT_TIMES_BOARD_TENANTS)"
-        if not board.state.serves(tenant)
+        if not state.serves(tenant)
         else "has published nothing yet"
     )
     return page(
         "Unknown tenant",
-        {"tenant": None, "tenants": board.state.tenants(), "missing": tenant, "why": why}
+        {"tenant": None, "tenants": state.tenants(), "missing": tenant, "why": why}
         | ({"served": sorted(served)} if served is not None else {}),
         status=404,
     )
 
 
-def boot_of(board: Board, tenant: str | None) -> dict[str, Any]:
+def boot_of(state: BoardState, tenant: str | None) -> dict[str, Any]:
     """What a page (and every stream message) carries: the tenant list and a view."""
-    state = board.state
     found: dict[str, Any] = {"tenant": tenant, "tenants": state.tenants()}
     if tenant is not None:
         found["view"] = state.view(tenant)
@@ -85,21 +87,21 @@ def boot_of(board: Board, tenant: str | None) -> dict[str, Any]:
 
 async def index(request: web.Request) -> web.Response:
     """The tenant picker."""
-    return page("Wait board", boot_of(request.app[BOARD_KEY], None))
+    return page("Wait board", boot_of(request.app[STATE_KEY], None))
 
 
 async def tenant_page(request: web.Request) -> web.Response:
     """A tenant's page (404 for a tenant the board has no page for)."""
-    board, tenant = request.app[BOARD_KEY], request.match_info["tenant"]
-    if not board.state.knows(tenant):
-        return not_found(tenant, board)
-    return page(f"Wait board: {tenant}", boot_of(board, tenant))
+    state, tenant = request.app[STATE_KEY], request.match_info["tenant"]
+    if not state.knows(tenant):
+        return not_found(tenant, state)
+    return page(f"Wait board: {tenant}", boot_of(state, tenant))
 
 
 def _tenant_asked(request: web.Request) -> str | None:
     """``?tenant=``; raises 404 for a tenant the board has no page for."""
-    board, tenant = request.app[BOARD_KEY], request.query.get("tenant")
-    if tenant is not None and not board.state.knows(tenant):
+    state, tenant = request.app[STATE_KEY], request.query.get("tenant")
+    if tenant is not None and not state.knows(tenant):
         raise web.HTTPNotFound(text=f"no such tenant on this board: {tenant!r}\n")
     return tenant
 
@@ -109,33 +111,33 @@ async def view_json(request: web.Request) -> web.Response:
     tenant = _tenant_asked(request)
     if tenant is None:
         raise web.HTTPBadRequest(text="give ?tenant=<tenant>\n")
-    return web.json_response(boot_of(request.app[BOARD_KEY], tenant))
+    return web.json_response(boot_of(request.app[STATE_KEY], tenant))
 
 
 async def tenants_json(request: web.Request) -> web.Response:
     """``/tenants.json``: the tenants with a page."""
-    return web.json_response(request.app[BOARD_KEY].state.tenants())
+    return web.json_response(request.app[STATE_KEY].tenants())
 
 
 async def events(request: web.Request) -> web.StreamResponse:
     """``/events`` (``?tenant=``): server-sent events, a ``board`` message with the page's
     data now and after every change, a keep-alive comment when idle; 503 past the bound."""
     tenant = _tenant_asked(request)
-    board = request.app[BOARD_KEY]
-    stream = board.streams.open(tenant)
+    streams = request.app[STREAMS_KEY]
+    stream = streams.open(tenant)
     if stream is None:
         raise web.HTTPServiceUnavailable(
-            text=f"the board streams to {board.streams.limit} browsers at most "
+            text=f"the board streams to {streams.limit} browsers at most "
             "(WAIT_TIMES_BOARD_MAX_STREAMS); try again shortly\n",
             headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
         )
     try:
-        return await _stream(request, board, stream)
+        return await _stream(request, streams, stream)
     finally:
-        board.streams.close(stream)
+        streams.close(stream)
 
 
-async def _stream(request: web.Request, board: Board, stream: Stream) -> web.StreamResponse:
+async def _stream(request: web.Request, streams: Streams, stream: Stream) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -146,9 +148,10 @@ async def _stream(request: web.Request, board: Board, stream: Stream) -> web.Str
     await response.prepare(request)
     await response.write(b"retry: 3000\n\n")
     keepalive = request.app[KEEPALIVE_KEY]
-    while not board.streams.closing:
+    state = request.app[STATE_KEY]
+    while not streams.closing:
         stream.changed.clear()
-        data = script_json(boot_of(board, stream.tenant))
+        data = script_json(boot_of(state, stream.tenant))
         await response.write(f"event: board\ndata: {data}\n\n".encode())
         while not stream.changed.is_set():
             try:
@@ -179,14 +182,22 @@ async def healthz(_: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     """The board's counters, in Prometheus's text format."""
-    body = generate_latest(request.app[BOARD_KEY].registry)
+    body = generate_latest(request.app[REGISTRY_KEY])
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
-def build_app(board: Board, *, keepalive_seconds: float) -> web.Application:
-    """The board's aiohttp application."""
+def build_app(
+    state: BoardState,
+    streams: Streams,
+    registry: CollectorRegistry,
+    *,
+    keepalive_seconds: float,
+) -> web.Application:
+    """The board's aiohttp application over its state, its streams and its counters."""
     app = web.Application()
-    app[BOARD_KEY] = board
+    app[STATE_KEY] = state
+    app[STREAMS_KEY] = streams
+    app[REGISTRY_KEY] = registry
     app[KEEPALIVE_KEY] = keepalive_seconds
     app.router.add_get("/", index)
     app.router.add_get("/tenants/{tenant:.+}", tenant_page)

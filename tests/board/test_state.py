@@ -9,9 +9,10 @@ from typing import Any
 
 import pytest
 
-from service.board.feed import Board, Streams
+from service.board.feed import Board
 from service.board.server import script_json
 from service.board.state import BoardState, Outcome, read_published, served_tenants
+from service.board.streams import Streams
 from service.core.events import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,

@@ -1,10 +1,10 @@
-"""The ``wait-times`` command line: run, provision, play, replay, schema, demo.
+"""The ``wait-times`` command line: run, board, provision, play, replay, schema, demo.
 
 Every refusal is one line on stderr and an exit code of its own (the README's table):
 a bad option, input file or setting 2, a missing queue or table 3, no credentials 4,
 credentials AWS rejected 5, a permission AWS denied 6, AWS failing a one-shot command 7.
 SIGTERM and SIGINT stop every command, as PID 1 in a container or not: ``run``, ``play``
-and ``demo`` exit 0 on such a requested stop; the others exit 128 + the signal's number
+``board`` and ``demo`` exit 0 on such a requested stop; the others exit 128 + the signal's number
 (130, 143), since they did not finish.
 """
 
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 # A requested stop is success for the commands meant to run until stopped.
-STOP_IS_SUCCESS = frozenset({"run", "play", "demo"})
+STOP_IS_SUCCESS = frozenset({"run", "board", "play", "demo"})
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
@@ -105,12 +105,21 @@ def _number(
 
 
 POSITIVE_INT = _number(int, minimum=1, inclusive=True, what="a whole number")
+NON_NEGATIVE_INT = _number(int, minimum=0, inclusive=True, what="a whole number")
 POSITIVE = _number(float, minimum=0, inclusive=False, what="a number")
 NON_NEGATIVE = _number(float, minimum=0, inclusive=True, what="a number")
 AT_LEAST_ONE = _number(float, minimum=1, inclusive=True, what="a number")
 # Base orders per simulated second over all tenants: a bar of 2 baristas is about 70 % busy
 # outside rushes, so rushes build queues that drain before the next one.
 DEFAULT_RATE = 0.05
+
+
+def port_number(text: str) -> int:
+    """``--port``: a TCP port, 0 (any free one) to 65535."""
+    port = int(NON_NEGATIVE_INT(text))
+    if port > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port, 0 to 65535, not {text!r}")
+    return port
 
 
 def tenant_list(text: str) -> list[str]:
@@ -133,6 +142,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = commands.add_parser("run", help="the worker: consume the queue until SIGTERM")
     run.add_argument("--burst", action="store_true", help="stop once the queue is drained")
+
+    board = commands.add_parser(
+        "board",
+        help="the live wait board: a web page per tenant, from its own queue",
+        description="Serves a page per tenant (estimate, p90, orders ahead, last-N average), "
+        "live over server-sent events, fed by the board's own queue (created by `provision` "
+        "with WAIT_TIMES_BOARD_ENABLED=true) and started from the table's current values.",
+    )
+    board.add_argument(
+        "--port",
+        type=port_number,
+        help="listen on this port (default WAIT_TIMES_BOARD_PORT, 8080; 0: any free port)",
+    )
 
     provision = commands.add_parser("provision", help="create bus rule, queue, DLQ and table")
     provision.add_argument(
@@ -399,6 +421,10 @@ async def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
             settings, duration=args.duration, rate=args.rate, speed=args.speed, seed=args.seed
         )
     check_region(settings)
+    if args.command == "board":
+        from service.board.app import run_board  # noqa: PLC0415 - keep replay free of aiohttp
+
+        return await _until_stopped(lambda: run_board(settings, port=args.port))
     if args.command == "run":
         from service.app import run_worker  # noqa: PLC0415 - keep replay free of AWS imports
 

@@ -1,7 +1,8 @@
 """The one bounded cache of the service: a mapping that forgets its least recently used keys.
 
-The store's windows (``WAIT_TIMES_MAX_WINDOWS_IN_MEMORY``) and tenant states
-are kept in it, so the memory of a long-running worker is bounded whatever the traffic.
+The store's windows (``WAIT_TIMES_MAX_WINDOWS_IN_MEMORY``), tenant states and the board's
+values (``WAIT_TIMES_BOARD_MAX_KEYS``) are kept in it, so the memory of a long-running
+process is bounded whatever the traffic.
 Pure: no I/O here.
 """
 
@@ -42,13 +43,16 @@ class Lru(Generic[K, V]):
             self._entries.move_to_end(key)
         return value
 
-    def put(self, key: K, value: V) -> None:
-        """Set ``key`` as the most recently used; past capacity the oldest entries go."""
+    def put(self, key: K, value: V) -> list[K]:
+        """Set ``key`` as the most recently used; past capacity the oldest entries go (their
+        keys are returned, for a caller that keeps an index over the entries)."""
         entries = self._entries
         entries[key] = value
         entries.move_to_end(key)
+        dropped = []
         while len(entries) > self.capacity:
-            entries.popitem(last=False)
+            dropped.append(entries.popitem(last=False)[0])
+        return dropped
 
     def discard(self, key: K) -> None:
         """Forget ``key`` if present."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import difflib
 import os
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic.fields import FieldInfo
@@ -40,6 +40,11 @@ ENDPOINT_FIELDS = {
 }
 
 
+# An SQS queue name with room for the `-dlq` of its dead-letter queue; an EventBridge rule's.
+QueueName = Annotated[str, Field(min_length=1, max_length=76, pattern=r"^[A-Za-z0-9_-]+$")]
+RuleName = Annotated[str, Field(min_length=1, max_length=64)]
+
+
 class _EnvWithoutEndpoints(EnvSettingsSource):
     """The environment, less the endpoint fields: botocore reads those variables itself."""
 
@@ -62,13 +67,7 @@ class Settings(BaseSettings):
         max_length=256,
         description="bus consumed and published to",
     )
-    queue_name: str = Field(
-        "wait-times",
-        min_length=1,
-        max_length=76,
-        pattern=r"^[A-Za-z0-9_-]+$",
-        description="the queue; its DLQ is `<name>-dlq`",
-    )
+    queue_name: QueueName = Field("wait-times", description="the queue; its DLQ is `<name>-dlq`")
     table_name: str = Field(
         "wait-times",
         min_length=3,
@@ -76,11 +75,8 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="the DynamoDB table",
     )
-    rule_name: str = Field(
-        "wait-times-orders",
-        min_length=1,
-        max_length=64,
-        description="the EventBridge rule feeding the queue",
+    rule_name: RuleName = Field(
+        "wait-times-orders", description="the EventBridge rule feeding the queue"
     )
     source: str = Field(DEFAULT_SOURCE, min_length=1, description="source consumed and published")
     window_size: int = Field(10, ge=1, le=1000, description="N, orders per window")
@@ -148,6 +144,32 @@ class Settings(BaseSettings):
         ge=0,
         description="cap on (tenant, drink) gauge series (averages, estimates), and on tenants "
         "with series of their own",
+    )
+    board_enabled: bool = Field(
+        False, description="`provision` also creates the wait board's queue, DLQ and rule"
+    )
+    board_queue_name: QueueName = Field(
+        "wait-times-board", description="the board's queue (one per board); DLQ `<name>-dlq`"
+    )
+    board_rule_name: RuleName = Field(
+        "wait-times-board", description="the rule feeding the board's queue the published events"
+    )
+    board_host: str = Field(
+        "0.0.0.0",  # noqa: S104 - the container must be reachable by its load balancer
+        description="address the board's web server binds",
+    )
+    board_port: int = Field(8080, ge=0, le=65535, description="port of the board (`0`: any)")
+    board_tenants: str = Field(
+        "", description="comma-separated tenants the board serves (empty: all); others get 404"
+    )
+    board_max_keys: int = Field(
+        10_000, ge=1, description="averages, and estimates, the board keeps in memory (LRU)"
+    )
+    board_max_streams: int = Field(
+        100, ge=1, description="live streams the board serves at once; one more gets a 503"
+    )
+    board_keepalive_seconds: float = Field(
+        15.0, gt=0, le=300, description="a keep-alive comment on an idle live stream this often"
     )
     log_format: Literal["auto", "json", "console"] = Field(
         "auto",

@@ -262,6 +262,7 @@ async def test_the_demo_reads_both_events_from_the_capture_queue(aws: Aws) -> No
 def test_demo_shows_live_averages_and_shuts_down_cleanly() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
     env["WAIT_TIMES_METRICS_PORT"] = "0"  # no credentials, no region: the demo needs none
+    env["WAIT_TIMES_BOARD_PORT"] = "0"
     result = subprocess.run(
         [WAIT_TIMES, "demo", "--duration", "15"],
         capture_output=True,
@@ -277,6 +278,7 @@ def test_demo_shows_live_averages_and_shuts_down_cleanly() -> None:
     assert len(rows) >= 10, final
     assert all(int(row[1]) >= 1 for row in rows)
     assert any(row[5] != "-" for row in rows), final  # the orders ahead, from an estimate
+    assert re.search(r"^board http://127\.0\.0\.1:\d+/$", result.stdout, re.M), "its address"
     received = re.findall(r"estimates received: (\d+)", result.stdout)
     assert received and int(received[-1]) > 0, result.stdout[-2000:]
     assert "Traceback" not in result.stderr
@@ -287,6 +289,7 @@ def test_ctrl_c_in_a_terminal_drains_and_exits_0(tmp_path: Path) -> None:
     # A terminal's Ctrl-C signals the whole foreground process group, emulator included.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("WAIT_TIMES_", "AWS_"))}
     env["WAIT_TIMES_METRICS_PORT"] = "0"
+    env["WAIT_TIMES_BOARD_PORT"] = "0"
     output = tmp_path / "demo.out"
     with output.open("w") as sink:
         process = subprocess.Popen(

@@ -9,6 +9,7 @@ worker in burst mode.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import yaml
 
@@ -142,7 +144,8 @@ def test_compose_topology() -> None:
     assert "healthcheck" in localstack
     assert SERVICES["provision"]["command"] == ["provision"]
     assert SERVICES["provision"]["depends_on"] == {"localstack": {"condition": "service_healthy"}}
-    for name in ("worker", "player"):
+    assert localstack["environment"]["LS_LOG"] == "warn", "no line per unmatched event"
+    for name in ("worker", "player", "board"):
         assert SERVICES[name]["depends_on"] == {
             "provision": {"condition": "service_completed_successfully"}
         }
@@ -163,7 +166,14 @@ def test_compose_topology() -> None:
     assert f"http://127.0.0.1:{port}/healthz" in probe[3]
     for name in ("provision", "player"):
         assert "healthcheck" not in SERVICES[name], name
-    for name in ("provision", "worker", "player"):
+    # The board: its own queue, which provision creates because the shared environment
+    # enables it; its page on the port it listens on, on loopback only.
+    board = SERVICES["board"]
+    assert board["command"] == ["board"]
+    assert board["environment"]["WAIT_TIMES_BOARD_ENABLED"] == "true"
+    port = board["environment"]["WAIT_TIMES_BOARD_PORT"]
+    assert board["ports"] == [f"127.0.0.1:{port}:{port}"]
+    for name in ("provision", "worker", "player", "board"):
         assert SERVICES[name]["build"]["context"] == "."
         for variable in SERVICES[name]["environment"]:
             field = variable.removeprefix("WAIT_TIMES_").lower()
@@ -195,6 +205,9 @@ def compose_argv(
     if "WAIT_TIMES_METRICS_PORT" in env:
         env["WAIT_TIMES_METRICS_PORT"] = "0"
         env["WAIT_TIMES_METRICS_HOST"] = "127.0.0.1"
+    if "WAIT_TIMES_BOARD_PORT" in env:
+        env["WAIT_TIMES_BOARD_PORT"] = "0"
+        env["WAIT_TIMES_BOARD_HOST"] = "127.0.0.1"
     entrypoint = instruction("ENTRYPOINT")
     return [str(BIN / entrypoint[0]), *entrypoint[1:], *spec["command"], *extra], env
 
@@ -235,6 +248,73 @@ def compose_stop(
             process.wait()
 
 
+class Started:
+    """A compose service running until stopped (the board), its log read for its URL."""
+
+    def __init__(self, process: subprocess.Popen[bytes], out: Path, err: Path) -> None:
+        self.process, self.out, self.err = process, out, err
+
+    def url(self) -> str:
+        for line in self.out.read_text().splitlines():
+            if line.startswith("{") and json.loads(line)["event"] == "board_started":
+                return str(json.loads(line)["url"])
+        raise AssertionError("the board logged no board_started")
+
+    async def averages_when(self, expected: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The board's averages, in the stored rows' shape, once they are ``expected``
+        (or after 30 s, as they are then)."""
+        rows: list[dict[str, Any]] = []
+        deadline = time.monotonic() + 30
+        async with aiohttp.ClientSession() as http:
+            while time.monotonic() < deadline and rows != expected:
+                rows = []
+                async with http.get(self.url() + "tenants.json") as answer:
+                    tenants = await answer.json()
+                for tenant in tenants:
+                    async with http.get(self.url() + "view.json", params={"tenant": tenant}) as a:
+                        view = (await a.json())["view"]
+                    rows += [
+                        {
+                            "eventId": tenant,
+                            "drink": r["drink"],
+                            "duration": r["average"],
+                            "samples": r["samples"],
+                        }
+                        for r in view["drinks"]
+                        if r["average"] is not None
+                    ]
+                rows.sort(key=lambda r: (r["eventId"], r["drink"]))
+                await asyncio.sleep(0.2)
+        return rows
+
+    def stop(self) -> tuple[int | None, str]:
+        """SIGTERM, as compose stops it; its exit code and stderr."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode, self.err.read_text()
+
+
+def compose_start(service: str, cloud: Cloud, folder: Path, *, started: str) -> Started:
+    """Start a compose service that runs until stopped; return once it logged ``started``."""
+    argv, env = compose_argv(service, cloud)
+    out, err = folder / f"{service}.out", folder / f"{service}.err"
+    with out.open("a") as stdout, err.open("a") as stderr:
+        process = subprocess.Popen(argv, env=env, stdout=stdout, stderr=stderr)
+    running = Started(process, out, err)
+    deadline = time.monotonic() + 30
+    while f'"event": "{started}"' not in out.read_text():
+        if process.poll() is not None or time.monotonic() > deadline:
+            running.stop()
+            raise AssertionError(f"{service} never logged {started}: {err.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return running
+
+
 @pytest.mark.integration
 async def test_compose_services_work_together_on_the_emulator(cloud: Cloud, tmp_path: Path) -> None:
     provisioned = compose_run("provision", cloud)
@@ -255,6 +335,8 @@ async def test_compose_services_work_together_on_the_emulator(cloud: Cloud, tmp_
         capture = (await provision(settings, clients, capture_queue="capture")).capture_queue_url
         assert capture is not None
 
+        board = compose_start("board", cloud, tmp_path, started="board_started")
+        stack.callback(board.stop)
         code, seconds, stderr = compose_stop(
             "player", cloud, tmp_path, started="player_started", after=PLAYER_SECONDS
         )
@@ -287,3 +369,9 @@ async def test_compose_services_work_together_on_the_emulator(cloud: Cloud, tmp_
                     QueueUrl=capture, ReceiptHandle=message["ReceiptHandle"]
                 )
         assert latest_by_key(details) == stored, "the latest average of each key was published"
+
+        # The board followed the same events through its own queue.
+        shown = await board.averages_when(stored)
+        assert shown == stored, "the board shows the latest average of each key"
+        board_code, board_err = board.stop()
+        assert board_code == 0, board_err

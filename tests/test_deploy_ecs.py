@@ -38,7 +38,7 @@ from service.aws.provision import (
     ensure_table,
     provision,
 )
-from service.core.events import consumed_event_pattern
+from service.core.events import consumed_event_pattern, published_event_pattern
 from service.metrics import Metrics
 from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.emulator import Emulator
@@ -280,6 +280,63 @@ def test_template_agrees_with_the_code() -> None:
     assert table["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
     assert table["TimeToLiveSpecification"] == {"AttributeName": "expiresAt", "Enabled": True}
     assert table["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+
+
+@pytest.mark.unit
+def test_the_board_queue_is_off_by_default_and_agrees_with_provision() -> None:
+    parameters = TEMPLATE["Parameters"]
+    defaults = Settings()
+    assert parameters["EnableBoard"]["Default"] == "false" == str(defaults.board_enabled).lower()
+    assert TEMPLATE["Conditions"]["WithBoard"] == {"Fn::Equals": [{"Ref": "EnableBoard"}, "true"]}
+    assert parameters["BoardQueueName"]["Default"] == defaults.board_queue_name
+    assert parameters["BoardRuleName"]["Default"] == defaults.board_rule_name
+    board = {name for name, r in RESOURCES.items() if r.get("Condition") == "WithBoard"}
+    assert board == {
+        "BoardDeadLetterQueue",
+        "BoardQueue",
+        "BoardQueuePolicy",
+        "BoardRule",
+        "BoardTaskRole",
+    }
+    guarded = {
+        "Fn::If": ["WithBoard", {"Fn::GetAtt": ["BoardQueue", "Arn"]}, {"Ref": "AWS::NoValue"}]
+    }
+    rule = RESOURCES["BoardRule"]["Properties"]
+    pattern = json.loads(
+        json.dumps(rule["EventPattern"]).replace(
+            json.dumps({"Ref": "EventSource"}), json.dumps(DEFAULT_SOURCE)
+        )
+    )
+    assert pattern == published_event_pattern(DEFAULT_SOURCE)
+    assert rule["Targets"] == [{"Id": "queue", "Arn": guarded}]
+    queue = RESOURCES["BoardQueue"]["Properties"]
+    assert queue["RedrivePolicy"]["maxReceiveCount"] == defaults.max_receive_count
+    assert RESOURCES["BoardDeadLetterQueue"]["Properties"]["QueueName"] == {
+        "Fn::Sub": "${BoardQueueName}-dlq"
+    }
+    (send,) = RESOURCES["BoardQueuePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    assert send["Action"] == "sqs:SendMessage"
+    assert send["Resource"] == guarded
+    assert send["Condition"]["ArnEquals"]["aws:SourceArn"]["Fn::If"][1] == {
+        "Fn::GetAtt": ["BoardRule", "Arn"]
+    }
+    # The board's calls (service/board/app.py, seed.py, feed.py), each on its resource.
+    granted = {
+        json.dumps(st["Resource"]): set(as_list(st["Action"]))
+        for st in RESOURCES["BoardTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"][
+            "Statement"
+        ]
+    }
+    assert granted == {
+        json.dumps(guarded): {
+            "sqs:ReceiveMessage",
+            "sqs:DeleteMessage",
+            "sqs:ChangeMessageVisibility",
+            "sqs:GetQueueUrl",
+            "sqs:GetQueueAttributes",
+        },
+        json.dumps({"Fn::GetAtt": ["Table", "Arn"]}): {"dynamodb:Scan"},
+    }
 
 
 @pytest.mark.unit
@@ -533,8 +590,9 @@ def test_every_reference_to_a_conditional_resource_is_guarded_by_its_condition()
         for target, guards in references(body)
         if guards and target in conditional
     }
-    # The walk is not vacuous: every conditional resource that others use is reached.
-    assert guarded == conditional - {"BacklogPerTaskScaling"}
+    # The walk is not vacuous: every conditional resource that others use is reached (the
+    # scaling policy and the board's queue policy are leaves nothing refers to).
+    assert guarded == conditional - {"BacklogPerTaskScaling", "BoardQueuePolicy"}
     # And it catches the construct LocalStack refused (issue 13): a conditional resource
     # reading an attribute of another conditional one without an Fn::If.
     refused = {
@@ -577,7 +635,7 @@ def without_table(table_arn: str) -> str:
     del template["Resources"]["Table"]
     del template["Outputs"]["TableName"]
     text = json.dumps(template)
-    assert text.count('{"Fn::GetAtt": ["Table", "Arn"]}') == 1
+    assert text.count('{"Fn::GetAtt": ["Table", "Arn"]}') == 2  # the worker's, the board's
     assert '"Ref": "Table"' not in text
     return text.replace('{"Fn::GetAtt": ["Table", "Arn"]}', json.dumps(table_arn))
 

@@ -1,4 +1,5 @@
-"""Idempotent provisioning of the bus, rule, queue, dead-letter queue and table."""
+"""Idempotent provisioning of the bus, rule, queue, dead-letter queue and table (and, with
+``WAIT_TIMES_BOARD_ENABLED``, the wait board's own queue, dead-letter queue and rule)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ class Provisioned:
     dlq_arn: str
     table_name: str
     capture_queue_url: str | None = None
+    board_queue_url: str | None = None
 
 
 async def provision(
@@ -79,6 +81,7 @@ async def provision(
         queue_url,
     )
     await ensure_table(clients.dynamodb, settings.table_name)
+    board_url = await ensure_board_queue(settings, clients) if settings.board_enabled else None
     capture_url = None
     if capture_queue:
         capture_url, capture_arn = await ensure_queue(clients.sqs, capture_queue, {})
@@ -89,6 +92,7 @@ async def provision(
             published_event_pattern(settings.source),
             capture_arn,
             capture_url,
+            description="wait-times: the published averages and estimates, captured",
         )
     log.info(
         "provisioned",
@@ -98,10 +102,53 @@ async def provision(
         dlq=settings.dlq_name,
         table=settings.table_name,
         capture_queue=capture_queue,
+        board_queue=settings.board_queue_name if settings.board_enabled else None,
     )
     return Provisioned(
-        bus_arn, rule_arn, queue_url, queue_arn, dlq_url, dlq_arn, settings.table_name, capture_url
+        bus_arn,
+        rule_arn,
+        queue_url,
+        queue_arn,
+        dlq_url,
+        dlq_arn,
+        settings.table_name,
+        capture_url,
+        board_url,
     )
+
+
+async def ensure_board_queue(settings: Settings, clients: AwsClients) -> str:
+    """The board's own queue (with its DLQ and redrive policy) and the rule feeding it the
+    published events; returns its URL. One board per queue: each board deletes what it
+    reads."""
+    _, dlq_arn = await ensure_queue(
+        clients.sqs,
+        f"{settings.board_queue_name}-dlq",
+        {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"},
+    )
+    url, arn = await ensure_queue(
+        clients.sqs,
+        settings.board_queue_name,
+        {
+            "VisibilityTimeout": str(settings.visibility_timeout_seconds),
+            "ReceiveMessageWaitTimeSeconds": str(settings.receive_wait_seconds),
+            "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
+            "SqsManagedSseEnabled": "true",
+            "RedrivePolicy": json.dumps(
+                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
+            ),
+        },
+    )
+    await ensure_rule(
+        clients,
+        settings.event_bus,
+        settings.board_rule_name,
+        published_event_pattern(settings.source),
+        arn,
+        url,
+        description="wait-times: the published averages and estimates, for the wait board",
+    )
+    return url
 
 
 async def ensure_bus(events: EventBridgeClient, name: str) -> str:
@@ -142,6 +189,8 @@ async def ensure_rule(
     pattern: dict[str, Any],
     queue_arn: str,
     queue_url: str,
+    *,
+    description: str = "wait-times: order events for the average wait per drink",
 ) -> str:
     """A rule on ``bus`` with ``pattern`` delivering to a queue, and the queue policy allowing it.
 
@@ -155,7 +204,7 @@ async def ensure_rule(
                 EventBusName=bus,
                 EventPattern=json.dumps(pattern),
                 State="ENABLED",
-                Description="wait-times: order events for the average wait per drink",
+                Description=description,
             )
         )["RuleArn"]
     )

@@ -1,5 +1,5 @@
-"""``wait-times demo``: emulator, provisioning, worker and player in one process, live averages
-and estimates.
+"""``wait-times demo``: emulator, provisioning, worker, player and the wait board in one
+process, live averages and estimates (in the terminal, and on the board's web page).
 
 The screen is ``render_table``, a pure function of the latest average per (tenant, drink)
 and the latest estimate per tenant, which ``Board`` keeps from the capture queue's
@@ -25,6 +25,7 @@ import structlog
 from service.app import run_worker
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
+from service.board.app import run_board
 from service.core.events import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
@@ -249,6 +250,7 @@ class Demo:
         self.metrics = Metrics(settings.max_metric_series)
         self.health = Health(self.metrics)
         self.started = anyio.current_time()
+        self.board_url = ""  # the web board's, once it listens
 
     def count_played(self, events: int) -> None:
         """The player's progress callback."""
@@ -277,7 +279,8 @@ class Demo:
         """What the screen shows now."""
         header = (
             f"wait-times demo: traffic x{self.speed:g} real time\n"
-            f"emulator {self.emulator_url}   metrics http://localhost:{self.health.port}/metrics"
+            f"emulator {self.emulator_url}   metrics http://localhost:{self.health.port}/metrics\n"
+            f"board {self.board_url or '(starting)'}"
         )
         processed = int(self.metrics.value("wait_times_messages_processed_total"))
         elapsed = int(anyio.current_time() - self.started)
@@ -318,8 +321,14 @@ async def run_demo(
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "demo")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "demo")
     with Emulator() as emulator:
+        # The board's own queue too, and its page on this machine only.
         settings = settings.model_copy(
-            update={"endpoint_url": emulator.url, "receive_wait_seconds": 1}
+            update={
+                "endpoint_url": emulator.url,
+                "receive_wait_seconds": 1,
+                "board_enabled": True,
+                "board_host": "127.0.0.1",
+            }
         )
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
@@ -336,6 +345,8 @@ async def run_demo(
                 worker: Worker = await group.start(
                     partial(run_worker, settings, install_signals=False, health=demo.health)
                 )
+                port = await group.start(run_board, settings)
+                demo.board_url = f"http://127.0.0.1:{port}/"
                 group.start_soon(demo.read_published)
                 group.start_soon(demo.show)
                 with anyio.CancelScope() as player:

@@ -1,0 +1,85 @@
+"""The values in force when the board starts, read from wait-times' own table (read-only).
+
+A board started after the worker would otherwise be blank until each key changes again.
+The table holds what the worker published from (``service.aws.items``): a window item's
+view is the average of its (tenant, drink), at the window's version; a tenant item's view
+(``service.core.queueing.view_of``) is its estimate, at the tenant's version. Both are the
+versions the worker published them at, so the highest-version rule of ``BoardState``
+applies to them and to the events that follow alike. One paginated Scan, filtered to the
+window and tenant items.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+from service.aws import items
+from service.aws.errors import call
+from service.board.state import Published
+from service.core.events import average_event, estimate_detail
+from service.core.queueing import TenantState, view_of
+
+if TYPE_CHECKING:
+    from types_aiobotocore_dynamodb import DynamoDBClient
+
+log = structlog.get_logger(__name__)
+
+
+async def current_values(
+    client: DynamoDBClient, table: str, *, window_size: int, max_wait_seconds: int, now: int
+) -> list[Published]:
+    """Every average and estimate the table holds now (a Scan: DynamoDB's ``Scan`` only)."""
+    found: list[Published] = []
+    start: dict[str, Any] | None = None
+    while True:
+        request: dict[str, Any] = {
+            "TableName": table,
+            "FilterExpression": "begins_with(#pk, :w) OR begins_with(#pk, :t)",
+            "ExpressionAttributeNames": {"#pk": items.KEY},
+            "ExpressionAttributeValues": {
+                ":w": {"S": items.WINDOW_PREFIX},
+                ":t": {"S": items.TENANT_PREFIX},
+            },
+        }
+        if start:
+            request["ExclusiveStartKey"] = start
+        page = await call("dynamodb.Scan", partial(client.scan, **request))
+        for item in page.get("Items", []):
+            value = value_of(item, window_size, max_wait_seconds, now)
+            if value is not None:
+                found.append(value)
+        start = page.get("LastEvaluatedKey")
+        if not start:
+            return found
+
+
+def value_of(
+    item: items.Item, window_size: int, max_wait_seconds: int, now: int
+) -> Published | None:
+    """The published value a window or tenant item stands for (None: nothing published)."""
+    pk = str(item.get(items.KEY, {}).get("S", ""))
+    try:
+        if pk.startswith(items.WINDOW_PREFIX):
+            found = items.window_from_item(item, window_size)
+            if found is None or found[1].duration is None:
+                return None
+            _, view, version = found
+            stamp = item.get(items.UPDATED_AT, {}).get("S")
+            updated = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
+            return average_event(found[0].key, view, version, window_size, updated)
+        tenant = items.tenant_from_item(item)
+        if tenant is None:
+            return None
+        name, orders, version = tenant
+        estimate = view_of(TenantState(name, orders), now, max_wait_seconds)
+        return None if estimate is None else estimate_detail(estimate, version)
+    except (KeyError, ValueError, TypeError) as exc:
+        # An item this version cannot read: the board shows the key once it changes.
+        log.warning(
+            "board_item_unreadable", pk=pk[:200], error=f"{type(exc).__name__}: {exc}"[:200]
+        )
+        return None

@@ -24,7 +24,7 @@ JITTER_MAX_SECONDS = 120.0
 def generate(clean: Path, path: Path, seed: int = 7) -> None:
     """Write ``path``: the clean file's consumed events, as many ignored ones, duplicates
     and jittered delivery (JSON Lines, one envelope a line)."""
-    rng = random.Random(seed)  # noqa: S311 - traffic, not cryptography
+    rng = random.Random(seed)
     consumed: list[bytes] = []
     ignored: list[bytes] = []
     with clean.open("rb") as handle:

@@ -1,9 +1,13 @@
 """1. Core throughput: ``replay`` over 1,000,000 generated events vs merely parsing them.
 
-Run alone: ``python -m bench.core [EVENTS]``. The file is generated once (seeded, so every
-run reads the same bytes) under bench/out/. Both timings read the same file the same way
-(line by line, in one process, best of three), so the ratio isolates the work replay does
-beyond JSON parsing with the fastest parser installed (orjson).
+Run alone: ``python -m bench.core [EVENTS]``. The files are generated once (seeded, so
+every run reads the same bytes) under bench/out/: the clean stream, and a messy one made
+from it (``bench.messy``: half the lines of ignored types, 10% delivered twice, delivery
+jittered). Both timings read the same file the same way (line by line, in one process,
+best of three), so the ratio isolates the work replay does beyond JSON parsing with the
+fastest parser installed (orjson). ``replay --estimates`` (``replay_estimates``) is
+measured on each stream's first ``ESTIMATE_LINES`` lines: it costs about a millisecond an
+accepted event (docs/performance.md, "Replay as a backtest engine").
 """
 
 from __future__ import annotations
@@ -16,14 +20,17 @@ from typing import Any
 
 import orjson
 
+from bench import messy
 from bench.common import LOAD_BARISTAS, LOAD_CAP
 from service.tools.player import TrafficGenerator
-from service.tools.replay import read_events, replay
+from service.tools.replay import read_events, replay, replay_estimates
 from tests.envelopes import envelope
 
 OUT = Path(__file__).resolve().parent / "out"
 TENANTS = ("NYC", "LDN", "SYD", "BER", "TYO", "SFO")
-TARGET_RATIO = 3.0
+TARGET_RATIO = 2.5
+TARGET_ESTIMATES_RATIO = 3.5
+ESTIMATE_LINES = 20_000
 
 
 def generate(path: Path, events: int) -> None:
@@ -71,18 +78,12 @@ def best_of(runs: int, work: Any) -> tuple[float, Any]:
     return best, result
 
 
-def run(report: dict[str, Any], events: int = 1_000_000) -> None:
-    """Measure and fill ``report["core"]``."""
-    OUT.mkdir(exist_ok=True)
-    path = OUT / f"events-{events}.jsonl"
-    if not path.exists():
-        started = time.perf_counter()
-        generate(path, events)
-        print(f"generated {path.name} in {time.perf_counter() - started:.1f}s")
+def measure(path: Path) -> dict[str, Any]:
+    """Replay against the parse of the same file, best of three each."""
     parse_s, count = best_of(3, lambda: parse_only(path))
     replay_s, result = best_of(3, lambda: replay(read_events(path)))
     ratio = replay_s / parse_s
-    figures = {
+    return {
         "events": count,
         "file_mb": round(path.stat().st_size / 1e6, 1),
         "consumed_events": count - result.ignored - sum(result.poison.values()),
@@ -95,15 +96,69 @@ def run(report: dict[str, Any], events: int = 1_000_000) -> None:
         "target_ratio": TARGET_RATIO,
         "met": ratio <= TARGET_RATIO,
     }
-    report["core"] = figures
-    print(
-        f"core: {count:,} events ({figures['file_mb']} MB, {figures['consumed_events']:,} consumed,"
-        f" {len(result.windows)} windows)\n"
-        f"  parse only (orjson): {parse_s:.2f}s = {figures['parse_events_per_s']:,} events/s\n"
-        f"  replay:              {replay_s:.2f}s = {figures['replay_events_per_s']:,} events/s\n"
-        f"  ratio replay/parse:  {ratio:.2f} (target <= {TARGET_RATIO}: "
-        f"{'met' if figures['met'] else 'MISSED'})"
-    )
+
+
+def measure_estimates(path: Path) -> dict[str, Any]:
+    """``replay --estimates`` against the parse, on the file's first lines (one run each:
+    the estimates take seconds)."""
+    head = path.with_name(f"{path.stem}-head{ESTIMATE_LINES}.jsonl")
+    with path.open("rb") as source, head.open("wb") as out:
+        for number, line in enumerate(source):
+            if number >= ESTIMATE_LINES:
+                break
+            out.write(line)
+    parse_s, count = best_of(3, lambda: parse_only(head))
+    started = time.perf_counter()
+    details = sum(1 for _ in replay_estimates(read_events(head), wall_clock=4e9))
+    estimates_s = time.perf_counter() - started
+    ratio = estimates_s / parse_s
+    return {
+        "events": count,
+        "details": details,
+        "parse_only_s": round(parse_s, 4),
+        "estimates_s": round(estimates_s, 3),
+        "ratio": round(ratio, 1),
+        "target_ratio": TARGET_ESTIMATES_RATIO,
+        "met": ratio <= TARGET_ESTIMATES_RATIO,
+    }
+
+
+def run(report: dict[str, Any], events: int = 1_000_000) -> None:
+    """Measure and fill ``report["core"]`` (the clean stream, as before), ``core_messy``
+    and ``core_estimates``."""
+    OUT.mkdir(exist_ok=True)
+    clean = OUT / f"events-{events}.jsonl"
+    if not clean.exists():
+        started = time.perf_counter()
+        generate(clean, events)
+        print(f"generated {clean.name} in {time.perf_counter() - started:.1f}s")
+    dirty = OUT / f"messy-{events}.jsonl"
+    if not dirty.exists():
+        messy.generate(clean, dirty)
+    report["core"] = measure(clean)
+    report["core_messy"] = measure(dirty)
+    report["core_estimates"] = {
+        "clean": measure_estimates(clean),
+        "messy": measure_estimates(dirty),
+    }
+    for name, part in (("clean", report["core"]), ("messy", report["core_messy"])):
+        print(
+            f"core, {name}: {part['events']:,} events ({part['file_mb']} MB,"
+            f" {part['consumed_events']:,} consumed, {part['windows']} windows)\n"
+            f"  parse only (orjson): {part['parse_only_s']:.2f}s ="
+            f" {part['parse_events_per_s']:,} events/s\n"
+            f"  replay:              {part['replay_s']:.2f}s ="
+            f" {part['replay_events_per_s']:,} events/s\n"
+            f"  ratio replay/parse:  {part['ratio']:.2f} (target <= {TARGET_RATIO}: "
+            f"{'met' if part['met'] else 'MISSED'})"
+        )
+    for name, part in report["core_estimates"].items():
+        print(
+            f"core, replay --estimates, {name}, first {part['events']:,} lines:"
+            f" {part['estimates_s']:.2f}s against a parse of {part['parse_only_s']:.3f}s,"
+            f" ratio {part['ratio']} (target <= {TARGET_ESTIMATES_RATIO}:"
+            f" {'met' if part['met'] else 'MISSED'}), {part['details']:,} details"
+        )
 
 
 if __name__ == "__main__":

@@ -142,23 +142,19 @@ class TenantState:
         submission, completion and cancellation each order keeps), unless that one stands
         alone more than ``LONE_EVENT_GAP`` after all the others (an event stamped ahead
         waits for company, so it can neither freeze nor empty the estimate)."""
-        times = sorted(
-            {
-                at
-                for r in self.orders.values()
-                if r.tenant == self.tenant
-                for at in (
-                    *(s for s, tenant, _ in r.submissions if tenant == self.tenant),
-                    *r.completions,
-                    *r.cancellations,
-                )
-            }
-        )
-        if not times:
-            return None
-        if len(times) > 1 and times[-1] - times[-2] > LONE_EVENT_GAP:
-            return times[-2]
-        return times[-1]
+        first = second = None  # the latest two distinct times, in one pass
+        tenant = self.tenant
+        for r in self.orders.values():
+            if not r.submissions or r.submissions[0][1] != tenant:
+                continue
+            for at in (r.submissions[0][0], *r.completions[:1], *r.cancellations[:1]):
+                if first is None or at > first:
+                    first, second = at, first
+                elif at != first and (second is None or at > second):
+                    second = at
+        if first is not None and second is not None and first - second > LONE_EVENT_GAP:
+            return second
+        return first
 
 
 def view_of(state: TenantState, now: int, max_wait_seconds: int) -> Estimate | None:
@@ -203,6 +199,10 @@ def stored_size(record: OrderRecord) -> int:
 def _over_caps(kept: Sequence[OrderRecord], cap: int) -> int:
     """How many of the oldest records (``_drop_order``) must go to fit both caps."""
     dropped = max(0, len(kept) - cap)
+    # Four bytes a character at most: when even that fits, no name needs encoding.
+    bound = sum(_chars(r) for r in kept) * 4 + 64 * len(kept)
+    if bound <= MAX_TENANT_BYTES:
+        return dropped
     total = sum(stored_size(r) for r in kept)
     if total <= MAX_TENANT_BYTES:
         return dropped
@@ -211,6 +211,11 @@ def _over_caps(kept: Sequence[OrderRecord], cap: int) -> int:
             return max(dropped, index)
         total -= stored_size(record)
     return len(kept)
+
+
+def _chars(record: OrderRecord) -> int:
+    first = record.submissions[0] if record.submissions else (0, "", "")
+    return len(record.order_id) + len(first[1]) + len(first[2])
 
 
 def _drop_order(record: OrderRecord) -> tuple[int, int, str]:
@@ -327,8 +332,22 @@ def fit(samples: Sequence[Sample], *, knees: Sequence[int] = ()) -> Model | None
     squared error wins (ties: the smaller)."""
     if len(samples) < MIN_TRAINING:
         return None
-    fits = [_fit_knee(samples, k) for k in knees or range(1, MAX_SERVERS + 1)]
-    return min(fits, key=lambda found: found[1])[0]  # min keeps the first of equals
+    key = (tuple(samples), tuple(knees))
+    model = _FITTED.get(key)
+    if model is None:
+        fits = [_fit_knee(samples, k) for k in knees or range(1, MAX_SERVERS + 1)]
+        model = min(fits, key=lambda found: found[1])[0]  # min keeps the first of equals
+        if len(_FITTED) >= FITTED_MODELS:
+            _FITTED.clear()
+        _FITTED[key] = model
+    return model
+
+
+# The last models fitted, by their samples: a tenant's estimate is asked for at every
+# event, and its training orders change only when one completes (a pure function's
+# cache: the same samples always give the same model).
+FITTED_MODELS = 256
+_FITTED: dict[tuple[tuple[Sample, ...], tuple[int, ...]], Model] = {}
 
 
 def _fit_knee(samples: Sequence[Sample], knee: int) -> tuple[Model, float]:

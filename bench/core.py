@@ -7,7 +7,7 @@ jittered). Both timings read the same file the same way (line by line, in one pr
 best of three), so the ratio isolates the work replay does beyond JSON parsing with the
 fastest parser installed (orjson). ``replay --estimates`` (``replay_estimates``) is
 measured on each stream's first ``ESTIMATE_LINES`` lines: it costs about a millisecond an
-accepted event (docs/performance.md, "Replay as a backtest engine").
+accepted event (docs/performance.md, "11. Replay as a backtest engine").
 """
 
 from __future__ import annotations

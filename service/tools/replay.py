@@ -27,7 +27,7 @@ def settled_heap() -> Iterator[None]:
     """While replaying, what has survived a sweep is frozen (``gc.freeze`` in ``_feed``):
     the cyclic collector stops scanning the records replay holds, which hold no cycles
     and cost it a quarter of replay's time at Python's default thresholds
-    (docs/performance.md, "Replay as a backtest engine"). Everything is unfrozen on the
+    (docs/performance.md, "11. Replay as a backtest engine"). Everything is unfrozen on the
     way out, so a cycle frozen meanwhile (a bad line's traceback) is still collected."""
     try:
         yield

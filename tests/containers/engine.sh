@@ -34,17 +34,23 @@ if docker info >/dev/null 2>&1; then
   exit 0
 fi
 [ "$(id -u)" = 0 ] || fail "no Docker engine answers and only root can start one"
-if [ -S /var/run/docker.sock ] && pgrep -x dockerd >/dev/null; then
-  : # an engine is starting already: wait for it below
+pid=""
+if pgrep -x dockerd >/dev/null; then
+  : # an engine runs or is starting already: wait for it below
 else
   # Detached (setsid, no terminal, own log) so it outlives the test run that started it.
   setsid dockerd --iptables=false --ip-forward=false --bridge=none \
     </dev/null >>"$log" 2>&1 &
+  pid=$!
 fi
 for _ in $(seq 1 60); do
   if docker info >/dev/null 2>&1; then
     exit 0
   fi
+  if [ -n "$pid" ] && ! kill -0 "$pid" 2>/dev/null; then
+    fail "dockerd exited at start: $(tail -n 1 "$log" | cut -c1-300) (log: $log)"
+  fi
   sleep 0.5
 done
-fail "dockerd did not answer within 30 s: $(tail -n 1 "$log" 2>/dev/null || echo 'no log')"
+answer=$(docker info 2>&1 >/dev/null | grep -m 1 . | cut -c1-300 || true)
+fail "no Docker engine answers after 30 s: ${answer:-docker info failed} (dockerd log: $log)"

@@ -96,6 +96,7 @@ class Compose:
     """docker-compose v1 on a copy of docker-compose.yml and the tier's override."""
 
     def __init__(self, folder: Path) -> None:
+        self.log_path = folder / "compose.log"
         copy = folder / "docker-compose.yml"
         copy.write_text(re.sub(r"^name: .*\n", "", COMPOSE_PATH.read_text(), flags=re.M))
         self.base = [
@@ -157,14 +158,20 @@ def localstack_share(log: str) -> tuple[int, int]:
     return sum(1 for s in counted if s == "localstack"), len(counted)
 
 
-def wait_for(what: str, check: Callable[[], Any], within: float, every: float = 2.0) -> Any:
-    """``check()`` until it returns something true; AssertionError naming ``what`` after
-    ``within`` seconds (with the last value seen)."""
+def wait_for(
+    what: str,
+    check: Callable[[], Any],
+    within: float,
+    done: Callable[[Any], bool] = bool,
+    every: float = 2.0,
+) -> Any:
+    """``check()`` until ``done`` holds for its value (by default: until it is true);
+    AssertionError naming ``what`` after ``within`` seconds, with the last value seen."""
     deadline = time.monotonic() + within
     last: Any = None
     while time.monotonic() < deadline:
         last = check()
-        if last:
+        if done(last):
             return last
         time.sleep(every)
     raise AssertionError(f"{what}: not within {within:.0f} s (last: {last!r})")
@@ -313,8 +320,12 @@ def test_compose_up_runs_the_stack_and_stops_cleanly(
             series = prometheus.query('up{job="wait-times"} == 1')
             return {s["metric"]["instance"] for s in series}
 
-        assert (
-            wait_for("both replicas up in Prometheus", both_up, METRICS_WITHIN_SECONDS) == addresses
+        # One replica's first scrape may come a scrape interval before the other's.
+        wait_for(
+            "both replicas up in Prometheus",
+            both_up,
+            METRICS_WITHIN_SECONDS,
+            done=lambda instances: instances == addresses,
         )
         averages = wait_for(
             "averages in Prometheus",
@@ -366,7 +377,10 @@ def test_compose_up_runs_the_stack_and_stops_cleanly(
         logs = compose("logs", "--no-color", timeout=120)
         log = logs.stdout + logs.stderr
         ours, total = localstack_share(log)
-        say(f"compose log: {total} lines, {ours} from LocalStack ({ours / max(total, 1):.0%})")
+        say(
+            f"compose log: {total} lines, {ours} from LocalStack ({ours / max(total, 1):.0%}); "
+            f"kept in {compose.log_path}"
+        )
 
         # down -v: nothing of the project is left.
         down = compose("down", "-v", timeout=180)
@@ -380,5 +394,6 @@ def test_compose_up_runs_the_stack_and_stops_cleanly(
             logs = compose("logs", "--no-color", timeout=120)
             log = logs.stdout + logs.stderr
         if log:
+            compose.log_path.write_text(log)
             # Shown with the failure report only (pytest prints a report's sections then).
             request.node.add_report_section("call", "docker-compose logs", log)

@@ -30,6 +30,11 @@ Dockerfile are read, never changed):
   LocalStack's DynamoDB downloads DynamoDB Local at first use (the LocalStack test tier
   keeps DynamoDB on moto too); LocalStack with ``EAGER_SERVICE_LOADING=0`` so it does not
   start that DynamoDB at boot (its health still reports dynamodb "available").
+- ``stop`` without ``-t``, so each service's ``stop_grace_period`` (else compose's 10 s)
+  applies, as with ``docker compose stop``.
+- Prometheus is asked on its published 127.0.0.1:9090, which answers with
+  ``--bridge=none`` (the engine's proxy forwards to the project network); were it not to,
+  the test asks from inside that network through a worker and says so.
 - The images python:3.11.14-slim-bookworm, ghcr.io/astral-sh/uv:0.13.9,
   localstack/localstack:4.9.2 and prom/prometheus:v2.55.1 are stand-ins wherever their
   pull fails (each ``standins/<name>/`` file says how it differs). Grafana's profile is
@@ -55,6 +60,7 @@ from typing import Any
 import pytest
 import yaml
 
+from testing.localstack import port_is_taken
 from tests.containers import images
 
 ROOT = images.ROOT
@@ -258,6 +264,14 @@ def stack(
     folder = tmp_path_factory.mktemp("compose")
     compose = Compose(folder)
     compose("down", "-v", "--remove-orphans")  # what an interrupted run left
+    published = sorted(
+        int(port.split(":")[1])
+        for spec in SERVICES.values()
+        for port in spec.get("ports", [])
+        if port.startswith("127.0.0.1:")
+    )
+    taken = [port for port in published if port_is_taken(port)]
+    assert not taken, f"127.0.0.1 ports {taken} are taken (another compose stack?): stop it first"
     started = time.monotonic()
     names = {spec["image"] for spec in SERVICES.values() if "build" not in spec}
     bases = re.findall(
@@ -265,7 +279,9 @@ def stack(
     )
     images.ensure_all(sorted(names | set(bases) | {images.MOTO}), folder, say)
     built = time.monotonic()
-    (tag,) = {SERVICES[name]["image"] for name in BUILT}
+    tags = {SERVICES[name]["image"] for name in BUILT}
+    assert len(tags) == 1, f"services built from the Dockerfile under several tags: {tags}"
+    (tag,) = tags
     images.build_project(tag, ROOT / "Dockerfile", folder / "build-project.log")
     say(
         f"images ready in {time.monotonic() - started:.0f} s "
@@ -381,6 +397,20 @@ def test_compose_up_runs_the_stack_and_stops_cleanly(
             f"compose log: {total} lines, {ours} from LocalStack ({ours / max(total, 1):.0%}); "
             f"kept in {compose.log_path}"
         )
+
+        abandoned = [
+            line
+            for line in log.splitlines()
+            if service_of(line) == "worker" and "flush_abandoned_at_shutdown" in line
+        ]
+        if abandoned:
+            # Not a failure: compose v1 orders `stop` by running direct dependents only, and
+            # provision (the workers' one link to LocalStack) has exited, so LocalStack is
+            # signalled together with the workers; the held messages return to the queue.
+            say(
+                f"note: {len(abandoned)} worker flush(es) abandoned at shutdown "
+                "(LocalStack stopped with the workers, see docs/deploying.md)"
+            )
 
         # down -v: nothing of the project is left.
         down = compose("down", "-v", timeout=180)

@@ -6,9 +6,9 @@ The tier starts the engine itself (``engine.sh``: Debian's docker.io and docker-
 project's network reach one another and nothing reaches outside), and is skipped, saying
 why in one line, where the engine cannot start. Images no registry can give are built as
 stand-ins (``images.py``, ``standins/``). Checks: ``provision`` exits 0 before any worker
-starts; both worker replicas turn healthy; Prometheus (its published 127.0.0.1:9090, or
-from inside the project's network through a worker when that port does not answer) sees
-both replicas up and their per-(tenant, drink) averages and estimates; ``stop`` ends
+starts; both worker replicas turn healthy; a worker cannot reach PyPI (which this machine
+reaches); Prometheus (its published 127.0.0.1:9090, or from inside the project's network
+through a worker when that port does not answer) sees both replicas up and their per-(tenant, drink) averages and estimates; ``stop`` ends
 every service built from the Dockerfile with exit code 0 within its stop grace period;
 ``down -v`` leaves no container, network or volume of the project. The compose log's
 share of LocalStack lines is printed; the whole log is attached to a failure.
@@ -47,6 +47,7 @@ import json
 import math
 import os
 import re
+import socket
 import subprocess
 import time
 import urllib.error
@@ -324,6 +325,26 @@ def test_compose_up_runs_the_stack_and_stops_cleanly(
 
         wait_for("both workers healthy", health, HEALTHY_WITHIN_SECONDS)
         say(f"both workers healthy after {time.monotonic() - started:.0f} s")
+
+        # The network: nothing outside answers (PyPI, which this machine reaches, included).
+        try:
+            found = socket.getaddrinfo("pypi.org", 443, socket.AF_INET, socket.SOCK_STREAM)
+        except OSError:
+            found = []
+        if found:
+            outside = found[0][4][0]
+            probe = (
+                "import socket\n"
+                "try:\n"
+                f"    socket.create_connection(({outside!r}, 443), timeout=3)\n"
+                "except OSError:\n"
+                "    raise SystemExit(0)\n"
+                "raise SystemExit('reached')\n"
+            )
+            reached = images.docker("exec", workers[0]["Id"], "python", "-c", probe)
+            assert reached.returncode == 0, f"a worker reached {outside}:443: {reached.stderr}"
+        else:
+            say("pypi.org does not resolve on this machine: the no-way-out check is skipped")
 
         # Prometheus: both replicas scraped, their averages and estimates per key.
         addresses = {

@@ -41,7 +41,7 @@ for _name in list(os.environ):
     if _name.startswith("AWS_ENDPOINT_URL") or _name == "AWS_IGNORE_CONFIGURED_ENDPOINT_URLS":
         del os.environ[_name]
 
-TIERS = ("unit", "integration", "reliability")
+TIERS = ("unit", "integration", "reliability", "containers")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

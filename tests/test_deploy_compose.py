@@ -146,8 +146,11 @@ def test_compose_topology() -> None:
     assert SERVICES["provision"]["depends_on"] == {"localstack": {"condition": "service_healthy"}}
     assert localstack["environment"]["LS_LOG"] == "warn", "no line per unmatched event"
     for name in ("worker", "player", "board"):
+        # LocalStack directly too: compose stops these before it (v1 orders by direct
+        # dependencies only), so the workers' drain can still reach SQS and DynamoDB.
         assert SERVICES[name]["depends_on"] == {
-            "provision": {"condition": "service_completed_successfully"}
+            "localstack": {"condition": "service_healthy"},
+            "provision": {"condition": "service_completed_successfully"},
         }
     assert SERVICES["worker"]["command"] == ["run"]
     assert SERVICES["worker"]["deploy"]["replicas"] == 2
@@ -173,6 +176,7 @@ def test_compose_topology() -> None:
     assert board["environment"]["WAIT_TIMES_BOARD_ENABLED"] == "true"
     port = board["environment"]["WAIT_TIMES_BOARD_PORT"]
     assert board["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert f"http://127.0.0.1:{port}/healthz" in board["healthcheck"]["test"][3]
     for name in ("provision", "worker", "player", "board"):
         assert SERVICES[name]["build"]["context"] == "."
         for variable in SERVICES[name]["environment"]:

@@ -92,7 +92,8 @@ async def index(request: web.Request) -> web.Response:
 
 async def tenant_page(request: web.Request) -> web.Response:
     """A tenant's page (404 for a tenant the board has no page for)."""
-    state, tenant = request.app[STATE_KEY], request.match_info["tenant"]
+    # ``/tenants/`` is tenant "": the 2021 event shape's orders (docs/design.md).
+    state, tenant = request.app[STATE_KEY], request.match_info.get("tenant", "")
     if not state.knows(tenant):
         return not_found(tenant, state)
     return page(f"Wait board: {tenant}", boot_of(state, tenant))
@@ -201,6 +202,7 @@ def build_app(
     app[KEEPALIVE_KEY] = keepalive_seconds
     app.router.add_get("/", index)
     app.router.add_get("/tenants/{tenant:.+}", tenant_page)
+    app.router.add_get("/tenants/", tenant_page)
     app.router.add_get("/events", events)
     app.router.add_get("/view.json", view_json)
     app.router.add_get("/tenants.json", tenants_json)

@@ -257,6 +257,62 @@ async def test_hostile_names_render_as_text_and_run_nothing(
         assert dialogs == []
 
 
+async def test_the_2021_shapes_tenant_has_a_page_like_any_other(
+    aws: Aws, browser: BrowserContext
+) -> None:
+    """Orders of the 2021 event shape carry no tenant: they are tenant "", at /tenants/."""
+    settings = board_settings(aws)
+    await provision(settings, aws.clients)
+    details = (
+        (
+            AVERAGE_DETAIL_TYPE,
+            {
+                "eventId": "",
+                "drink": "Latte",
+                "duration": 95.0,
+                "samples": 3,
+                "window": 10,
+                "version": 1,
+                "updatedAt": "2026-05-01T12:00:00Z",
+            },
+        ),
+        (
+            ESTIMATE_DETAIL_TYPE,
+            {
+                "eventId": "",
+                "asOf": "2026-05-01T12:00:00Z",
+                "openOrders": 2,
+                "drinks": {"Latte": {"estimate": 70.0, "p90": 100.0}},
+                "version": 1,
+            },
+        ),
+    )
+    async with running_board(settings) as url:
+        page = await browser.new_page()
+        await page.goto(url)
+        await page.wait_for_selector("#status[data-state=live]", timeout=10_000)
+        await aws.clients.events.put_events(
+            Entries=[
+                {
+                    "Source": settings.source,
+                    "DetailType": detail_type,
+                    "Detail": json.dumps(detail),
+                    "EventBusName": settings.event_bus,
+                }
+                for detail_type, detail in details
+            ]
+        )
+        link = page.locator("ul.tenants a")
+        await link.wait_for(timeout=15_000)
+        assert await link.text_content() == "(no tenant: the 2021 events)"
+        await link.click()
+        await page.wait_for_selector("li.drink", timeout=10_000)
+        assert page.url == f"{url}/tenants/"
+        assert await shown(page) == {
+            "Latte": {"estimate": "1m 10s", "p90": "1m 40s", "ahead": "2", "average": "1m 35s"}
+        }
+
+
 async def test_streams_are_bounded_keep_alive_and_assets_are_the_boards_own(aws: Aws) -> None:
     settings = board_settings(aws, board_max_streams=2, board_keepalive_seconds=0.2)
     await provision(settings, aws.clients)

@@ -30,11 +30,16 @@
     status.textContent = text;
   }
 
+  // The 2021 event shape has no tenant: its orders are tenant "", a tenant like any other.
+  function label(name) {
+    return name === "" ? "(no tenant: the 2021 events)" : name;
+  }
+
   function renderPicker(tenants) {
     const options = [el("option", "", tenants.length ? "choose a tenant" : "no tenant yet")];
     options[0].value = "";
     for (const name of tenants) {
-      const option = el("option", "", name);
+      const option = el("option", "", label(name));
       option.value = name;
       option.selected = name === tenant;
       options.push(option);
@@ -84,7 +89,7 @@
     }
     const list = el("ul", "tenants");
     for (const name of data.tenants) {
-      const link = el("a", "", name);
+      const link = el("a", "", label(name));
       link.href = tenantUrl(name);
       const item = el("li");
       item.append(link);
@@ -115,9 +120,10 @@
   }
 
   picker.addEventListener("change", function () {
-    if (picker.value) window.location.href = tenantUrl(picker.value);
+    // The first option is the prompt; any other is a tenant, "" included.
+    if (picker.selectedIndex > 0) window.location.href = tenantUrl(picker.value);
   });
-  if (tenant !== null) document.getElementById("heading").textContent = tenant;
+  if (tenant !== null) document.getElementById("heading").textContent = label(tenant);
   render(boot);
   if (boot.missing === undefined) connect();
   else setStatus("lost", "not found");

@@ -54,23 +54,8 @@ async def provision(
     tests read them there).
     """
     bus_arn = await ensure_bus(clients.events, settings.event_bus)
-    dlq_url, dlq_arn = await ensure_queue(
-        clients.sqs,
-        settings.dlq_name,
-        {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"},
-    )
-    queue_url, queue_arn = await ensure_queue(
-        clients.sqs,
-        settings.queue_name,
-        {
-            "VisibilityTimeout": str(settings.visibility_timeout_seconds),
-            "ReceiveMessageWaitTimeSeconds": str(settings.receive_wait_seconds),
-            "MessageRetentionPeriod": str(QUEUE_RETENTION_SECONDS),
-            "SqsManagedSseEnabled": "true",
-            "RedrivePolicy": json.dumps(
-                {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
-            ),
-        },
+    (queue_url, queue_arn), (dlq_url, dlq_arn) = await ensure_queue_with_dlq(
+        settings, clients, settings.queue_name, settings.dlq_name
     )
     rule_arn = await ensure_rule(
         clients,
@@ -117,18 +102,19 @@ async def provision(
     )
 
 
-async def ensure_board_queue(settings: Settings, clients: AwsClients) -> str:
-    """The board's own queue (with its DLQ and redrive policy) and the rule feeding it the
-    published events; returns its URL. One board per queue: each board deletes what it
-    reads."""
-    _, dlq_arn = await ensure_queue(
+async def ensure_queue_with_dlq(
+    settings: Settings, clients: AwsClients, name: str, dlq_name: str
+) -> tuple[tuple[str, str], tuple[str, str]]:
+    """A queue (long polling, the worker's visibility timeout, encrypted) and its dead-letter
+    queue, the queue redriving to it after ``max_receive_count`` receives; each (URL, ARN)."""
+    dlq_url, dlq_arn = await ensure_queue(
         clients.sqs,
-        f"{settings.board_queue_name}-dlq",
+        dlq_name,
         {"MessageRetentionPeriod": str(DLQ_RETENTION_SECONDS), "SqsManagedSseEnabled": "true"},
     )
     url, arn = await ensure_queue(
         clients.sqs,
-        settings.board_queue_name,
+        name,
         {
             "VisibilityTimeout": str(settings.visibility_timeout_seconds),
             "ReceiveMessageWaitTimeSeconds": str(settings.receive_wait_seconds),
@@ -138,6 +124,16 @@ async def ensure_board_queue(settings: Settings, clients: AwsClients) -> str:
                 {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": settings.max_receive_count}
             ),
         },
+    )
+    return (url, arn), (dlq_url, dlq_arn)
+
+
+async def ensure_board_queue(settings: Settings, clients: AwsClients) -> str:
+    """The board's own queue (with its DLQ and redrive policy) and the rule feeding it the
+    published events; returns its URL. One board per queue: each board deletes what it
+    reads."""
+    (url, arn), _ = await ensure_queue_with_dlq(
+        settings, clients, settings.board_queue_name, f"{settings.board_queue_name}-dlq"
     )
     await ensure_rule(
         clients,

@@ -109,6 +109,21 @@ async def shown(page: Page) -> dict[str, dict[str, str]]:
     return found
 
 
+async def publish(aws: Aws, settings: Settings, *details: tuple[str, dict[str, Any]]) -> None:
+    """Put the service's own events on the bus, as the worker publishes them."""
+    await aws.clients.events.put_events(
+        Entries=[
+            {
+                "Source": settings.source,
+                "DetailType": detail_type,
+                "Detail": json.dumps(detail),
+                "EventBusName": settings.event_bus,
+            }
+            for detail_type, detail in details
+        ]
+    )
+
+
 async def wait_for(condition: Any, seconds: float, what: str) -> None:
     with anyio.move_on_after(seconds):
         while not await condition():  # noqa: ASYNC110 - polls a page and a queue
@@ -219,19 +234,8 @@ async def test_hostile_names_render_as_text_and_run_nothing(
         page.on("dialog", lambda dialog: dialogs.append(dialog.message))
         await page.goto(url)
         await page.wait_for_selector("#status[data-state=live]", timeout=10_000)
-        await aws.clients.events.put_events(
-            Entries=[
-                {
-                    "Source": settings.source,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": settings.event_bus,
-                }
-                for detail_type, detail in (
-                    (AVERAGE_DETAIL_TYPE, average),
-                    (ESTIMATE_DETAIL_TYPE, estimate),
-                )
-            ]
+        await publish(
+            aws, settings, (AVERAGE_DETAIL_TYPE, average), (ESTIMATE_DETAIL_TYPE, estimate)
         )
         # The index learns the tenant live; its link is the name as text.
         link = page.locator("ul.tenants a")
@@ -291,17 +295,7 @@ async def test_the_2021_shapes_tenant_has_a_page_like_any_other(
         page = await browser.new_page()
         await page.goto(url)
         await page.wait_for_selector("#status[data-state=live]", timeout=10_000)
-        await aws.clients.events.put_events(
-            Entries=[
-                {
-                    "Source": settings.source,
-                    "DetailType": detail_type,
-                    "Detail": json.dumps(detail),
-                    "EventBusName": settings.event_bus,
-                }
-                for detail_type, detail in details
-            ]
-        )
+        await publish(aws, settings, *details)
         link = page.locator("ul.tenants a")
         await link.wait_for(timeout=15_000)
         assert await link.text_content() == "(no tenant: the 2021 events)"

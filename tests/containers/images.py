@@ -131,18 +131,8 @@ def build(tag: str, standin: StandIn, digest: str, log: Path) -> None:
                 tag,
                 context,
             ]
-            result = subprocess.run(
-                command,
-                capture_output=True,
-                text=True,
-                timeout=BUILD_SECONDS,
-                check=False,
-                env=dict(os.environ, DOCKER_BUILDKIT="1"),
-            )
-    log.write_text(result.stdout + result.stderr)
-    assert result.returncode == 0, (
-        f"building the stand-in {tag} failed ({log}):\n{(result.stdout + result.stderr)[-3000:]}"
-    )
+            result = buildkit(command)
+    logged(result, log, f"the stand-in {tag}")
 
 
 def ensure(tag: str, log_dir: Path) -> str:
@@ -171,17 +161,29 @@ def build_project(tag: str, dockerfile: Path, log: Path) -> None:
     copy = dockerfile.read_text()
     dockerfile_copy = log.parent / "Dockerfile"
     dockerfile_copy.write_text(re.sub(r"^# syntax=.*\n", "", copy, count=1))
-    result = subprocess.run(
-        [BUILD_CLI, "build", "--network=host", "-t", tag, "-f", str(dockerfile_copy), str(ROOT)],
+    result = buildkit(
+        [BUILD_CLI, "build", "--network=host", "-t", tag, "-f", str(dockerfile_copy), str(ROOT)]
+    )
+    logged(result, log, tag)
+
+
+def buildkit(command: list[str]) -> subprocess.CompletedProcess[str]:
+    """A ``docker build`` with BuildKit (engine 20.10 needs it for ``RUN --mount``)."""
+    return subprocess.run(
+        command,
         capture_output=True,
         text=True,
         timeout=BUILD_SECONDS,
         check=False,
         env=dict(os.environ, DOCKER_BUILDKIT="1"),
     )
+
+
+def logged(result: subprocess.CompletedProcess[str], log: Path, what: str) -> None:
+    """Keep a build's output in ``log``; fail naming ``what``, with the output's end."""
     log.write_text(result.stdout + result.stderr)
     assert result.returncode == 0, (
-        f"building {tag} failed ({log}):\n{(result.stdout + result.stderr)[-3000:]}"
+        f"building {what} failed ({log}):\n{(result.stdout + result.stderr)[-3000:]}"
     )
 
 

@@ -335,6 +335,15 @@ def test_the_board_queue_is_off_by_default_and_agrees_with_provision() -> None:
             "sqs:GetQueueUrl",
             "sqs:GetQueueAttributes",
         },
+        json.dumps(
+            {
+                "Fn::If": [
+                    "WithBoard",
+                    {"Fn::GetAtt": ["BoardDeadLetterQueue", "Arn"]},
+                    {"Ref": "AWS::NoValue"},
+                ]
+            }
+        ): {"sqs:GetQueueUrl"},
         json.dumps({"Fn::GetAtt": ["Table", "Arn"]}): {"dynamodb:Scan"},
     }
 

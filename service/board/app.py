@@ -55,7 +55,8 @@ async def run_board(
                 window_size=settings.window_size,
                 max_wait_seconds=settings.max_wait_seconds,
                 now=int(time.time()),
-            )
+            ),
+            messages=False,
         )
         queue = SqsQueue(
             clients.sqs,
@@ -72,6 +73,9 @@ async def run_board(
             ),
             access_log=None,
             shutdown_timeout=SHUTDOWN_SECONDS,
+            # A browser that leaves cancels its stream's handler, which frees its slot at
+            # once instead of at the next keep-alive write.
+            handler_cancellation=True,
         )
         await runner.setup()
         try:

@@ -56,11 +56,13 @@ class Board:
         )
         self.open_streams.set_function(lambda: len(self.streams))
 
-    def take_values(self, values: Iterable[Published]) -> None:
-        """Take published values (the table's at start, then the queue's)."""
+    def take_values(self, values: Iterable[Published], *, messages: bool = True) -> None:
+        """Take published values: the queue's (counted as messages by outcome), or the
+        table's at start (``messages=False``)."""
         for value in values:
             taken = self.state.take(value)
-            self.messages.labels(taken.outcome.value).inc()
+            if messages:
+                self.messages.labels(taken.outcome.value).inc()
             if taken.outcome is Outcome.KEPT:
                 self.streams.notify(taken.tenant, everyone=taken.new_tenant)
 
@@ -115,16 +117,17 @@ async def consume(queue: OrderQueue, board: Board, redrive_limit: int | None) ->
             continue
         attempt = 0
         found = board.take(messages, redrive_limit)
-        await _settle(queue, found)
+        await _settle(queue, found, release=redrive_limit is not None)
 
 
-async def _settle(queue: OrderQueue, found: Sorted) -> None:
-    """Delete what was taken, release what is malformed; a failure here only means a
-    redelivery, which the highest-version rule makes harmless."""
+async def _settle(queue: OrderQueue, found: Sorted, *, release: bool) -> None:
+    """Delete what was taken, release what is malformed (at once towards the DLQ; without
+    one, it returns after the visibility timeout, so it cannot spin); a failure here only
+    means a redelivery, which the highest-version rule makes harmless."""
     try:
         if found.done:
             await queue.delete(found.done)
-        if found.malformed:
+        if found.malformed and release:
             await queue.change_visibility([m for m, _ in found.malformed], 0)
     except WaitTimesError as exc:
         log.warning("board_settle_failed", error=str(exc)[:300])

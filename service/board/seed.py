@@ -11,17 +11,21 @@ window and tenant items.
 
 from __future__ import annotations
 
+import zlib
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
+import anyio
 import structlog
 
 from service.aws import items
 from service.aws.errors import call
+from service.backoff import DEPENDENCY_RETRY
 from service.board.state import Published
 from service.core.events import average_event, estimate_detail
 from service.core.queueing import TenantState, view_of
+from service.errors import WaitTimesError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -47,7 +51,7 @@ async def current_values(
         }
         if start:
             request["ExclusiveStartKey"] = start
-        page = await call("dynamodb.Scan", partial(client.scan, **request))
+        page = await _scan(client, request)
         for item in page.get("Items", []):
             value = value_of(item, window_size, max_wait_seconds, now)
             if value is not None:
@@ -55,6 +59,22 @@ async def current_values(
         start = page.get("LastEvaluatedKey")
         if not start:
             return found
+
+
+async def _scan(client: DynamoDBClient, request: dict[str, Any]) -> Any:
+    """One page of the Scan; a failure that may pass (throttling, an endpoint not up yet)
+    is tried again with the queue's capped backoff, any other stops the board."""
+    attempt = 0
+    while True:
+        try:
+            return await call("dynamodb.Scan", partial(client.scan, **request))
+        except WaitTimesError as exc:
+            if not exc.retriable:
+                raise
+            delay = DEPENDENCY_RETRY.delay(attempt)
+            attempt += 1
+            log.warning("board_seed_retry", error=str(exc)[:300], retry_in_s=round(delay, 2))
+            await anyio.sleep(delay)
 
 
 def value_of(
@@ -77,7 +97,7 @@ def value_of(
         name, orders, version = tenant
         estimate = view_of(TenantState(name, orders), now, max_wait_seconds)
         return None if estimate is None else estimate_detail(estimate, version)
-    except (KeyError, ValueError, TypeError) as exc:
+    except (KeyError, ValueError, TypeError, zlib.error) as exc:
         # An item this version cannot read: the board shows the key once it changes.
         log.warning(
             "board_item_unreadable", pk=pk[:200], error=f"{type(exc).__name__}: {exc}"[:200]

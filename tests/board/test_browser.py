@@ -142,6 +142,8 @@ async def test_the_board_shows_values_at_once_and_follows_new_events(
     await burst(settings)
     before = await stored_averages(aws, "NYC")
     assert before, "the first traffic paired NYC orders"
+    # The board's queue holds the same values: emptied, only the table can show them.
+    await aws.clients.sqs.purge_queue(QueueUrl=board_queue)
     with capture_logs() as logs:
         async with running_board(settings) as url:
             page = await browser.new_page()
@@ -344,3 +346,22 @@ async def test_streams_are_bounded_keep_alive_and_assets_are_the_boards_own(aws:
             assert "Content-Security-Policy" in response.headers
         assert "http://" not in page and "https://" not in page, "no CDN: every asset is ours"
         assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
+
+
+async def test_a_browser_that_leaves_frees_its_stream_before_any_keep_alive(aws: Aws) -> None:
+    """Keep-alives every 60 s: a closed stream must free its slot at once all the same
+    (the handler is cancelled when its client goes), so a reload is never refused."""
+    settings = board_settings(aws, board_max_streams=1, board_keepalive_seconds=60.0)
+    await provision(settings, aws.clients)
+    async with running_board(settings) as url, aiohttp.ClientSession() as http:
+        first = await http.get(f"{url}/events")
+        assert first.status == 200
+        await first.content.readany()  # (its first message: the stream is open)
+        first.close()
+        with anyio.fail_after(5):
+            while True:
+                again = await http.get(f"{url}/events")
+                if again.status == 200:
+                    break
+                await anyio.sleep(0.1)
+        again.close()

@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from service.board.feed import Board
+from service.board.seed import value_of
 from service.board.server import script_json
 from service.board.state import BoardState, Outcome, read_published, served_tenants
 from service.board.streams import Streams
@@ -178,3 +180,17 @@ def test_embedded_json_cannot_end_its_script_element() -> None:
     assert "<" not in text and ">" not in text and "&" not in text
     assert "\u2028" not in text and "\u2029" not in text
     assert json.loads(text) == hostile
+
+
+def test_an_unreadable_table_item_is_skipped_not_fatal() -> None:
+    """A tenant item whose orders blob is not zlib (or a window of another layout) is
+    logged and skipped: the board still starts with everything else."""
+    corrupt = {
+        "pk": {"S": "T#NYC"},
+        "tenant": {"S": "NYC"},
+        "v": {"N": "3"},
+        "to": {"B": b"not zlib at all"},
+    }
+    with capture_logs() as logs:
+        assert value_of(corrupt, 10, 7200, 2_000_000_000) is None
+    assert [entry["event"] for entry in logs] == ["board_item_unreadable"]

@@ -114,8 +114,14 @@
     source.addEventListener("open", function () { setStatus("live", "live"); });
     source.addEventListener("error", function () {
       setStatus("lost", "reconnecting\u2026");
-      // EventSource retries by itself unless the server refused (503, 404): then we do.
-      if (source.readyState === EventSource.CLOSED) setTimeout(connect, 5000);
+      // EventSource retries by itself unless the server refused (503, 404): then we do,
+      // unless the tenant is gone from the board (404): the page then says so.
+      if (source.readyState !== EventSource.CLOSED) return;
+      if (tenant === null) { setTimeout(connect, 5000); return; }
+      fetch("/view.json?tenant=" + encodeURIComponent(tenant)).then(function (answer) {
+        if (answer.status === 404) window.location.reload();
+        else setTimeout(connect, 5000);
+      }, function () { setTimeout(connect, 5000); });
     });
   }
 

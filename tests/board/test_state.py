@@ -185,7 +185,7 @@ def test_embedded_json_cannot_end_its_script_element() -> None:
 def test_an_unreadable_table_item_is_skipped_not_fatal() -> None:
     """A tenant item whose orders blob is not zlib (or a window of another layout) is
     logged and skipped: the board still starts with everything else."""
-    corrupt = {
+    corrupt: dict[str, Any] = {
         "pk": {"S": "T#NYC"},
         "tenant": {"S": "NYC"},
         "v": {"N": "3"},

@@ -182,9 +182,9 @@ def test_embedded_json_cannot_end_its_script_element() -> None:
     assert json.loads(text) == hostile
 
 
-def test_an_unreadable_table_item_is_skipped_not_fatal() -> None:
+def test_an_unreadable_table_item_is_left_out_not_fatal() -> None:
     """A tenant item whose orders blob is not zlib (or a window of another layout) is
-    logged and skipped: the board still starts with everything else."""
+    logged and left out: the board still starts with everything else."""
     corrupt: dict[str, Any] = {
         "pk": {"S": "T#NYC"},
         "tenant": {"S": "NYC"},

@@ -14,11 +14,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-import anyio
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.backoff import DEPENDENCY_RETRY
+from service.board.retry import answered
 from service.board.state import BoardState, Outcome, Published, read_published
 from service.board.streams import Streams
 from service.errors import PoisonMessageError, WaitTimesError
@@ -101,21 +100,9 @@ class Board:
 
 
 async def consume(queue: OrderQueue, board: Board, redrive_limit: int | None) -> None:
-    """Receive from the board's queue until cancelled; an AWS failure that may pass is
-    tried again with capped exponential backoff, any other stops the board."""
-    attempt = 0
+    """Receive from the board's queue until cancelled, each receive ``answered``."""
     while True:
-        try:
-            messages = await queue.receive()
-        except WaitTimesError as exc:
-            if not exc.retriable:
-                raise
-            delay = DEPENDENCY_RETRY.delay(attempt)
-            attempt += 1
-            log.warning("board_receive_retry", error=str(exc)[:300], retry_in_s=round(delay, 2))
-            await anyio.sleep(delay)
-            continue
-        attempt = 0
+        messages = await answered("board_receive_retry", queue.receive)
         found = board.take(messages, redrive_limit)
         await _settle(queue, found, release=redrive_limit is not None)
 

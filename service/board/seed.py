@@ -16,16 +16,14 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-import anyio
 import structlog
 
 from service.aws import items
 from service.aws.errors import call
-from service.backoff import DEPENDENCY_RETRY
+from service.board.retry import answered
 from service.board.state import Published
 from service.core.events import average_event, estimate_detail
 from service.core.queueing import TenantState, view_of
-from service.errors import WaitTimesError
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -51,7 +49,9 @@ async def current_values(
         }
         if start:
             request["ExclusiveStartKey"] = start
-        page = await _scan(client, request)
+        page = await answered(
+            "board_seed_retry", partial(call, "dynamodb.Scan", partial(client.scan, **request))
+        )
         for item in page.get("Items", []):
             value = value_of(item, window_size, max_wait_seconds, now)
             if value is not None:
@@ -59,22 +59,6 @@ async def current_values(
         start = page.get("LastEvaluatedKey")
         if not start:
             return found
-
-
-async def _scan(client: DynamoDBClient, request: dict[str, Any]) -> Any:
-    """One page of the Scan; a failure that may pass (throttling, an endpoint not up yet)
-    is tried again with the queue's capped backoff, any other stops the board."""
-    attempt = 0
-    while True:
-        try:
-            return await call("dynamodb.Scan", partial(client.scan, **request))
-        except WaitTimesError as exc:
-            if not exc.retriable:
-                raise
-            delay = DEPENDENCY_RETRY.delay(attempt)
-            attempt += 1
-            log.warning("board_seed_retry", error=str(exc)[:300], retry_in_s=round(delay, 2))
-            await anyio.sleep(delay)
 
 
 def value_of(

@@ -124,6 +124,18 @@ async def publish(aws: Aws, settings: Settings, *details: tuple[str, dict[str, A
     )
 
 
+async def stream_again(
+    http: aiohttp.ClientSession, url: str, *, within: float
+) -> aiohttp.ClientResponse:
+    """A new ``/events`` stream, asked for until the board has a slot free again."""
+    with anyio.fail_after(within):
+        while True:
+            again = await http.get(f"{url}/events")
+            if again.status == 200:
+                return again
+            await anyio.sleep(0.1)
+
+
 async def wait_for(condition: Any, seconds: float, what: str) -> None:
     with anyio.move_on_after(seconds):
         while not await condition():  # noqa: ASYNC110 - polls a page and a queue
@@ -327,13 +339,7 @@ async def test_streams_are_bounded_keep_alive_and_assets_are_the_boards_own(aws:
         assert refused.headers["Retry-After"] == "5"
         assert "WAIT_TIMES_BOARD_MAX_STREAMS" in await refused.text()
         first.close()
-        with anyio.fail_after(10):
-            while True:
-                again = await http.get(f"{url}/events")
-                if again.status == 200:
-                    break
-                await anyio.sleep(0.1)  # the server notices the closed stream
-        again.close()
+        (await stream_again(http, url, within=10)).close()  # the server notices the close
         second.close()
         for name, kind in (("board.js", "text/javascript"), ("board.css", "text/css")):
             async with http.get(f"{url}/static/{name}") as response:
@@ -358,10 +364,4 @@ async def test_a_browser_that_leaves_frees_its_stream_before_any_keep_alive(aws:
         assert first.status == 200
         await first.content.readany()  # (its first message: the stream is open)
         first.close()
-        with anyio.fail_after(5):
-            while True:
-                again = await http.get(f"{url}/events")
-                if again.status == 200:
-                    break
-                await anyio.sleep(0.1)
-        again.close()
+        (await stream_again(http, url, within=5)).close()

@@ -1,6 +1,7 @@
-"""``python -m bench [core|cost|light|latency|memory|throughput|accuracy ...]``: all parts by default.
+"""``python -m bench [core|calls|cost|light|latency|memory|throughput|accuracy ...]``: all by default.
 
-Prints each figure as it is measured and writes them all to bench/out/results.json, with
+Prints each figure as it is measured, then issue 20's table (``bench.table``: each figure
+beside its baseline from the same run), and writes them all to bench/out/results.json, with
 the machine they ran on. Nothing here asserts: the targets are reported met or missed.
 """
 
@@ -17,7 +18,9 @@ from typing import Any
 
 import anyio
 
-PARTS = ("core", "cost", "light", "latency", "memory", "throughput", "accuracy")
+from bench import table
+
+PARTS = ("core", "calls", "cost", "light", "latency", "memory", "throughput", "accuracy")
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -55,6 +58,8 @@ def main() -> int:
         else:
             module.run(report)
         report.setdefault("seconds", {})[part] = round(time.perf_counter() - started, 1)
+    report["table"] = table.rows(report)
+    print("\n== issue 20's table ==\n" + table.render(report["table"]))
     OUT.mkdir(exist_ok=True)
     (OUT / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"\nwritten to {OUT / 'results.json'}")

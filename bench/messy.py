@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from service.core.events import role_of
+from service.tools.coffeebar import PlannedEvent
 
 DUPLICATES = 0.10
 JITTER_MEAN_SECONDS = 20.0
@@ -47,3 +48,19 @@ def generate(clean: Path, path: Path, seed: int = 7) -> None:
 
 def _epoch(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def messy_planned(events: list[PlannedEvent], seed: int = 7) -> list[PlannedEvent]:
+    """The same mess for a stream put on the bus: as many events of ignored types as
+    consumed ones (the rule keeps them off the queue), 10% put twice, and the order of
+    putting jittered as ``generate`` jitters delivery."""
+    rng = random.Random(seed)
+    consumed = [e for e in events if role_of(e.detail_type) is not None]
+    ignored = [e for e in events if role_of(e.detail_type) is None]
+    rng.shuffle(ignored)
+    chosen = consumed + ignored[: len(consumed)]
+    chosen += [e for e in chosen if rng.random() < DUPLICATES]
+    late = [min(rng.expovariate(1 / JITTER_MEAN_SECONDS), JITTER_MAX_SECONDS) for _ in chosen]
+    ties = [rng.random() for _ in chosen]
+    order = sorted(range(len(chosen)), key=lambda i: (chosen[i].at + late[i], ties[i]))
+    return [chosen[i] for i in order]

@@ -114,6 +114,14 @@ class Settings(BaseSettings):
         description="while receives come back full (a backlog), how many (10 messages each) "
         "one flush may take",
     )
+    batch_window_seconds: float = Field(
+        0.25,
+        ge=0,
+        le=20,
+        description="when a flush of several messages emptied the queue (traffic faster than "
+        "the worker turns around), how long the next receive waits so it comes back fuller; a "
+        "lone message or a backlog never waits (`0`: never)",
+    )
     receive_wait_seconds: int = Field(20, ge=0, le=20, description="SQS long poll")
     visibility_timeout_seconds: int = Field(
         30, ge=5, le=43200, description="a crashed worker's messages return after this"
@@ -411,6 +419,7 @@ class WorkerOptions:
     pending_ttl_seconds: int = 86400
     max_clock_skew_seconds: int = 86400
     max_receives_per_flush: int = 10
+    batch_window_seconds: float = 0.25
     drain_seconds: float = 20.0
     redrive_limit: int | None = None
 
@@ -425,6 +434,7 @@ def worker_options(settings: Settings, *, redrive_limit: int | None = None) -> W
         pending_ttl_seconds=settings.pending_ttl_seconds,
         max_clock_skew_seconds=settings.max_clock_skew_seconds,
         max_receives_per_flush=settings.max_receives_per_flush,
+        batch_window_seconds=settings.batch_window_seconds,
         drain_seconds=settings.drain_seconds,
         redrive_limit=redrive_limit,
     )

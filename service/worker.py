@@ -5,7 +5,9 @@ One loop: long-poll a receive; while receives come back full (a backlog), take m
 (``service.flush``), whose DynamoDB and EventBridge calls are shared by every message in
 it. Light traffic makes a flush of one message, processed as soon as it arrives; a
 backlog makes flushes of up to 100 messages, so calls per order fall as load rises
-(docs/decisions.md). While a flush runs, a heartbeat keeps its messages invisible; a flush
+(docs/decisions.md). In between, when a flush of several messages emptied the queue,
+the next receive first waits ``batch_window_seconds``, so steady traffic makes flushes of
+about its rate times the window instead of whatever arrived during the last flush. While a flush runs, a heartbeat keeps its messages invisible; a flush
 of several receives that fails for an unexpected reason is tried again receive by
 receive, so one bad receive cannot hold back the others.
 
@@ -155,6 +157,7 @@ class Worker:
         self.observer = observer
         self._stopping = False
         self._receive_scope: anyio.CancelScope | None = None
+        self._batching = False  # the next receive waits the batch window first
         self._held = 0  # messages of the flush being processed
         self._scope: anyio.CancelScope | None = None
         self.finished = anyio.Event()  # set when ``run`` returns
@@ -211,6 +214,8 @@ class Worker:
         with anyio.CancelScope() as scope:
             self._receive_scope = scope
             try:
+                if self._batching and not burst:
+                    await anyio.sleep(self.options.batch_window_seconds)
                 first = await self._until_done(
                     "receive", lambda: self.queue.receive(1 if burst else None)
                 )
@@ -230,7 +235,19 @@ class Worker:
                 pass  # stopping while the queue does not answer: nothing was received
             finally:
                 self._receive_scope = None
+        self._batching = self._traffic(receives)
         return receives
+
+    def _traffic(self, receives: list[list[Message]]) -> bool:
+        """Whether the next receive should wait the batch window: this flush held several
+        messages (they arrived faster than the worker turned around) and its last receive
+        emptied the queue (a full one means a backlog, which needs no waiting for)."""
+        held = sum(len(received) for received in receives)
+        return (
+            self.options.batch_window_seconds > 0
+            and held > 1
+            and len(receives[-1]) < SQS_BATCH_LIMIT
+        )
 
     async def _drained(self) -> bool:
         """Burst mode: whether the queue is drained (or a stop came while it did not answer)."""

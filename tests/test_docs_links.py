@@ -44,6 +44,8 @@ PYTHON_SOURCES = ("service", "testing", "bench", "tests")
 ALLOWED = {
     "bench/out/": "the benchmark's output folder (.gitignore'd), written by python3 dev.py bench",
     "bench/out/results.json": "the benchmark's figures, written by python3 dev.py bench",
+    "tests/artifacts/board.png": "the board's screenshot (.gitignore'd), by tests/board",
+    "tests/artifacts/board-compose.png": "the compose board's screenshot, by tests/containers",
 }
 # Files whose ``#`` comments are read (their other lines are data, not prose).
 CONFIG_FILES = (

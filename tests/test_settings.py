@@ -29,6 +29,7 @@ CHANGED: dict[str, Any] = {
     "metrics_host": "127.0.0.1",
     "metrics_port": 0,
     "max_receives_per_flush": 3,
+    "batch_window_seconds": 0.5,
     "receive_wait_seconds": 1,
     "visibility_timeout_seconds": 45,
     "max_receive_count": 7,

@@ -55,7 +55,7 @@ STARTUP = {"sqs.GetQueueUrl", "sqs.GetQueueAttributes", "dynamodb.DescribeTable"
 
 
 def calls_of(metrics: Metrics) -> Counter[str]:
-    """Every AWS call the worker made so far, by ``service.operation``."""
+    """Every AWS call the worker made so far, by service and operation (``sqs.ReceiveMessage``)."""
     return Counter(
         {
             f"{s.labels['service']}.{s.labels['operation']}": int(s.value)

@@ -39,6 +39,7 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final
 
+from service.core.estimate import DrinkEstimate, Estimate
 from service.core.pairing import InForce, KeyState, OrderRecord, Submission, top
 from service.core.window import Window, WindowEntry, WindowKey
 
@@ -302,6 +303,16 @@ def window_from_item(item: Item | None, window_size: int) -> tuple[KeyState, Win
 
 def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:
     """A tenant's orders (the compacted records of ``TenantState``), as compressed JSON."""
+    return zlib.compress(_tenant_rows(orders).encode(), 6)
+
+
+def decode_tenant_orders(data: bytes) -> dict[str, OrderRecord]:
+    """Inverse of ``encode_tenant_orders``."""
+    return _orders_of_rows(zlib.decompress(data))
+
+
+def _tenant_rows(orders: Mapping[str, OrderRecord]) -> str:
+    """A tenant's orders as the JSON rows of its item, by order id."""
     rows = [
         [
             record.order_id,
@@ -313,16 +324,13 @@ def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:
         for record in sorted(orders.values(), key=lambda r: r.order_id)
         if record.submissions
     ]
-    text = json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
-    return zlib.compress(text.encode(), 6)
+    return json.dumps(rows, ensure_ascii=False, separators=(",", ":"))
 
 
-def decode_tenant_orders(data: bytes) -> dict[str, OrderRecord]:
-    """Inverse of ``encode_tenant_orders``."""
+def _orders_of_rows(text: str | bytes) -> dict[str, OrderRecord]:
+    """Inverse of ``_tenant_rows``."""
     orders = {}
-    for order_id, submitted, owner, drink, completed, cancelled_at, cancelled in json.loads(
-        zlib.decompress(data)
-    ):
+    for order_id, submitted, owner, drink, completed, cancelled_at, cancelled in json.loads(text):
         orders[str(order_id)] = OrderRecord(
             str(order_id),
             ((int(submitted), str(owner), str(drink)),),
@@ -360,3 +368,59 @@ def tenant_from_item(item: Item | None) -> tuple[str, dict[str, OrderRecord], in
     tenant = item[TENANT]["S"]
     data = item[TENANT_ORDERS]["B"]
     return tenant, decode_tenant_orders(bytes(data)), int(item[VERSION]["N"])
+
+
+# -- packed states: the store's caches hold the states they use least in these -----------
+
+
+def pack_window(state: KeyState, view: Window, version: int) -> bytes:
+    """A key's stored state as one compressed blob: its version and size, then its live
+    records, settled entries and view in the encodings of its item (JSON has no raw
+    newline, so lines separate them)."""
+    text = "\n".join(
+        (
+            f"{version} {state.size}",
+            encode_live(state.live),
+            encode_entries(state.settled),
+            encode_entries(view.entries),
+        )
+    )
+    return zlib.compress(text.encode(), 6)
+
+
+def unpack_window(key: WindowKey, data: bytes) -> tuple[KeyState, Window, int]:
+    """Inverse of ``pack_window``: the state, view and version packed for ``key``."""
+    header, live, settled, entries = zlib.decompress(data).decode().split("\n")
+    version, size = (int(n) for n in header.split())
+    state = KeyState(key, size, decode_live(live), tuple(decode_entries(settled)))
+    return state, Window(size, tuple(decode_entries(entries))), version
+
+
+def pack_tenant(orders: Mapping[str, OrderRecord], view: Estimate | None, version: int) -> bytes:
+    """A tenant's stored state as one compressed blob: its version and view (``null``
+    for none, else ``[asOf, openOrders, [[drink, estimate, p90], ...]]``), then its
+    orders as the rows of its item (the records must be compacted, as ``TenantState``
+    keeps them)."""
+    estimate = (
+        None
+        if view is None
+        else [view.as_of, view.open_orders, [[d, *e] for d, e in view.drinks.items()]]
+    )
+    header = json.dumps([version, estimate], ensure_ascii=False, separators=(",", ":"))
+    return zlib.compress(f"{header}\n{_tenant_rows(orders)}".encode(), 6)
+
+
+def unpack_tenant(tenant: str, data: bytes) -> tuple[dict[str, OrderRecord], Estimate | None, int]:
+    """Inverse of ``pack_tenant``: the orders, view and version packed for ``tenant``."""
+    header, rows = zlib.decompress(data).split(b"\n", 1)
+    version, estimate = json.loads(header)
+    view = None
+    if estimate is not None:
+        as_of, open_orders, drinks = estimate
+        view = Estimate(
+            tenant,
+            int(as_of),
+            int(open_orders),
+            {str(d): DrinkEstimate(float(e), float(p)) for d, e, p in drinks},
+        )
+    return _orders_of_rows(rows), view, int(version)

@@ -32,7 +32,7 @@ from service.core.pairing import OrderRecord
 from service.core.queueing import StoredTenant, TenantCommit, TenantCommitted, TenantState
 from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
-from service.lru import Lru
+from service.lru import PackedLru
 from service.ports import Committed, Observer, TenantChange, WindowChange, WindowState
 
 if TYPE_CHECKING:
@@ -49,10 +49,34 @@ TRANSACT_LIMIT = 100  # actions per TransactWriteItems
 TRANSACT_BYTES = 3_500_000  # bytes per TransactWriteItems (DynamoDB's limit: 4 MB)
 BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 SINGLE_WRITES_UP_TO = 2  # orders per flush written with UpdateItem ALL_NEW instead
+HOT_WINDOWS = 1024  # cached windows kept as objects; the older ones are packed (PackedLru)
+HOT_TENANTS = 256  # likewise for tenant states (a state holds up to MAX_TENANT_ORDERS)
+
+
+def pack_key(stored: StoredKey) -> bytes:
+    """A cached window, packed (``items.pack_window``)."""
+    return items.pack_window(stored.state, stored.view, stored.version)
+
+
+def unpack_key(key: WindowKey, data: bytes) -> StoredKey:
+    """Inverse of ``pack_key``."""
+    return StoredKey(*items.unpack_window(key, data))
+
+
+def pack_tenant(stored: StoredTenant) -> bytes:
+    """A cached tenant state, packed (``items.pack_tenant``)."""
+    return items.pack_tenant(stored.state.orders, stored.view, stored.version)
+
+
+def unpack_tenant(tenant: str, data: bytes) -> StoredTenant:
+    """Inverse of ``pack_tenant``."""
+    orders, view, version = items.unpack_tenant(tenant, data)
+    return StoredTenant(TenantState(tenant, orders), view, version)
 
 
 class DynamoStore:
-    """Order records and windows in one DynamoDB table, with a bounded cache of windows."""
+    """Order records and windows in one DynamoDB table, with bounded caches of windows and
+    tenant states (the least recently used of each packed)."""
 
     def __init__(
         self,
@@ -65,6 +89,8 @@ class DynamoStore:
         observer: Observer | None = None,
         max_cached_windows: int = 100_000,
         max_cached_tenants: int = 50_000,
+        hot_windows: int = HOT_WINDOWS,
+        hot_tenants: int = HOT_TENANTS,
     ) -> None:
         self.client = client
         self.table_name = table_name
@@ -72,8 +98,13 @@ class DynamoStore:
         self.ttl_seconds = ttl_seconds
         self.max_wait_seconds = max_wait_seconds
         self.observer = observer
-        self.cache: Lru[WindowKey, StoredKey] = Lru(max_cached_windows)  # windows as last written
-        self.tenants: Lru[str, StoredTenant] = Lru(max_cached_tenants)  # tenant states, likewise
+        # Windows and tenant states as last written, the least recently used packed.
+        self.cache: PackedLru[WindowKey, StoredKey, bytes] = PackedLru(
+            max_cached_windows, hot_windows, pack_key, unpack_key
+        )
+        self.tenants: PackedLru[str, StoredTenant, bytes] = PackedLru(
+            max_cached_tenants, hot_tenants, pack_tenant, unpack_tenant
+        )
         # Windows are merged one flush at a time per process (the worker has one loop); the
         # lock keeps that true for any other caller, so the cache never goes backwards.
         self._windows_lock = anyio.Lock()

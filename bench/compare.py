@@ -1,10 +1,12 @@
 """Old against new in one run: the same bench part on another commit and on this tree.
 
-Run: ``python -m bench.compare REV [ROUNDS] [cost|core]``. REV is checked out into a temporary git
-worktree (nothing here changes); then, ROUNDS times, ``bench.cost`` (calls per completed
-order at 1,000 orders of history) and ``bench.core`` (replay against parse time on 300,000
-events) run on REV and on this tree, alternating which goes first, each in a fresh
-process with this tree's virtual environment. Two separate runs of ``bench cost`` vary by
+Run: ``python -m bench.compare REV [ROUNDS] [PART]`` (PART: a part's module, such as
+``calls``, or words of its name; all by default). REV is checked out into a temporary git
+worktree (nothing here changes) and the bench modules of CARRIED copied into it; then,
+ROUNDS times, each part of PARTS (calls per completed order at 1,000 orders of history and
+at issue 20's 400 orders, replay against parse time on 300,000 events, latency over the
+forwarder, peak RSS at issue 20's scale) runs on REV and on this tree, alternating which
+goes first, each in a fresh process with this tree's virtual environment. Two separate runs of ``bench cost`` vary by
 more than the change being measured (flush sizes follow timing), so only ratios taken in
 the same run, on the same machine, mean anything.
 """
@@ -24,7 +26,8 @@ from pathlib import Path
 from bench.common import ROOT
 
 PARTS = {
-    # part, its arguments, the JSON key read from its report, the target for new/old
+    # part, its arguments, the JSON key read from its report (``key#n``: its n-th value,
+    # from 0), the target for new/old
     "calls per completed order": (
         "bench.cost",
         ["1000"],
@@ -32,13 +35,36 @@ PARTS = {
         1.10,
     ),
     "replay / parse time": ("bench.core", ["300000"], "ratio", None),
+    "calls per completed order, 400 orders at once (issue 20)": (
+        "bench.calls",
+        [],
+        "calls_per_completed_order#0",
+        None,
+    ),
+    "calls per completed order, 400 orders at 20 events/s": (
+        "bench.calls",
+        [],
+        "calls_per_completed_order#1",
+        None,
+    ),
+    "latency p50, completion -> average, over the forwarder": (
+        "bench.latency",
+        ["200"],
+        "worker_over_forwarder_p50",
+        None,
+    ),
+    "peak RSS (MB) at issue 20's memory scale": ("bench.memory", [], "loaded_worker_peak_mb", None),
 }
+# Bench modules newer than some trees: copied into the old tree when it lacks them or
+# holds an older version (they only use what every version of the service has; settings
+# an older service does not know, such as the batch window, are ignored by it).
+CARRIED = ("bench/calls.py", "bench/messy.py", "bench/latency.py", "bench/memory.py")
 
 
-def run_part(tree: Path, module: str, args: list[str], key: str) -> float:
-    """One run of a bench part in ``tree``; the value of ``key`` in its JSON report."""
+def run_module(tree: Path, module: str, args: list[str]) -> str:
+    """One run of a bench part in ``tree``; what it printed."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    result = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", module, *args],
         cwd=tree,
         env=env,
@@ -46,11 +72,22 @@ def run_part(tree: Path, module: str, args: list[str], key: str) -> float:
         text=True,
         check=True,
         timeout=1800,
-    )
-    values = [float(v) for v in re.findall(rf'"{key}": ([0-9.]+)', result.stdout)]
-    if not values:
-        raise SystemExit(f"{module} in {tree} printed no {key!r}:\n{result.stdout[-2000:]}")
-    return values[0]
+    ).stdout
+
+
+def value_of(printed: str, key: str, where: str) -> float:
+    """The value of ``key`` (``name#n``: its n-th occurrence) in a part's JSON report."""
+    name, _, index = key.partition("#")
+    values = [float(v) for v in re.findall(rf'"{name}": ([0-9.]+)', printed)]
+    if len(values) <= int(index or 0):
+        raise SystemExit(f"{where} printed no {key!r}:\n{printed[-2000:]}")
+    return values[int(index or 0)]
+
+
+def carry(old: Path) -> None:
+    """The bench modules of ``CARRIED`` copied into the old tree, so both run the same."""
+    for path in CARRIED:
+        shutil.copyfile(ROOT / path, old / path)
 
 
 GIT = shutil.which("git") or "git"
@@ -60,23 +97,29 @@ def main() -> int:
     rev = sys.argv[1] if len(sys.argv) > 1 else "HEAD"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 2
     only = sys.argv[3] if len(sys.argv) > 3 else ""
-    parts = {name: part for name, part in PARTS.items() if only in part[0]}
+    parts = {name: part for name, part in PARTS.items() if only in part[0] or only in name}
     with tempfile.TemporaryDirectory() as folder:
         old = Path(folder) / "old"
         subprocess.run(
             [GIT, "worktree", "add", "--detach", "-q", str(old), rev], cwd=ROOT, check=True
         )
+        carry(old)
         try:
-            report: dict[str, dict[str, list[float]]] = {}
-            for name, (module, args, key, _) in parts.items():
-                seen: dict[str, list[float]] = {"old": [], "new": []}
+            report: dict[str, dict[str, list[float]]] = {
+                name: {"old": [], "new": []} for name in parts
+            }
+            # Each module runs once per tree and round; every figure read from that run.
+            modules = {(module, tuple(args)) for module, args, _, _ in parts.values()}
+            for module, args in sorted(modules):
                 for round_ in range(rounds):
                     order = [("old", old), ("new", ROOT)]
                     for label, tree in order if round_ % 2 == 0 else order[::-1]:
-                        value = run_part(tree, module, args, key)
-                        seen[label].append(value)
-                        print(f"  {name}: {label} round {round_ + 1}: {value}", flush=True)
-                report[name] = seen
+                        printed = run_module(tree, module, list(args))
+                        for name, (m, a, key, _) in parts.items():
+                            if (m, tuple(a)) == (module, args):
+                                value = value_of(printed, key, f"{module} in {tree}")
+                                report[name][label].append(value)
+                                print(f"  {name}: {label} round {round_ + 1}: {value}", flush=True)
         finally:
             subprocess.run([GIT, "worktree", "remove", "--force", str(old)], cwd=ROOT, check=False)
     print(f"\nold = {rev}, new = this tree, {rounds} rounds each, alternating")

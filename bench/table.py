@@ -98,7 +98,8 @@ def _memory(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
         return
     part = report["memory"]
     yield _row(
-        f"peak RSS, one worker, {part['windows']:,} windows and {part['open_orders']:,} open orders",
+        f"peak RSS, one worker, {part['windows']:,} windows of {part['live_records_per_window']} live records"
+        f" and {part['open_orders']:,} open orders in {part['tenants']:,} tenants",
         part["loaded_worker_peak_mb"],
         f"idle worker {part['idle_worker_after_messages_peak_mb']} MB",
         part["target_mb"],

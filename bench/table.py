@@ -82,15 +82,25 @@ def _latency(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
 
 
 def _cpu(report: dict[str, Any]) -> Iterator[dict[str, Any]]:
-    for row in report.get("throughput", {}).get("runs", []):
-        if row["emulator"] == "localstack":
-            yield _row(
-                f"worker CPU per consumed event, LocalStack + moto, {row['workers']} worker(s)",
-                row["workers_cpu_ms_per_event_excl_startup"],
-                f"emulators {row['emulator_cpu_ms_per_event']} ms an event",
-                0.30,
-                "ms",
-            )
+    runs = [
+        r for r in report.get("throughput", {}).get("runs", []) if r["emulator"] == "localstack"
+    ]
+    forwarder = next((r for r in runs if r.get("consumer") == "forwarder"), None)
+    for row in runs:
+        if row.get("consumer", "worker") != "worker":
+            continue
+        baseline = (
+            "no forwarder in this run"
+            if forwarder is None
+            else f"do-nothing forwarder {forwarder['workers_cpu_ms_per_event_excl_startup']} ms"
+        )
+        yield _row(
+            f"worker CPU per consumed event, LocalStack + moto, {row['workers']} worker(s)",
+            row["workers_cpu_ms_per_event_excl_startup"],
+            f"{baseline}; emulators {row['emulator_cpu_ms_per_event']} ms",
+            0.30,
+            " ms",
+        )
 
 
 def _memory(report: dict[str, Any]) -> Iterator[dict[str, Any]]:

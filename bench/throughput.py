@@ -64,6 +64,14 @@ from testing.localstack import LocalStack
 
 SETUPS = ("moto", "localstack")
 WORKER_COUNTS = (1, 2)
+# (consumer, processes) in the order run on each setup; 0 processes: one on an empty
+# queue, for its start-up. The forwarder (bench/forwarder.py) is the CPU baseline.
+RUNS = (
+    ("worker", 0),
+    *(("worker", n) for n in WORKER_COUNTS),
+    ("forwarder", 0),
+    ("forwarder", 1),
+)
 QUEUE = "bench-throughput"
 
 
@@ -111,10 +119,18 @@ def _log_times(path: Path, event: str) -> list[float]:
     return times
 
 
+FORWARDER = [sys.executable, "-m", "bench.forwarder"]
+
+
 async def run_workers(
-    settings: Settings, count: int, emulator_pids: dict[str, int], logs: Path
+    settings: Settings,
+    count: int,
+    emulator_pids: dict[str, int],
+    logs: Path,
+    command: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Start ``count`` burst workers together; wall and CPU until all have exited."""
+    """Start ``count`` burst workers (or ``command``: the forwarder) together; wall and CPU
+    until all have exited."""
     # debug: the store logs each lost conditional window write (window_conflict).
     env = worker_env(settings, WAIT_TIMES_LOG_LEVEL="debug")
     emulators_before = {name: cpu_seconds(pid) for name, pid in emulator_pids.items()}
@@ -129,7 +145,7 @@ async def run_workers(
             processes.append(
                 (
                     spawn(
-                        peak_wrapped(wait_times_command("run", "--burst")),
+                        peak_wrapped(command or wait_times_command("run", "--burst")),
                         env,
                         stdout=log,
                         stderr=subprocess.STDOUT,
@@ -234,7 +250,8 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
         entries = order_entries(settings.event_bus, events)
         with tempfile.TemporaryDirectory(prefix="bench-throughput-") as tmp:
             logs = Path(tmp)
-            for count in (0, *WORKER_COUNTS):
+            for consumer, count in RUNS:
+                command = FORWARDER if consumer == "forwarder" else None
                 moto.reset()
                 if localstack is not None:
                     localstack.reset()
@@ -247,7 +264,7 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
                     queued, _ = await queue_counts(clients, provisioned.queue_url)
                     if queued != (len(entries) if count else 0):
                         raise RuntimeError(f"{queued} messages queued, expected {len(entries)}")
-                    figures = await run_workers(settings, max(count, 1), pids, logs)
+                    figures = await run_workers(settings, max(count, 1), pids, logs, command)
                     left = await queue_counts(clients, provisioned.queue_url)
                     dead, _ = await queue_counts(clients, provisioned.dlq_url)
                 if count == 0:
@@ -257,9 +274,9 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
                         "to_ready_s": round(figures["startup_s"], 2),
                         "worker_cpu_s": round(figures["workers_cpu_s"], 2),
                     }
-                    startups[setup] = startup
+                    startups[setup if consumer == "worker" else f"{setup}, forwarder"] = startup
                     print(
-                        f"  [{setup}] start-up of one burst worker on an empty queue: ready after "
+                        f"  [{setup}] start-up of one burst {consumer} on an empty queue: ready after "
                         f"{startup['to_ready_s']}s, exited after {startup['wall_s']}s, "
                         f"{startup['worker_cpu_s']} CPU s"
                     )
@@ -270,6 +287,7 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
                 steady_workers_cpu = figures["workers_cpu_s"] - count * startup["worker_cpu_s"]
                 row = {
                     "emulator": setup,
+                    "consumer": consumer,
                     "workers": count,
                     "events": queued,
                     "load_s": round(load_s, 2),
@@ -303,7 +321,7 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
                     f"{name} {value}s" for name, value in row["emulator_cpu_s_by_process"].items()
                 )
                 print(
-                    f"  [{setup}] {count} worker(s): {queued} events in {row['wall_s']}s wall = "
+                    f"  [{setup}] {count} {consumer}(s): {queued} events in {row['wall_s']}s wall = "
                     f"{row['events_per_s']} events/s ({row['events_per_s_after_startup']}/s "
                     f"between the first worker ready and the last exit); CPU: emulator "
                     f"{row['emulator_cpu_s']}s ({by_process}), workers {row['workers_cpu_s']}s "
@@ -325,16 +343,16 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
 def print_table(rows: list[dict[str, Any]]) -> None:
     """The side-by-side table docs/performance.md shows."""
     print(
-        "\n| emulator | workers | events/s | events/s after start-up | worker CPU per event "
+        "\n| emulator | consumer | processes | events/s | events/s after start-up | CPU per event "
         "(start-up excluded) | emulator CPU per event | emulator share of CPU |"
     )
-    print("|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         by_process = " + ".join(
             f"{name} {value}s" for name, value in row["emulator_cpu_s_by_process"].items()
         )
         print(
-            f"| {row['emulator']} | {row['workers']} | {row['events_per_s']} | "
+            f"| {row['emulator']} | {row['consumer']} | {row['workers']} | {row['events_per_s']} | "
             f"{row['events_per_s_after_startup']} | "
             f"{row['workers_cpu_ms_per_event_excl_startup']} ms | "
             f"{row['emulator_cpu_ms_per_event']} ms ({by_process}) | "

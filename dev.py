@@ -7,7 +7,8 @@ Commands:
   lint                  ruff check and ruff format --check
   format                ruff format, then ruff check --fix
   typecheck             mypy: service/ and testing/ strictly, tests/ and bench/ in default mode
-  bench [PART]          the benchmark (prints figures, writes bench/out/results.json)
+  bench [PART]          the benchmark (prints figures, writes bench/out/results.json); no
+                        PART: every part but the long flood (30 min), run as `bench flood`
   run COMMAND [ARGS]    any ``wait-times`` sub-command from .venv (run, provision, play, ...)
   help, -h, --help      this text
 

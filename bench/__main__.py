@@ -1,4 +1,9 @@
-"""``python -m bench [core|calls|cost|light|latency|memory|throughput|accuracy ...]``: all by default.
+"""``python -m bench [core|calls|cost|light|latency|memory|throughput|accuracy|flood ...]``.
+
+With no part named, every part but the long ones (``LONG``: ``flood``, the 50,000-tenant
+flood with its 30-minute budget) runs; a long part runs only when named
+(``python3 dev.py bench flood``; its own options: ``python -m bench.flood --help``).
+``python -m bench --help`` prints this text.
 
 Prints each figure as it is measured, then issue 20's table (``bench.table``: each figure
 beside its baseline from the same run), and writes them all to bench/out/results.json, with
@@ -20,7 +25,9 @@ import anyio
 
 from bench import table
 
-PARTS = ("core", "calls", "cost", "light", "latency", "memory", "throughput", "accuracy")
+PARTS = ("core", "calls", "cost", "light", "latency", "memory", "throughput", "accuracy", "flood")
+LONG = ("flood",)
+DEFAULT_PARTS = tuple(part for part in PARTS if part not in LONG)
 OUT = Path(__file__).resolve().parent / "out"
 
 
@@ -42,7 +49,10 @@ def machine() -> dict[str, Any]:
 
 
 def main() -> int:
-    chosen = sys.argv[1:] or list(PARTS)
+    if any(arg in ("-h", "--help") for arg in sys.argv[1:]):
+        print(__doc__)
+        return 0
+    chosen = sys.argv[1:] or list(DEFAULT_PARTS)
     unknown = [p for p in chosen if p not in PARTS]
     if unknown:
         print(f"unknown part(s) {unknown}; choose from {PARTS}", file=sys.stderr)

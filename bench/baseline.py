@@ -14,7 +14,8 @@ import json
 from collections import Counter
 from typing import Any
 
-from service.core.events import parse_body
+from service.aws.provision import ensure_queue, ensure_rule
+from service.core.events import consumed_event_pattern, parse_body
 from service.core.orders import Role
 from service.errors import PoisonMessageError
 
@@ -185,3 +186,19 @@ async def create_table(clients: Any) -> None:
         ],
         BillingMode="PAY_PER_REQUEST",
     )
+
+
+async def provision(clients: Any, settings: Any) -> str:
+    """The original design's queue (fed by a rule with the service's consumed pattern)
+    and table, beside the service's on the same emulator; the queue's URL."""
+    url, arn = await ensure_queue(clients.sqs, QUEUE, {})
+    await ensure_rule(
+        clients,
+        settings.event_bus,
+        QUEUE,
+        consumed_event_pattern(settings.source),
+        arn,
+        url,
+    )
+    await create_table(clients)
+    return url

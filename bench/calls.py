@@ -25,7 +25,8 @@ from __future__ import annotations
 import json
 import sys
 from collections import Counter
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
 import anyio
@@ -35,8 +36,8 @@ from bench.common import LOAD_BARISTAS, LOAD_CAP, dummy_credentials
 from bench.messy import messy_planned
 from service.app import run_worker
 from service.aws.clients import open_clients
-from service.aws.provision import ensure_queue, ensure_rule, provision
-from service.core.events import consumed_event_pattern, role_of
+from service.aws.provision import provision
+from service.core.events import role_of
 from service.core.orders import Role
 from service.logs import configure_logging
 from service.metrics import Metrics
@@ -104,15 +105,14 @@ async def put_steadily(clients: Any, bus: str, events: list[PlannedEvent], rate:
         await put_entries(clients.events, [to_entry(e, bus) for e in chunk])
 
 
-async def measure(events: list[PlannedEvent], *, steady: bool, window: float) -> dict[str, Any]:
-    """Calls per completed order for one stream at one load, on a fresh emulator."""
-    messages = len(consumed(events))
+@asynccontextmanager
+async def worker_on_emulator(**overrides: Any) -> AsyncIterator[tuple[Any, Settings, Metrics]]:
+    """A fresh emulator, provisioned, and the real worker on it in this process (its own
+    metrics counting its calls): (clients, settings, metrics); the worker stops on exit.
+    Shared with ``bench.light``."""
     with Emulator() as emulator:
         settings = Settings(
-            endpoint_url=emulator.url,
-            receive_wait_seconds=1,
-            metrics_port=0,
-            batch_window_seconds=window,
+            endpoint_url=emulator.url, receive_wait_seconds=1, metrics_port=0, **overrides
         )
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
@@ -124,21 +124,28 @@ async def measure(events: list[PlannedEvent], *, steady: bool, window: float) ->
                         settings, install_signals=False, metrics=metrics, task_status=task_status
                     )
                 )
-                before = calls_of(metrics)
-                started = anyio.current_time()
-                if steady:
-                    await put_steadily(clients, settings.event_bus, events, STEADY_RATE)
-                else:
-                    await put_entries(
-                        clients.events, [to_entry(e, settings.event_bus) for e in events]
-                    )
-                with anyio.fail_after(900):
-                    while counter(metrics, "wait_times_messages_deleted_total") < messages:  # noqa: ASYNC110 - counters
-                        await anyio.sleep(0.05)
-                seconds = anyio.current_time() - started
-                calls = calls_of(metrics) - before
-                flushes = counter(metrics, "wait_times_flush_seconds_count")
-                worker.stop()
+                try:
+                    yield clients, settings, metrics
+                finally:
+                    worker.stop()
+
+
+async def measure(events: list[PlannedEvent], *, steady: bool, window: float) -> dict[str, Any]:
+    """Calls per completed order for one stream at one load, on a fresh emulator."""
+    messages = len(consumed(events))
+    async with worker_on_emulator(batch_window_seconds=window) as (clients, settings, metrics):
+        before = calls_of(metrics)
+        started = anyio.current_time()
+        if steady:
+            await put_steadily(clients, settings.event_bus, events, STEADY_RATE)
+        else:
+            await put_entries(clients.events, [to_entry(e, settings.event_bus) for e in events])
+        with anyio.fail_after(900):
+            while counter(metrics, "wait_times_messages_deleted_total") < messages:  # noqa: ASYNC110 - counters
+                await anyio.sleep(0.05)
+        seconds = anyio.current_time() - started
+        calls = calls_of(metrics) - before
+        flushes = counter(metrics, "wait_times_flush_seconds_count")
     return summarize(calls, events, messages, flushes, seconds)
 
 
@@ -173,16 +180,7 @@ async def measure_baseline(events: list[PlannedEvent]) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             await provision(settings, clients)
-            url, arn = await ensure_queue(clients.sqs, baseline.QUEUE, {})
-            await ensure_rule(
-                clients,
-                settings.event_bus,
-                "baseline-orders",
-                consumed_event_pattern(settings.source),
-                arn,
-                url,
-            )
-            await baseline.create_table(clients)
+            url = await baseline.provision(clients, settings)
             await put_entries(clients.events, [to_entry(e, settings.event_bus) for e in events])
             consumer = baseline.BaselineConsumer(clients, url, settings.event_bus)
             await consumer.drain()

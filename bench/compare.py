@@ -58,7 +58,13 @@ PARTS = {
 # Bench modules newer than some trees: copied into the old tree when it lacks them or
 # holds an older version (they only use what every version of the service has; settings
 # an older service does not know, such as the batch window, are ignored by it).
-CARRIED = ("bench/calls.py", "bench/messy.py", "bench/latency.py", "bench/memory.py")
+CARRIED = (
+    "bench/baseline.py",
+    "bench/calls.py",
+    "bench/messy.py",
+    "bench/latency.py",
+    "bench/memory.py",
+)
 
 
 def run_module(tree: Path, module: str, args: list[str]) -> str:

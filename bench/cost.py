@@ -24,9 +24,9 @@ from bench.common import LOAD_BARISTAS, LOAD_CAP
 from service.app import run_worker
 from service.aws.clients import open_clients
 from service.aws.items import order_item, window_put
-from service.aws.provision import ensure_queue, ensure_rule, provision
+from service.aws.provision import provision
 from service.core.commit import MAX_LIVE_ORDERS
-from service.core.events import consumed_event_pattern, role_of
+from service.core.events import role_of
 from service.core.orders import Role
 from service.core.pairing import KeyState, OrderBook, OrderRecord
 from service.core.window import WindowKey
@@ -177,16 +177,7 @@ async def measure(history_orders: int) -> dict[str, Any]:
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             await provision(settings, clients)
-            base_url, base_arn = await ensure_queue(clients.sqs, baseline.QUEUE, {})
-            await ensure_rule(
-                clients,
-                settings.event_bus,
-                "baseline-orders",
-                consumed_event_pattern(settings.source),
-                base_arn,
-                base_url,
-            )
-            await baseline.create_table(clients)
+            base_url = await baseline.provision(clients, settings)
 
             generator = TrafficGenerator(
                 seed=7, rate=3.0, start=START, baristas=LOAD_BARISTAS, cap=LOAD_CAP

@@ -5,43 +5,27 @@ each event goes through the bus, the rule and the queue only once the one before
 processed, so every flush holds one message. Counted: the calls the flushes make (the
 worker's receives that brought a message, its DynamoDB writes and reads, its PutEvents,
 its deletes), per completed order; the long poll's empty receives are reported apart
-(they follow the clock, not the orders). The module uses only what every version of the
-service has, so ``bench.compare`` style old-against-new runs can copy it into an older tree.
+(they follow the clock, not the orders). It uses only what every version of the service
+has (with ``bench.calls``, whose worker it shares), so an old-against-new run can copy
+both into an older tree.
 """
 
 from __future__ import annotations
 
 import json
 import sys
-from collections import Counter
-from contextlib import AsyncExitStack
 from typing import Any
 
 import anyio
 
+from bench.calls import STARTUP, calls_of, worker_on_emulator
 from bench.common import dummy_credentials
-from service.app import run_worker
-from service.aws.clients import open_clients
-from service.aws.provision import provision
 from service.core.events import role_of
 from service.core.orders import Role
 from service.metrics import Metrics
-from service.settings import Settings
-from service.tools.emulator import Emulator
 from service.tools.player import TrafficGenerator, put_entries, to_entry
 
 START = 1_790_000_000
-STARTUP = {"sqs.GetQueueUrl", "sqs.GetQueueAttributes", "dynamodb.DescribeTable"}
-
-
-def calls_of(metrics: Metrics) -> Counter[str]:
-    return Counter(
-        {
-            f"{s.labels['service']}.{s.labels['operation']}": int(s.value)
-            for s in next(iter(metrics.aws_calls.collect())).samples
-            if s.name.endswith("_total")
-        }
-    )
 
 
 def processed(metrics: Metrics) -> float:
@@ -57,31 +41,19 @@ async def measure(orders: int) -> dict[str, Any]:
     generator = TrafficGenerator(seed=3, rate=0.05, start=START, tenants=("NYC", "LDN"))
     # Only what the rule lets through reaches the queue.
     events = [e for e in generator.events(orders) if role_of(e.detail_type) is not None]
-    with Emulator() as emulator:
-        settings = Settings(endpoint_url=emulator.url, receive_wait_seconds=1, metrics_port=0)
-        async with AsyncExitStack() as stack:
-            clients = await open_clients(settings, stack)
-            await provision(settings, clients)
-            metrics = Metrics()
-            async with anyio.create_task_group() as group:
-                worker = await group.start(
-                    lambda task_status: run_worker(
-                        settings, install_signals=False, metrics=metrics, task_status=task_status
-                    )
-                )
-                before = calls_of(metrics)
+    async with worker_on_emulator() as (clients, settings, metrics):
+        before = calls_of(metrics)
+        seen = received(metrics)
+        for planned in events:
+            await put_entries(clients.events, [to_entry(planned, settings.event_bus)])
+            with anyio.fail_after(60):
+                # One message per flush: wait until it was received and processed (or
+                # ignored) before the next one goes out.
+                while received(metrics) <= seen:  # noqa: ASYNC110 - counters
+                    await anyio.sleep(0.02)
                 seen = received(metrics)
-                for planned in events:
-                    await put_entries(clients.events, [to_entry(planned, settings.event_bus)])
-                    with anyio.fail_after(60):
-                        # One message per flush: wait until it was received and processed
-                        # (or ignored) before the next one goes out.
-                        while received(metrics) <= seen:  # noqa: ASYNC110 - counters
-                            await anyio.sleep(0.02)
-                        seen = received(metrics)
-                        await anyio.sleep(0.3)
-                calls = calls_of(metrics) - before
-                worker.stop()
+                await anyio.sleep(0.3)
+        calls = calls_of(metrics) - before
     completions = sum(1 for e in events if role_of(e.detail_type) is Role.COMPLETED)
     flushes = {k: v for k, v in calls.items() if k not in STARTUP and k != "sqs.ReceiveMessage"}
     with_messages = int(seen)

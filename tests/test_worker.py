@@ -445,66 +445,50 @@ async def flushes_done(fakes: Fakes, count: int, seconds: float = 2.0) -> None:
     await wait_until(lambda: len(fakes.observer.flushes) >= count, seconds, f"{count} flush(es)")
 
 
+async def flush_sizes(
+    fakes: Fakes, window: float, arrivals: list[list[float]], first: int = 3, **overrides: Any
+) -> list[int]:
+    """Messages per flush of a running worker with batch window ``window``: ``first``
+    submissions queued before it starts, then, once each flush so far is done, the next
+    group of ``arrivals`` (each a list of delays before a submission is sent)."""
+    for n in range(first):
+        fakes.queue.send(submitted(f"o{n}", T0 + n))
+    worker = make_worker(fakes, batch_window_seconds=window, **overrides)
+    sent = first
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as group:
+            group.start_soon(worker.run)
+            await flushes_done(fakes, 1)
+            for index, delays in enumerate(arrivals):
+                for delay in delays:
+                    await anyio.sleep(delay)
+                    fakes.queue.send(submitted(f"o{sent}", T0 + sent))
+                    sent += 1
+                await flushes_done(fakes, index + 2)
+            worker.stop()
+    return [f["processed"] for f in fakes.observer.flushes]
+
+
 async def test_traffic_waits_the_batch_window_so_the_next_flush_holds_more(fakes: Fakes) -> None:
     # A flush of three messages that emptied the queue says messages arrive faster than
     # the worker turns around: the next receive waits the window, so the two messages
     # sent 0.1 s apart during it are one flush, not two.
-    for n in range(3):
-        fakes.queue.send(submitted(f"o{n}", T0 + n))
-    worker = make_worker(fakes, batch_window_seconds=0.5)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await flushes_done(fakes, 1)
-            fakes.queue.send(submitted("o3", T0 + 3))
-            await anyio.sleep(0.1)
-            fakes.queue.send(submitted("o4", T0 + 4))
-            await flushes_done(fakes, 2)
-            worker.stop()
-    assert [f["processed"] for f in fakes.observer.flushes] == [3, 2]
+    assert await flush_sizes(fakes, 0.5, [[0, 0.1]]) == [3, 2]
 
 
 async def test_without_a_batch_window_each_arrival_is_its_own_flush(fakes: Fakes) -> None:
-    for n in range(3):
-        fakes.queue.send(submitted(f"o{n}", T0 + n))
-    worker = make_worker(fakes, batch_window_seconds=0)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await flushes_done(fakes, 1)
-            fakes.queue.send(submitted("o3", T0 + 3))
-            await flushes_done(fakes, 2)
-            fakes.queue.send(submitted("o4", T0 + 4))
-            await flushes_done(fakes, 3)
-            worker.stop()
-    assert [f["processed"] for f in fakes.observer.flushes] == [3, 1, 1]
+    assert await flush_sizes(fakes, 0, [[0], [0]]) == [3, 1, 1]
 
 
 async def test_a_lone_message_is_not_held_by_the_batch_window(fakes: Fakes) -> None:
     # One message a flush is light traffic: the next arrival is received at once.
-    fakes.queue.send(submitted("o0", T0))
-    worker = make_worker(fakes, batch_window_seconds=10)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await flushes_done(fakes, 1)
-            fakes.queue.send(submitted("o1", T0 + 1))
-            await flushes_done(fakes, 2)
-            worker.stop()
-    assert [f["processed"] for f in fakes.observer.flushes] == [1, 1]
+    assert await flush_sizes(fakes, 10, [[0]], first=1) == [1, 1]
 
 
 async def test_a_backlog_is_not_held_by_the_batch_window(fakes: Fakes) -> None:
     # Full receives mean a backlog: the next flush starts at once, window or not.
-    for n in range(30):
-        fakes.queue.send(submitted(f"o{n:02}", T0 + n))
-    worker = make_worker(fakes, batch_window_seconds=10, max_receives_per_flush=1)
-    with anyio.fail_after(5):
-        async with anyio.create_task_group() as group:
-            group.start_soon(worker.run)
-            await flushes_done(fakes, 3)
-            worker.stop()
-    assert [f["processed"] for f in fakes.observer.flushes] == [10, 10, 10]
+    sizes = await flush_sizes(fakes, 10, [[], []], first=30, max_receives_per_flush=1)
+    assert sizes == [10, 10, 10]
 
 
 async def test_a_stop_during_the_batch_window_ends_the_worker_at_once(fakes: Fakes) -> None:

@@ -93,8 +93,8 @@ class PackedLru(Generic[K, V, P]):
         return key in self._hot or key in self._cold
 
     def __iter__(self) -> Iterator[K]:
-        yield from list(self._cold)
-        yield from list(self._hot)
+        """Least recently used first; the keys as they were when iteration began."""
+        yield from [*self._cold, *self._hot]
 
     @property
     def packed(self) -> int:

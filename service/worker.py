@@ -141,6 +141,16 @@ async def _watch_depth(
         await sleep(interval)
 
 
+def _traffic(receives: list[list[Message]], emptied: bool) -> bool:
+    """Whether a flush's receives call for the batch window before the next one: it held
+    several messages (they arrived faster than the worker turned around) and it emptied
+    the queue (a receive came back less than full, or a short poll found nothing). A
+    flush that stops on a full receive (``max_receives_per_flush``) leaves a backlog,
+    which needs no waiting for."""
+    held = sum(len(received) for received in receives)
+    return held > 1 and (emptied or len(receives[-1]) < SQS_BATCH_LIMIT)
+
+
 class Worker:
     """Consumes the queue in flushes: one or several receives processed together."""
 
@@ -211,6 +221,7 @@ class Worker:
         """Long-poll until messages arrive; while receives come back full (a backlog), take
         more at once, up to ``max_receives_per_flush``. Empty when stopped or idle."""
         receives: list[list[Message]] = []
+        emptied = False  # a short poll found nothing
         with anyio.CancelScope() as scope:
             self._receive_scope = scope
             try:
@@ -229,25 +240,15 @@ class Worker:
                     # A short poll: only what is waiting.
                     more = await self._until_done("receive", lambda: self.queue.receive(0))
                     if not more:
+                        emptied = True
                         break
                     receives.append(more)
             except FlushAbandoned:
                 pass  # stopping while the queue does not answer: nothing was received
             finally:
                 self._receive_scope = None
-        self._batching = self._traffic(receives)
+        self._batching = self.options.batch_window_seconds > 0 and _traffic(receives, emptied)
         return receives
-
-    def _traffic(self, receives: list[list[Message]]) -> bool:
-        """Whether the next receive should wait the batch window: this flush held several
-        messages (they arrived faster than the worker turned around) and its last receive
-        emptied the queue (a full one means a backlog, which needs no waiting for)."""
-        held = sum(len(received) for received in receives)
-        return (
-            self.options.batch_window_seconds > 0
-            and held > 1
-            and len(receives[-1]) < SQS_BATCH_LIMIT
-        )
 
     async def _drained(self) -> bool:
         """Burst mode: whether the queue is drained (or a stop came while it did not answer)."""

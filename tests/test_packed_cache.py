@@ -77,7 +77,7 @@ def test_the_store_keeps_its_hot_entries_unpacked() -> None:
 orders = st.lists(
     st.tuples(
         st.integers(0, 2000),
-        st.sampled_from(["NYC", "LDN", 'Zürich "\\n"']),
+        st.sampled_from(["NYC", "LDN", 'Zürich "\n"\u2028']),
         st.sampled_from(["Latte", "Mocha"]),
         st.one_of(st.none(), st.integers(-50, 900)),
         st.one_of(st.none(), st.integers(-50, 900)),

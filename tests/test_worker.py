@@ -466,7 +466,7 @@ async def flush_sizes(
                     sent += 1
                 await flushes_done(fakes, index + 2)
             worker.stop()
-    return [f["processed"] for f in fakes.observer.flushes]
+    return [int(str(f["processed"])) for f in fakes.observer.flushes]
 
 
 async def test_traffic_waits_the_batch_window_so_the_next_flush_holds_more(fakes: Fakes) -> None:
@@ -489,6 +489,27 @@ async def test_a_backlog_is_not_held_by_the_batch_window(fakes: Fakes) -> None:
     # Full receives mean a backlog: the next flush starts at once, window or not.
     sizes = await flush_sizes(fakes, 10, [[], []], first=30, max_receives_per_flush=1)
     assert sizes == [10, 10, 10]
+
+
+async def test_a_full_receive_then_an_empty_short_poll_waits_the_batch_window(
+    fakes: Fakes,
+) -> None:
+    # Ten messages, then a short poll that found nothing: the queue was emptied, so this is
+    # traffic, not a backlog; the two that follow 0.1 s apart are one flush.
+    assert await flush_sizes(fakes, 0.5, [[0, 0.1]], first=10) == [10, 2]
+
+
+async def test_a_partial_receive_after_full_ones_waits_the_batch_window(fakes: Fakes) -> None:
+    assert await flush_sizes(fakes, 0.5, [[0, 0.1]], first=13) == [13, 2]
+
+
+async def test_burst_mode_never_waits_the_batch_window(fakes: Fakes) -> None:
+    # Three messages make the next receive wait, but not in burst mode: it drains the queue
+    # and exits (a 10 s wait would outlast fail_after).
+    for n in range(3):
+        fakes.queue.send(submitted(f"o{n}", T0 + n))
+    await burst(make_worker(fakes, batch_window_seconds=10), seconds=3)
+    assert [f["processed"] for f in fakes.observer.flushes] == [3]
 
 
 async def test_a_stop_during_the_batch_window_ends_the_worker_at_once(fakes: Fakes) -> None:

@@ -28,10 +28,15 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 STANDINS = HERE / "standins"
 LABEL = "wait-times.standin"
-# The engine's own CLI (Debian's docker.io, 20.10): its built-in BuildKit runs the
-# Dockerfile's RUN --mount. A newer CLI (28 in /usr/local/bin) needs the buildx plugin,
-# which cannot be installed here.
-BUILD_CLI = "/usr/bin/docker" if Path("/usr/bin/docker").exists() else "docker"
+ENGINE_CLI = Path("/usr/bin/docker")
+
+
+def build_cli() -> str:
+    """The engine's own CLI (Debian's docker.io, 20.10), whose built-in BuildKit runs the
+    Dockerfile's RUN --mount; a newer CLI (28 in /usr/local/bin) needs the buildx plugin,
+    which cannot be installed here. Looked up when a build starts, not at import: on a
+    new machine engine.sh installs docker.io after the tests are collected."""
+    return str(ENGINE_CLI) if ENGINE_CLI.exists() else "docker"
 PULL_SECONDS = 120
 BUILD_SECONDS = 900
 PYTHON = "python:3.11.14-slim-bookworm"
@@ -122,7 +127,7 @@ def build(tag: str, standin: StandIn, digest: str, log: Path) -> None:
                 shutil.copy(ROOT / name, context)
             args = [f"--build-arg={k}={v}" for k, v in standin.build_args]
             command = [
-                BUILD_CLI,
+                build_cli(),
                 "build",
                 "--network=host",
                 f"--label={LABEL}={digest}",
@@ -162,7 +167,7 @@ def build_project(tag: str, dockerfile: Path, log: Path) -> None:
     dockerfile_copy = log.parent / "Dockerfile"
     dockerfile_copy.write_text(re.sub(r"^# syntax=.*\n", "", copy, count=1))
     result = buildkit(
-        [BUILD_CLI, "build", "--network=host", "-t", tag, "-f", str(dockerfile_copy), str(ROOT)]
+        [build_cli(), "build", "--network=host", "-t", tag, "-f", str(dockerfile_copy), str(ROOT)]
     )
     logged(result, log, tag)
 

@@ -37,6 +37,8 @@ def build_cli() -> str:
     which cannot be installed here. Looked up when a build starts, not at import: on a
     new machine engine.sh installs docker.io after the tests are collected."""
     return str(ENGINE_CLI) if ENGINE_CLI.exists() else "docker"
+
+
 PULL_SECONDS = 120
 BUILD_SECONDS = 900
 PYTHON = "python:3.11.14-slim-bookworm"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import pytest
 
 from service.aws import items
+from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import InForce, OrderRecord
@@ -307,3 +308,44 @@ async def test_an_order_that_moved_to_another_tenant_leaves_a_state_behind_our_c
         "NYC": (1, False),
         "LDN": (3, False),
     }
+
+
+async def test_a_store_commits_from_its_packed_states_as_from_objects(aws: Aws) -> None:
+    """Two stores on two tables take the same merges and commits, alternating over three
+    keys and three tenants: one keeps every cached state as objects, the other only the
+    one used last (``hot_windows`` / ``hot_tenants`` 1), so each merge or commit of the
+    second starts from a state it packed and unpacks. Their answers are the same."""
+    await ensure_table(aws.clients.dynamodb, "wait-times-packed")
+
+    observers = RecordingObserver(), RecordingObserver()
+
+    def store(table: str, hot: int, observer: RecordingObserver) -> DynamoStore:
+        return DynamoStore(
+            aws.clients.dynamodb,
+            table,
+            window_size=10,
+            ttl_seconds=TTL,
+            max_wait_seconds=MAX_WAIT,
+            observer=observer,
+            hot_windows=hot,
+            hot_tenants=hot,
+        )
+
+    objects = store(aws.settings.table_name, 1024, observers[0])
+    packed = store("wait-times-packed", 1, observers[1])
+    keys: list[WindowKey] = [("NYC", "Latte"), ("NYC", "Mocha"), ("LDN", "Latte")]
+    for step in range(12):
+        key, now = keys[step % 3], 1000 + step
+        records = [paired(f"o{step}", 100 + 10 * step, 60 + step), submitted(f"p{step}", 200)]
+        windows = [await s.merge_all({key: records}, now) for s in (objects, packed)]
+        assert windows[0] == windows[1]
+        tenant = ("NYC", "LDN", "SYD")[step % 3]
+        orders = [submitted(f"t{step}", 300 + step, tenant), paired(f"u{step}", 250, 40)]
+        tenants = [await s.commit({}, {tenant: orders}, now) for s in (objects, packed)]
+        assert tenants[0].tenants == tenants[1].tenants
+    views = [await s.tenant_views(["NYC", "LDN", "SYD"], now=2000) for s in (objects, packed)]
+    assert views[0] == views[1] and all(v is not None for v in views[0].values())
+    # The same items written and read: no state came back wrong and had to be read again.
+    assert observers[0].calls == observers[1].calls
+    assert packed.cache.packed == 2 and packed.tenants.packed == 2
+    assert objects.cache.packed == 0 and objects.tenants.packed == 0

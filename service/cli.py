@@ -540,9 +540,12 @@ def _replay(files: Sequence[Path], settings: Settings, *, estimates: bool = Fals
 
 def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayResult) -> None:
     """``replay --estimates``: each WaitEstimate detail as one JSON line on stdout."""
-    from service.tools.replay import replay_estimates  # noqa: PLC0415
+    from service.core.events import estimate_json  # noqa: PLC0415
+    from service.tools.replay import estimate_changes  # noqa: PLC0415
 
-    for detail in replay_estimates(
+    out = sys.stdout.buffer
+    sys.stdout.flush()
+    for found in estimate_changes(
         events,
         max_wait_seconds=settings.max_wait_seconds,
         ttl_seconds=settings.pending_ttl_seconds,
@@ -551,7 +554,8 @@ def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayRe
         completion=settings.completion_event,
         result=result,
     ):
-        sys.stdout.write(detail.model_dump_json() + "\n")
+        out.write(estimate_json(found.estimate, found.version) + b"\n")
+    out.flush()
 
 
 if __name__ == "__main__":

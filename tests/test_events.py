@@ -6,8 +6,18 @@ import json
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from service.core.events import consumed_event_pattern, parse_body, parse_envelope, role_of
+from service.core.estimate import DrinkEstimate, Estimate
+from service.core.events import (
+    consumed_event_pattern,
+    estimate_detail,
+    estimate_json,
+    parse_body,
+    parse_envelope,
+    role_of,
+)
 from service.core.orders import Role
 from service.errors import PoisonMessageError
 from tests import envelopes
@@ -184,3 +194,37 @@ def test_names_are_one_key_whichever_way_they_are_written() -> None:
     with pytest.raises(PoisonMessageError) as long_drink:
         parse_body(submission({"eventId": "NYC"}, "L" * 129))
     assert long_drink.value.reason == "invalid_drink"
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    tenant=st.text(max_size=12),
+    as_of=st.integers(min_value=0, max_value=4_102_444_800),  # to 2100-01-01
+    open_orders=st.integers(min_value=0, max_value=10**6),
+    drinks=st.dictionaries(
+        st.text(min_size=1, max_size=8),
+        st.tuples(
+            st.integers(min_value=0, max_value=10**5), st.integers(min_value=0, max_value=10**5)
+        ),
+        max_size=6,
+    ),
+    version=st.integers(min_value=1, max_value=2**53),
+)
+def test_the_estimates_json_is_the_models_byte_for_byte(
+    tenant: str,
+    as_of: int,
+    open_orders: int,
+    drinks: dict[str, tuple[int, int]],
+    version: int,
+) -> None:
+    """``replay --estimates`` prints ``estimate_json``: the bytes the published model dumps
+    (names with quotes, controls and non-ASCII; the model's sorted drinks; whole floats)."""
+    estimate = Estimate(
+        tenant,
+        as_of,
+        open_orders,
+        {d: DrinkEstimate(float(e), float(p)) for d, (e, p) in drinks.items()},
+    )
+    expected = estimate_detail(estimate, version).model_dump_json().encode()
+    assert estimate_json(estimate, version) == expected
+    assert estimate_json(estimate, version) == expected  # and from its cache of stamps

@@ -22,8 +22,10 @@ from service.core.queueing import (
     StoredTenant,
     TenantCommit,
     TenantState,
+    Versioned,
     fit,
     stored_size,
+    view_of,
 )
 from service.flush import scores
 from service.ports import TenantChange
@@ -196,6 +198,68 @@ def test_the_fit_learns_the_knee_and_the_rate_of_a_queue() -> None:
     assert model.predict("Latte", 0) == pytest.approx(100)
     assert model.predict("Latte", 9) == pytest.approx(100 + 50 * 8)
     assert model.p90_ratio == pytest.approx(1.0)
+
+
+def reference_fit(samples: list[Sample]) -> queueing.Model:
+    """The fit as first written: every knee's whole model, p90 included, then the least
+    error (the first of equals). The fast fit must give the very same floats."""
+
+    def one_knee(knee: int) -> tuple[queueing.Model, float]:
+        by_drink: dict[str, list[tuple[float, float]]] = {}
+        for sample in samples:
+            by_drink.setdefault(sample.drink, []).append(
+                (float(max(0, sample.ahead - knee + 1)), float(sample.wait))
+            )
+        means = {
+            d: (sum(x for x, _ in xs) / len(xs), sum(w for _, w in xs) / len(xs))
+            for d, xs in by_drink.items()
+        }
+        covariance = variance = 0.0
+        for drink, xs in by_drink.items():
+            mean_x, mean_w = means[drink]
+            for x, w in xs:
+                covariance += (x - mean_x) * (w - mean_w)
+                variance += (x - mean_x) ** 2
+        per_order = max(covariance / variance, 0.0) if variance > 0 else 0.0
+        raw = {d: means[d][1] - per_order * means[d][0] for d in by_drink}
+        pooled = sum(raw[d] * len(xs) for d, xs in by_drink.items()) / len(samples)
+        offsets = {
+            d: (raw[d] * len(xs) + pooled * queueing.SHRINK) / (len(xs) + queueing.SHRINK)
+            for d, xs in by_drink.items()
+        }
+        error = 0.0
+        ratios = []
+        for drink, xs in by_drink.items():
+            for x, w in xs:
+                predicted = offsets[drink] + per_order * x
+                error += (w - predicted) ** 2
+                ratios.append(w / max(predicted, 1.0))
+        ordered = sorted(ratios)
+        p90 = ordered[min(len(ordered) - 1, int(queueing.P90 * len(ordered)))]
+        return queueing.Model(offsets, per_order, knee, p90), error
+
+    fits = [one_knee(k) for k in range(1, queueing.MAX_SERVERS + 1)]
+    return min(fits, key=lambda found: found[1])[0]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.builds(
+            Sample,
+            st.sampled_from(["Latte", "Mocha", "Tea", "Flat white"]),
+            st.integers(min_value=0, max_value=12),
+            st.integers(min_value=0, max_value=MAX_WAIT),
+        ),
+        min_size=MIN_TRAINING,
+        max_size=60,
+    )
+)
+def test_the_fit_is_the_first_written_fit_to_the_last_bit(samples: list[Sample]) -> None:
+    """Grouping the samples once, skipping the knees past every order ahead and taking
+    the p90 of the winner only change no float of the model (and so no estimate)."""
+    queueing._FITTED.clear()
+    assert fit(samples) == reference_fit(samples)
 
 
 def test_one_event_stamped_ahead_neither_freezes_nor_empties_the_estimate() -> None:
@@ -375,3 +439,138 @@ def test_a_moved_order_is_counted_at_its_new_tenant_and_scored_at_the_one_it_was
         ("LDN", 30.0),
         ("NYC", "moved"),
     ]
+
+
+class ReferenceBook:
+    """``EstimateBook`` as first written, on the worker's own path: ``TenantState.add``,
+    ``prune`` and ``view_of``, walking each tenant's whole state at every update."""
+
+    def __init__(self, max_wait_seconds: int, cap: int) -> None:
+        self.max_wait_seconds = max_wait_seconds
+        self.cap = cap
+        self.states: dict[str, TenantState] = {}
+        self.published: dict[str, Versioned] = {}
+        self.dropped = 0
+
+    def update(self, records: list[OrderRecord], now: int) -> list[Versioned]:
+        by_tenant: dict[str, list[OrderRecord]] = {}
+        for r in records:
+            for tenant in {tenant for _, tenant, _ in r.submissions}:
+                by_tenant.setdefault(tenant, []).append(r)
+        changed = []
+        for tenant, named in sorted(by_tenant.items()):
+            state = (self.states.get(tenant) or TenantState(tenant)).add(named)
+            latest = state.latest_event()
+            as_of = now if latest is None else min(now, latest)
+            state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
+            self.dropped += dropped
+            self.states[tenant] = state
+            found = view_of(state, now, self.max_wait_seconds)
+            if found is None:
+                continue
+            last = self.published.get(tenant)
+            if last is not None and last.estimate.rounded() == found.rounded():
+                continue
+            versioned = Versioned(found, 1 if last is None else last.version + 1)
+            self.published[tenant] = versioned
+            changed.append(versioned)
+        return changed
+
+
+many_orders = st.lists(
+    st.tuples(
+        st.integers(0, 1500),  # submission: orders overlap, so many are ahead of others
+        st.sampled_from(["NYC", "NYC", "LDN"]),
+        st.sampled_from(["Latte", "Mocha", "Tea"]),
+        st.one_of(st.none(), st.integers(-20, 700), st.integers(0, 60)),  # completion
+        st.one_of(st.none(), st.none(), st.integers(-20, 700)),  # cancellation
+        st.one_of(st.none(), st.none(), st.none(), st.integers(-30, 30)),  # resubmission
+    ),
+    min_size=8,
+    max_size=60,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    many_orders,
+    st.randoms(use_true_random=False),
+    st.sampled_from([3, 6, 150]),
+    st.sampled_from([5, 2000]),
+    st.sampled_from([700, MAX_TENANT_BYTES]),
+    st.booleans(),
+)
+def test_the_book_is_the_workers_tenant_state_at_every_update(
+    planned: list,
+    rng: random.Random,
+    training: int,
+    cap: int,
+    max_bytes: int,
+    in_time_order: bool,
+) -> None:
+    """``EstimateBook``'s indexed tenants publish what ``TenantState`` (the worker's path)
+    publishes, update by update: the same estimates at the same versions, the same
+    states and the same orders dropped, for events in time order (as replay feeds them) or
+    in any order, some twice, with pruning at 3 or 6 training orders as in a busy bar,
+    and past the order and byte caps."""
+    events = events_of(planned)
+    delivered = events + rng.sample(events, len(events) // 4)
+    if in_time_order:
+        delivered.sort(key=lambda e: (e.time, e.order_id, e.role.value))
+    else:
+        rng.shuffle(delivered)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queueing, "TRAINING_ORDERS", training)
+        patch.setattr(queueing, "MIN_TRAINING", min(training, queueing.MIN_TRAINING))
+        patch.setattr(queueing, "MAX_TENANT_BYTES", max_bytes)
+        book, reference = EstimateBook(MAX_WAIT, cap), ReferenceBook(MAX_WAIT, cap)
+        records: dict[str, OrderRecord] = {}
+        now = 0
+        while delivered:
+            size = 1 if in_time_order else rng.randint(1, 4)
+            flush, delivered = delivered[:size], delivered[size:]
+            touched = {}
+            for event in flush:
+                joined = (records.get(event.order_id) or OrderRecord(event.order_id)).merge(event)
+                records[event.order_id] = touched[event.order_id] = joined
+            now = max(now, *(e.time for e in flush)) + rng.choice([0, 0, 0, 400])
+            assert book.update(list(touched.values()), now) == reference.update(
+                list(touched.values()), now
+            )
+            assert book.states == reference.states
+            assert book.dropped == reference.dropped
+
+
+def test_the_books_pruning_drops_what_the_states_drops_at_every_boundary() -> None:
+    """Open orders submitted on either side of the horizon's bound, orders completed or
+    cancelled on either side of the view's time and of the horizon, orders cancelled
+    before the horizon and completed on either side of it: at every view time around
+    them, ``LiveTenant.prune`` keeps what ``TenantState.prune`` keeps."""
+    recent = [record(f"r{i}", sub(f"r{i}", 1990 + i), done(f"r{i}", 2000 + i)) for i in range(3)]
+    around = [record(f"open{s}", sub(f"open{s}", s)) for s in range(795, 806)]
+    around += [
+        record(f"end{e}", sub(f"end{e}", e - 10), done(f"end{e}", e)) for e in range(995, 1006)
+    ]
+    around += [
+        record(f"late{e}", sub(f"late{e}", e - 10), done(f"late{e}", e)) for e in (1399, 1400)
+    ]
+    around.append(record("back", sub("back", 990), gone("back", 1000), done("back", 1450)))
+    around += [
+        record(f"gone{x}", sub(f"gone{x}", x - 10), gone(f"gone{x}", x)) for x in (1399, 1400)
+    ]
+    around += [
+        record(f"edge{c}", sub(f"edge{c}", 1380), gone(f"edge{c}", 1390), done(f"edge{c}", c))
+        for c in (1399, 1400)
+    ]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queueing, "TRAINING_ORDERS", 3)
+        kept: set[int] = set()
+        for as_of in [*range(990, 1011), *range(1395, 1411)]:
+            live = queueing.LiveTenant("NYC", MAX_WAIT)
+            live.add([*recent, *around])
+            assert live.prune(as_of) == 0
+            state, dropped = TenantState("NYC").add([*recent, *around]).prune(as_of, MAX_WAIT)
+            assert dropped == 0
+            assert live.state() == state, as_of
+            kept.add(len(live.orders))
+    assert len(kept) > 5  # (each boundary moved what was kept)

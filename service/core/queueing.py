@@ -31,10 +31,10 @@ Pure: no I/O here.
 
 from __future__ import annotations
 
-from bisect import bisect_right
+from bisect import bisect_left, bisect_right, insort
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from service.core.estimate import DrinkEstimate, Estimate
 from service.core.pairing import OrderRecord
@@ -335,8 +335,7 @@ def fit(samples: Sequence[Sample], *, knees: Sequence[int] = ()) -> Model | None
     key = (tuple(samples), tuple(knees))
     model = _FITTED.get(key)
     if model is None:
-        fits = [_fit_knee(samples, k) for k in knees or range(1, MAX_SERVERS + 1)]
-        model = min(fits, key=lambda found: found[1])[0]  # min keeps the first of equals
+        model = _fit(samples, knees or range(1, MAX_SERVERS + 1))
         if len(_FITTED) >= FITTED_MODELS:
             _FITTED.clear()
         _FITTED[key] = model
@@ -350,37 +349,96 @@ FITTED_MODELS = 256
 _FITTED: dict[tuple[tuple[Sample, ...], tuple[int, ...]], Model] = {}
 
 
-def _fit_knee(samples: Sequence[Sample], knee: int) -> tuple[Model, float]:
-    by_drink: dict[str, list[tuple[float, float]]] = {}
+def _fit(samples: Sequence[Sample], knees: Iterable[int]) -> Model:
+    """Every knee's fit (``_fit_knee``), the least error winning (the first of equals),
+    and the p90 ratio of the winner only. Every knee past all samples' orders ahead gives
+    the same fit (every x is 0), so only the first of those is computed: the others tie
+    with it and lose.
+    """
+    by_drink: dict[str, tuple[list[int], list[float]]] = {}
     for sample in samples:
-        by_drink.setdefault(sample.drink, []).append(
-            (float(max(0, sample.ahead - knee + 1)), float(sample.wait))
-        )
-    means = {
-        d: (sum(x for x, _ in xs) / len(xs), sum(w for _, w in xs) / len(xs))
-        for d, xs in by_drink.items()
-    }
-    covariance = variance = 0.0
-    for drink, xs in by_drink.items():
-        mean_x, mean_w = means[drink]
-        for x, w in xs:
-            covariance += (x - mean_x) * (w - mean_w)
-            variance += (x - mean_x) ** 2
+        found = by_drink.get(sample.drink)
+        if found is None:
+            found = by_drink[sample.drink] = ([], [])
+        found[0].append(sample.ahead)
+        found[1].append(float(sample.wait))
+    # The waits' means and the waits about them do not depend on the knee.
+    waits_about_mean = {}
+    for drink, (_, waits) in by_drink.items():
+        mean_w = sum(waits) / len(waits)
+        waits_about_mean[drink] = (mean_w, [w - mean_w for w in waits])
+    most_ahead = max(sample.ahead for sample in samples)
+    best: tuple[_Fitted, float] | None = None
+    flat = False  # a knee past every sample's orders ahead was fitted: its x are all 0
+    for knee in knees:
+        if knee > most_ahead:
+            if flat:
+                continue
+            flat = True
+        found = _fit_knee(by_drink, waits_about_mean, len(samples), knee)
+        if best is None or found[1] < best[1]:
+            best = found
+    if best is None:
+        raise ValueError("no knee to fit")
+    winner = best[0]
+    ratios = [
+        w / max(winner.offsets[drink] + winner.per_order * x, 1.0)
+        for drink, xs in winner.xs.items()
+        for x, w in zip(xs, by_drink[drink][1], strict=True)
+    ]
+    return Model(winner.offsets, winner.per_order, winner.knee, _quantile(ratios, P90))
+
+
+class _Fitted(NamedTuple):
+    offsets: dict[str, float]
+    per_order: float
+    knee: int
+    xs: dict[str, list[float]]  # per drink, each sample's orders past the knee
+
+
+def _fit_knee(
+    by_drink: Mapping[str, tuple[list[int], list[float]]],
+    waits_about_mean: Mapping[str, tuple[float, list[float]]],
+    count: int,
+    knee: int,
+) -> tuple[_Fitted, float]:
+    """One knee's offsets and rate, and its squared error over the samples. The sums add
+    the same terms in the same order as the first-written loops (``sum`` over floats adds
+    left to right), so the model is the same to the last bit; a test holds it to them."""
+    xs_of: dict[str, list[float]] = {}
+    mean_xs: dict[str, float] = {}
+    shift = knee - 1
+    for drink, (aheads, _) in by_drink.items():
+        xs = [float(a - shift) if a > shift else 0.0 for a in aheads]
+        xs_of[drink] = xs
+        mean_xs[drink] = sum(xs) / len(xs)
+    covariance = sum(
+        [
+            (x - mean_xs[drink]) * d
+            for drink, (_, about) in waits_about_mean.items()
+            for x, d in zip(xs_of[drink], about, strict=True)
+        ],
+        0.0,
+    )
+    variance = sum(
+        [(x - mean_xs[drink]) ** 2 for drink, xs in xs_of.items() for x in xs],
+        0.0,
+    )
     per_order = max(covariance / variance, 0.0) if variance > 0 else 0.0
-    raw = {d: means[d][1] - per_order * means[d][0] for d in by_drink}
-    pooled = sum(raw[d] * len(xs) for d, xs in by_drink.items()) / len(samples)
+    raw = {d: waits_about_mean[d][0] - per_order * mean_xs[d] for d in by_drink}
+    pooled = sum(raw[d] * len(xs) for d, xs in xs_of.items()) / count
     offsets = {
-        d: (raw[d] * len(xs) + pooled * SHRINK) / (len(xs) + SHRINK) for d, xs in by_drink.items()
+        d: (raw[d] * len(xs) + pooled * SHRINK) / (len(xs) + SHRINK) for d, xs in xs_of.items()
     }
-    error = 0.0
-    ratios = []
-    for drink, xs in by_drink.items():
-        for x, w in xs:
-            predicted = offsets[drink] + per_order * x
-            error += (w - predicted) ** 2
-            ratios.append(w / max(predicted, 1.0))
-    model = Model(offsets, per_order, knee, _quantile(ratios, P90))
-    return model, error
+    error = sum(
+        [
+            (w - (offsets[drink] + per_order * x)) ** 2
+            for drink, (_, waits) in by_drink.items()
+            for x, w in zip(xs_of[drink], waits, strict=True)
+        ],
+        0.0,
+    )
+    return _Fitted(offsets, per_order, knee, xs_of), error
 
 
 def _quantile(values: Sequence[float], q: float) -> float:
@@ -403,31 +461,43 @@ class EstimateBook:
     estimates that changed (``Estimate.rounded``; ``as_of`` moving alone is no change),
     each at the tenant's next version. The time an estimate is for is the tenant's latest
     event (``TenantState.latest_event``), never later than ``now``.
+
+    Each tenant is a ``LiveTenant``: the same state as ``TenantState.add`` then ``prune``
+    would hold, and the same view as ``view_of``, from indexes kept up to date instead of
+    walks of the whole state at every event (docs/performance.md, section 13).
     """
 
     def __init__(self, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS) -> None:
         self.max_wait_seconds = max_wait_seconds
         self.cap = cap
-        self.states: dict[str, TenantState] = {}
+        self.live: dict[str, LiveTenant] = {}
         self.published: dict[str, Versioned] = {}
         self.dropped = 0
+
+    @property
+    def states(self) -> dict[str, TenantState]:
+        """Every tenant's state, as a ``TenantState``."""
+        return {tenant: live.state() for tenant, live in self.live.items()}
 
     def update(self, records: Iterable[OrderRecord], now: int) -> list[Versioned]:
         """Join records and return each changed tenant's new estimate."""
         by_tenant: dict[str, list[OrderRecord]] = {}
         for record in records:
-            for tenant in {tenant for _, tenant, _ in record.submissions}:
+            submissions = record.submissions
+            if len(submissions) == 1:
+                by_tenant.setdefault(submissions[0][1], []).append(record)
+                continue
+            for tenant in {tenant for _, tenant, _ in submissions}:
                 by_tenant.setdefault(tenant, []).append(record)
         changed = []
-        for tenant, named in sorted(by_tenant.items()):
-            state = self.states.get(tenant) or TenantState(tenant)
-            state = state.add(named)
-            latest = state.latest_event()
-            as_of = now if latest is None else min(now, latest)
-            state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
-            self.dropped += dropped
-            self.states[tenant] = state
-            found = view_of(state, now, self.max_wait_seconds)
+        for tenant, named in sorted(by_tenant.items()) if len(by_tenant) > 1 else by_tenant.items():
+            live = self.live.get(tenant)
+            if live is None:
+                live = self.live[tenant] = LiveTenant(tenant, self.max_wait_seconds, self.cap)
+            live.add(named)
+            latest = live.latest_event()
+            self.dropped += live.prune(now if latest is None else min(now, latest))
+            found = live.view(now)
             if found is None:
                 continue
             last = self.published.get(tenant)
@@ -437,6 +507,184 @@ class EstimateBook:
             self.published[tenant] = versioned
             changed.append(versioned)
         return changed
+
+
+class LiveTenant:
+    """A tenant's state as ``EstimateBook`` keeps it: the records of ``TenantState``, in a
+    dict changed in place, and sorted indexes of what its rules read, so that an event
+    costs a few bisections instead of walks of the whole state:
+
+    - ``times``: the earliest submission, completion and cancellation of each of the
+      tenant's own records (``latest_event``);
+    - ``starts``, ``stops``: its own records' open intervals (``_Queue``);
+    - ``completed``: every record's (earliest completion, order id), the last
+      ``TRAINING_ORDERS`` of which are ``_recent`` (the training orders, the horizon);
+    - ``ended`` and ``unended``: (end, id) and (submission, id), the two kinds of record
+      ``TenantState.prune`` drops, oldest first;
+    - ``chars``: the names' lengths, for the byte cap's first bound.
+
+    The training samples and their model are kept until a record with a completion
+    changes or an open interval changes over a training order's submission. Past either
+    cap, pruning is ``TenantState.prune`` itself and the indexes are built again. A test
+    holds this to ``TenantState`` and ``view_of`` on random deliveries, caps included.
+    """
+
+    def __init__(self, tenant: str, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS) -> None:
+        self.tenant = tenant
+        self.max_wait_seconds = max_wait_seconds
+        self.cap = cap
+        self._reset()
+
+    def _reset(self) -> None:
+        self.orders: dict[str, OrderRecord] = {}
+        self.times: list[int] = []
+        self.starts: list[int] = []
+        self.stops: list[int] = []
+        self.completed: list[tuple[int, str]] = []
+        self.ended: list[tuple[int, str]] = []
+        self.unended: list[tuple[int, str]] = []
+        self.chars = 0
+        self._model: tuple[Model | None] | None = None  # None: the samples must be made again
+        self._span = (0, -1)  # the training orders' earliest and latest submission
+
+    def state(self) -> TenantState:
+        """The state as a ``TenantState`` (a copy)."""
+        return TenantState(self.tenant, dict(self.orders))
+
+    def add(self, records: Iterable[OrderRecord]) -> None:
+        """``TenantState.add``."""
+        orders = self.orders
+        for incoming in records:
+            known = orders.get(incoming.order_id)
+            record = compact(incoming if known is None else known.join(compact(incoming)))
+            if record != known:
+                if known is not None:
+                    self._index(known, remove=True)
+                orders[incoming.order_id] = record
+                self._index(record)
+
+    def _index(self, record: OrderRecord, *, remove: bool = False) -> None:
+        order_id = record.order_id
+        first = record.submissions[0]
+        submitted = first[0]
+        completion = record.completions[0] if record.completions else None
+        ended = record.ended_at
+        self.chars += -_chars(record) if remove else _chars(record)
+        if completion is not None:
+            _change(self.completed, (completion, order_id), remove)
+            self._model = None
+        if ended is None:
+            _change(self.unended, (submitted, order_id), remove)
+        else:
+            _change(self.ended, (ended, order_id), remove)
+        if first[1] != self.tenant:
+            return
+        _change(self.times, submitted, remove)
+        if completion is not None:
+            _change(self.times, completion, remove)
+        if record.cancellations:
+            _change(self.times, record.cancellations[0], remove)
+        stop = submitted + self.max_wait_seconds + 1
+        if ended is not None and ended < stop:
+            stop = max(ended, submitted)
+        _change(self.starts, submitted, remove)
+        _change(self.stops, stop, remove)
+        # The interval [submitted, stop) changes the open counts inside it only.
+        if submitted < stop and submitted <= self._span[1] and stop > self._span[0]:
+            self._model = None
+
+    def latest_event(self) -> int | None:
+        """``TenantState.latest_event``."""
+        times = self.times
+        if not times:
+            return None
+        first = times[-1]
+        below = bisect_left(times, first)
+        if below and first - times[below - 1] > LONE_EVENT_GAP:
+            return times[below - 1]
+        return first
+
+    def prune(self, as_of: int) -> int:
+        """``TenantState.prune``: drop what no view at ``as_of`` or later needs; how many
+        orders the caps dropped."""
+        completed = self.completed
+        victims: list[OrderRecord] = []
+        if len(completed) >= TRAINING_ORDERS:
+            horizon = completed[-TRAINING_ORDERS][0] - self.max_wait_seconds
+            orders = self.orders
+            bound = min(horizon, as_of) - self.max_wait_seconds
+            for submitted, order_id in self.unended:
+                if submitted >= bound:
+                    break
+                victims.append(orders[order_id])
+            for ended, order_id in self.ended:
+                if ended >= horizon:
+                    break
+                if ended <= as_of:
+                    record = orders[order_id]
+                    if not (record.completions and record.completions[0] >= horizon):
+                        victims.append(record)
+        kept = len(self.orders) - len(victims)
+        chars = self.chars - sum(_chars(r) for r in victims)
+        if kept > self.cap or chars * 4 + 64 * kept > MAX_TENANT_BYTES:
+            return self._prune_to_caps(as_of)
+        for record in victims:
+            self._index(record, remove=True)
+            del self.orders[record.order_id]
+        return 0
+
+    def _prune_to_caps(self, as_of: int) -> int:
+        state, dropped = self.state().prune(as_of, self.max_wait_seconds, self.cap)
+        self._reset()
+        self.add(state.orders.values())
+        return dropped
+
+    def view(self, now: int) -> Estimate | None:
+        """``view_of``: the estimate at the tenant's latest event, never after ``now``."""
+        latest = self.latest_event()
+        if latest is None:
+            return None
+        as_of = min(now, latest)
+        if self._model is None:
+            samples, submitted = self._training()
+            self._model = (fit(samples),)
+            self._span = (min(submitted), max(submitted)) if submitted else (0, -1)
+        model = self._model[0]
+        ahead = self._open_at(as_of)
+        drinks = {} if model is None else model.predict_all(ahead, self.max_wait_seconds)
+        return Estimate(self.tenant, as_of, ahead, drinks)
+
+    def _open_at(self, t: int) -> int:
+        return bisect_right(self.starts, t) - bisect_right(self.stops, t)
+
+    def _training(self) -> tuple[list[Sample], list[int]]:
+        """``training``: the tenant's counted orders among the recent ones, newest first,
+        each with the orders ahead of it at its submission; and their submissions."""
+        samples = []
+        submissions = []
+        orders = self.orders
+        tenant = self.tenant
+        max_wait = self.max_wait_seconds
+        for _, order_id in reversed(self.completed[-TRAINING_ORDERS:]):
+            record = orders[order_id]
+            first = record.submissions[0]
+            if first[1] != tenant or record.cancelled:
+                continue
+            submitted = first[0]
+            wait = record.completions[0] - submitted
+            if not 0 <= wait <= max_wait:
+                continue
+            ahead = self._open_at(submitted) - (1 if wait > 0 else 0)
+            samples.append(Sample(first[2], ahead if ahead > 0 else 0, wait))
+            submissions.append(submitted)
+        return samples, submissions
+
+
+def _change(index: list[Any], value: Any, remove: bool) -> None:
+    if remove:
+        del index[bisect_left(index, value)]
+    else:
+        insort(index, value)
 
 
 # -- the tenants' commit: the one window rule (service.core.commit), for tenants --------

@@ -15,7 +15,7 @@ import orjson
 from service.core.events import COMPLETED, WaitEstimate, estimate_detail, parse_envelope
 from service.core.orders import OrderEvent
 from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
-from service.core.queueing import EstimateBook
+from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
@@ -156,7 +156,14 @@ def _feed(
     result.ignored = ignored
 
 
-def replay_estimates(
+def replay_estimates(envelopes: Iterable[Any], **options: Any) -> Iterator[WaitEstimate]:
+    """Every ``WaitEstimate`` detail the estimate's rules give for these events
+    (``estimate_changes``, whose options it takes), as the models the worker publishes."""
+    for found in estimate_changes(envelopes, **options):
+        yield estimate_detail(found.estimate, found.version)
+
+
+def estimate_changes(
     envelopes: Iterable[Any],
     *,
     max_wait_seconds: int = 7200,
@@ -166,8 +173,8 @@ def replay_estimates(
     wall_clock: float | None = None,
     completion: str = COMPLETED,
     result: ReplayResult | None = None,
-) -> Iterator[WaitEstimate]:
-    """Every ``WaitEstimate`` detail the estimate's rules give for these events, replayed in
+) -> Iterator[Versioned]:
+    """Every estimate the estimate's rules publish for these events, at its version, replayed in
     time order (ties: by order id, then role) one at a time, as one message per flush:
     the worker publishes the same sequence, ``version`` aside (docs/design.md, "The wait
     estimate").
@@ -206,8 +213,7 @@ def replay_estimates(
         record = book.apply(event, now)
         if record is None:
             continue
-        for found in estimates.update([record], now):
-            yield estimate_detail(found.estimate, found.version)
+        yield from estimates.update([record], now)
     summary.late_halves = book.late_halves
     summary.anomalies = sum(
         1

@@ -375,9 +375,9 @@ def _fit(samples: Sequence[Sample], knees: Iterable[int]) -> Model:
             if flat:
                 continue
             flat = True
-        found = _fit_knee(by_drink, waits_about_mean, len(samples), knee)
-        if best is None or found[1] < best[1]:
-            best = found
+        candidate = _fit_knee(by_drink, waits_about_mean, len(samples), knee)
+        if best is None or candidate[1] < best[1]:
+            best = candidate
     if best is None:
         raise ValueError("no knee to fit")
     winner = best[0]

@@ -350,95 +350,123 @@ _FITTED: dict[tuple[tuple[Sample, ...], tuple[int, ...]], Model] = {}
 
 
 def _fit(samples: Sequence[Sample], knees: Iterable[int]) -> Model:
-    """Every knee's fit (``_fit_knee``), the least error winning (the first of equals),
-    and the p90 ratio of the winner only. Every knee past all samples' orders ahead gives
-    the same fit (every x is 0), so only the first of those is computed: the others tie
-    with it and lose.
+    """Every knee's fit, the least squared error winning (the first of equals), and the
+    p90 ratio of the winner.
+
+    A knee's regression needs only sums over each drink's samples: of x, x², x·w and w
+    (x = max(0, ahead - knee + 1)), all integers. They are the drink's totals less those
+    of its samples at most knee - 1 ahead (whose x is 0), which are kept per orders-ahead
+    value below the largest knee: a knee costs a few integer sums a drink, not a pass over
+    every sample. The centred sums (n·Σxw - Σx·Σw, ...) are exact integers too, so the
+    errors compared between knees carry no cancellation; knees that see the same x (past
+    every sample's orders ahead) give the same sums and tie exactly. A test holds the
+    model to the first-written fit, which walked every sample for every knee.
     """
-    by_drink: dict[str, tuple[list[int], list[float]]] = {}
-    for sample in samples:
-        found = by_drink.get(sample.drink)
-        if found is None:
-            found = by_drink[sample.drink] = ([], [])
-        found[0].append(sample.ahead)
-        found[1].append(float(sample.wait))
-    # The waits' means and the waits about them do not depend on the knee.
-    waits_about_mean = {}
-    for drink, (_, waits) in by_drink.items():
-        mean_w = sum(waits) / len(waits)
-        waits_about_mean[drink] = (mean_w, [w - mean_w for w in waits])
+    ordered = sorted(set(knees))
+    if not ordered:
+        raise ValueError("no knee to fit")
+    stats, low = _sums(samples, ordered[-1])
+    count = len(samples)
     most_ahead = max(sample.ahead for sample in samples)
-    best: tuple[_Fitted, float] | None = None
+    best: tuple[float, dict[str, float], float, int] | None = None
     flat = False  # a knee past every sample's orders ahead was fitted: its x are all 0
-    for knee in knees:
+    below = {drink: [0, 0, 0, 0, 0] for drink in stats}  # the sums over a <= knee - 1
+    passed = -1  # the orders-ahead values up to this one are in ``below``
+    for knee in ordered:
+        shift = knee - 1
+        for a in range(passed + 1, shift + 1):
+            _take_below(below, low, a)
+        passed = max(passed, shift)
         if knee > most_ahead:
             if flat:
                 continue
             flat = True
-        candidate = _fit_knee(by_drink, waits_about_mean, len(samples), knee)
-        if best is None or candidate[1] < best[1]:
-            best = candidate
-    if best is None:
+        found = _fit_knee(stats, below, shift, count)
+        if best is None or found[0] < best[0]:
+            best = (*found, knee)
+    if best is None:  # (a knee is always fitted: the first is)
         raise ValueError("no knee to fit")
-    winner = best[0]
+    _, offsets, per_order, knee = best
+    shift = knee - 1
     ratios = [
-        w / max(winner.offsets[drink] + winner.per_order * x, 1.0)
-        for drink, xs in winner.xs.items()
-        for x, w in zip(xs, by_drink[drink][1], strict=True)
+        wait / max(offsets[drink] + per_order * (ahead - shift if ahead > shift else 0), 1.0)
+        for drink, ahead, wait in samples
     ]
-    return Model(winner.offsets, winner.per_order, winner.knee, _quantile(ratios, P90))
+    return Model(offsets, per_order, knee, _quantile(ratios, P90))
 
 
-class _Fitted(NamedTuple):
-    offsets: dict[str, float]
-    per_order: float
-    knee: int
-    xs: dict[str, list[float]]  # per drink, each sample's orders past the knee
+def _sums(
+    samples: Sequence[Sample], limit: int
+) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]]]:
+    """Each drink's n, Σa, Σa², Σw, Σa·w (a: orders ahead), and per a below ``limit`` its
+    samples' n and Σw."""
+    stats: dict[str, list[int]] = {}
+    low: dict[str, dict[int, list[int]]] = {}
+    for drink, ahead, wait in samples:
+        total = stats.get(drink)
+        if total is None:
+            total = stats[drink] = [0, 0, 0, 0, 0]
+            low[drink] = {}
+        total[0] += 1
+        total[1] += ahead
+        total[2] += ahead * ahead
+        total[3] += wait
+        total[4] += ahead * wait
+        if ahead < limit:
+            bucket = low[drink].get(ahead)
+            if bucket is None:
+                low[drink][ahead] = [1, wait]
+            else:
+                bucket[0] += 1
+                bucket[1] += wait
+    return stats, low
+
+
+def _take_below(
+    below: Mapping[str, list[int]], low: Mapping[str, Mapping[int, list[int]]], a: int
+) -> None:
+    """Add the samples ``a`` ahead to each drink's sums of those a knee's x is 0 for."""
+    for drink, buckets in low.items():
+        bucket = buckets.get(a)
+        if bucket is not None:
+            gone = below[drink]
+            n, w = bucket
+            gone[0] += n
+            gone[1] += n * a
+            gone[2] += n * a * a
+            gone[3] += w
+            gone[4] += a * w
 
 
 def _fit_knee(
-    by_drink: Mapping[str, tuple[list[int], list[float]]],
-    waits_about_mean: Mapping[str, tuple[float, list[float]]],
-    count: int,
-    knee: int,
-) -> tuple[_Fitted, float]:
-    """One knee's offsets and rate, and its squared error over the samples. The sums add
-    the same terms in the same order as the first-written loops (``sum`` over floats adds
-    left to right), so the model is the same to the last bit; a test holds it to them."""
-    xs_of: dict[str, list[float]] = {}
-    mean_xs: dict[str, float] = {}
-    shift = knee - 1
-    for drink, (aheads, _) in by_drink.items():
-        xs = [float(a - shift) if a > shift else 0.0 for a in aheads]
-        xs_of[drink] = xs
-        mean_xs[drink] = sum(xs) / len(xs)
-    covariance = sum(
-        [
-            (x - mean_xs[drink]) * d
-            for drink, (_, about) in waits_about_mean.items()
-            for x, d in zip(xs_of[drink], about, strict=True)
-        ],
-        0.0,
-    )
-    variance = sum(
-        [(x - mean_xs[drink]) ** 2 for drink, xs in xs_of.items() for x in xs],
-        0.0,
-    )
+    stats: Mapping[str, list[int]], below: Mapping[str, list[int]], shift: int, count: int
+) -> tuple[float, dict[str, float], float]:
+    """One knee's squared error (less the part every knee shares), offsets and rate, from
+    each drink's integer sums (``_fit``)."""
+    moments = {}
+    covariance = variance = 0.0
+    for drink, (n, sum_a, sum_a2, sum_w, sum_aw) in stats.items():
+        low_n, low_a, low_a2, low_w, low_aw = below[drink]
+        past = n - low_n  # the samples with x > 0, where x = a - shift
+        sum_x = (sum_a - low_a) - shift * past
+        sum_x2 = (sum_a2 - low_a2) - 2 * shift * (sum_a - low_a) + shift * shift * past
+        sum_xw = (sum_aw - low_aw) - shift * (sum_w - low_w)
+        sxx = n * sum_x2 - sum_x * sum_x  # n times the centred sums, exact
+        sxw = n * sum_xw - sum_x * sum_w
+        moments[drink] = (n, sum_x / n, sum_w / n, sxx, sxw)
+        covariance += sxw / n
+        variance += sxx / n
     per_order = max(covariance / variance, 0.0) if variance > 0 else 0.0
-    raw = {d: waits_about_mean[d][0] - per_order * mean_xs[d] for d in by_drink}
-    pooled = sum(raw[d] * len(xs) for d, xs in xs_of.items()) / count
-    offsets = {
-        d: (raw[d] * len(xs) + pooled * SHRINK) / (len(xs) + SHRINK) for d, xs in xs_of.items()
-    }
-    error = sum(
-        [
-            (w - (offsets[drink] + per_order * x)) ** 2
-            for drink, (_, waits) in by_drink.items()
-            for x, w in zip(xs_of[drink], waits, strict=True)
-        ],
-        0.0,
-    )
-    return _Fitted(offsets, per_order, knee, xs_of), error
+    raw = {d: mean_w - per_order * mean_x for d, (_, mean_x, mean_w, _, _) in moments.items()}
+    pooled = sum(raw[d] * m[0] for d, m in moments.items()) / count
+    offsets = {}
+    error = 0.0  # Σ (w - offset - rate·x)² less Σ (w - mean w)², which no knee changes
+    for drink, (n, mean_x, mean_w, sxx, sxw) in moments.items():
+        offset = (raw[drink] * n + pooled * SHRINK) / (n + SHRINK)
+        offsets[drink] = offset
+        gap = mean_w - offset - per_order * mean_x
+        error += (per_order * per_order * sxx - 2 * per_order * sxw) / n + n * gap * gap
+    return error, offsets, per_order
 
 
 def _quantile(values: Sequence[float], q: float) -> float:

@@ -596,3 +596,39 @@ def test_the_books_pruning_drops_what_the_states_drops_at_every_boundary() -> No
             assert live.state() == state, as_of
             kept.add(len(live.orders))
     assert len(kept) > 5  # (each boundary moved what was kept)
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        pytest.param([done("x", 100)], id="a completion-ending-an-order-ahead-of-the-training"),
+        pytest.param([sub("y", 120)], id="a submission-ahead-of-the-training"),
+    ],
+)
+def test_a_late_event_ahead_of_the_training_orders_changes_their_samples(
+    late: list[OrderEvent],
+) -> None:
+    """An event delivered late that changes how many orders were open when the training
+    orders were submitted, without touching the latest completions: the book's samples
+    are made again, as the state's are."""
+    events = [sub("x", 0), sub("o", 5), done("o", 90)]
+    for i in range(5):  # each waits longer with each order ahead
+        events += [sub(f"t{i}", 150 + 10 * i), done(f"t{i}", 400 + 37 * i)]
+    events += [sub(f"q{i}", 540 + i) for i in range(6)]  # a queue now, to predict for
+    events.sort(key=lambda e: e.time)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(queueing, "TRAINING_ORDERS", 5)
+        book, reference = (
+            EstimateBook(MAX_WAIT),
+            ReferenceBook(MAX_WAIT, queueing.MAX_TENANT_ORDERS),
+        )
+        records: dict[str, OrderRecord] = {}
+        learned = []
+        for event in [*events, *late]:
+            joined = (records.get(event.order_id) or OrderRecord(event.order_id)).merge(event)
+            records[event.order_id] = joined
+            assert book.update([joined], 560) == reference.update([joined], 560)
+            state = reference.states["NYC"]
+            mine = [r for r in state.orders.values() if r.tenant == "NYC"]
+            learned.append(queueing.training(state, queueing._Queue(mine, MAX_WAIT), MAX_WAIT))
+    assert learned[-1] != learned[-2]  # (the late event changed the samples)

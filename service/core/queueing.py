@@ -551,10 +551,13 @@ class LiveTenant:
       ``TenantState.prune`` drops, oldest first;
     - ``chars``: the names' lengths, for the byte cap's first bound.
 
-    The training samples and their model are kept until a record with a completion
-    changes or an open interval changes over a training order's submission. Past either
-    cap, pruning is ``TenantState.prune`` itself and the indexes are built again. A test
-    holds this to ``TenantState`` and ``view_of`` on random deliveries, caps included.
+    The training samples (newest first) are kept between events. A completion newer than
+    every other adds its sample in front and the samples that left the latest
+    ``TRAINING_ORDERS`` leave from the back; they are made again from ``completed`` when
+    anything else changes the latest completed records, or when the open counts change
+    at a training order's submission (an interval changed over it). Past either cap,
+    pruning is ``TenantState.prune`` itself and the indexes are built again. A test holds
+    all of it to ``TenantState`` and ``view_of`` on random deliveries, caps included.
     """
 
     def __init__(self, tenant: str, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS) -> None:
@@ -572,8 +575,13 @@ class LiveTenant:
         self.ended: list[tuple[int, str]] = []
         self.unended: list[tuple[int, str]] = []
         self.chars = 0
-        self._model: tuple[Model | None] | None = None  # None: the samples must be made again
-        self._span = (0, -1)  # the training orders' earliest and latest submission
+        self._stale = True  # the samples must be made again from ``completed``
+        self._newer: list[tuple[int, str]] = []  # completions since, each newer than all
+        self._samples: list[Sample] = []
+        self._keys: list[tuple[int, str]] = []  # each sample's (completion, order id)
+        self._submitted: list[int] = []  # each sample's submission
+        self._span = (0, -1)  # the earliest and the latest of those
+        self._model: Model | None = None
 
     def state(self) -> TenantState:
         """The state as a ``TenantState`` (a copy)."""
@@ -585,11 +593,38 @@ class LiveTenant:
         for incoming in records:
             known = orders.get(incoming.order_id)
             record = compact(incoming if known is None else known.join(compact(incoming)))
-            if record != known:
-                if known is not None:
-                    self._index(known, remove=True)
-                orders[incoming.order_id] = record
-                self._index(record)
+            if record == known:
+                continue
+            before = None
+            if known is not None:
+                before = self._interval(known)
+                self._index(known, remove=True)
+            orders[incoming.order_id] = record
+            self._index(record)
+            after = self._interval(record)
+            if before is not None and after is not None and before[0] == after[0]:
+                self._moved(min(before[1], after[1]), max(before[1], after[1]))
+            else:
+                for interval in (before, after):
+                    if interval is not None:
+                        self._moved(*interval)
+
+    def _interval(self, record: OrderRecord) -> tuple[int, int] | None:
+        """An own record's open interval [submission, stop) (``_Queue``)."""
+        first = record.submissions[0]
+        if first[1] != self.tenant:
+            return None
+        submitted = first[0]
+        stop = submitted + self.max_wait_seconds + 1
+        ended = record.ended_at
+        if ended is not None and ended < stop:
+            stop = max(ended, submitted)
+        return submitted, stop
+
+    def _moved(self, start: int, stop: int) -> None:
+        """The open counts changed on [start, stop): so did the samples submitted in it."""
+        if start < stop and start <= self._span[1] and stop > self._span[0]:
+            self._stale = True
 
     def _index(self, record: OrderRecord, *, remove: bool = False) -> None:
         order_id = record.order_id
@@ -599,27 +634,38 @@ class LiveTenant:
         ended = record.ended_at
         self.chars += -_chars(record) if remove else _chars(record)
         if completion is not None:
-            _change(self.completed, (completion, order_id), remove)
-            self._model = None
+            self._recent_change((completion, order_id), remove)
         if ended is None:
             _change(self.unended, (submitted, order_id), remove)
         else:
             _change(self.ended, (ended, order_id), remove)
-        if first[1] != self.tenant:
+        interval = self._interval(record)
+        if interval is None:
             return
         _change(self.times, submitted, remove)
         if completion is not None:
             _change(self.times, completion, remove)
         if record.cancellations:
             _change(self.times, record.cancellations[0], remove)
-        stop = submitted + self.max_wait_seconds + 1
-        if ended is not None and ended < stop:
-            stop = max(ended, submitted)
-        _change(self.starts, submitted, remove)
-        _change(self.stops, stop, remove)
-        # The interval [submitted, stop) changes the open counts inside it only.
-        if submitted < stop and submitted <= self._span[1] and stop > self._span[0]:
-            self._model = None
+        _change(self.starts, interval[0], remove)
+        _change(self.stops, interval[1], remove)
+
+    def _recent_change(self, key: tuple[int, str], remove: bool) -> None:
+        """A (completion, id) enters or leaves ``completed``: below the latest
+        ``TRAINING_ORDERS`` it changes no sample; newer than all it adds one in front;
+        anything else makes them again."""
+        completed = self.completed
+        if remove:
+            if len(completed) <= TRAINING_ORDERS or key >= completed[-TRAINING_ORDERS]:
+                self._stale = True
+            del completed[bisect_left(completed, key)]
+        elif not completed or key > completed[-1]:
+            completed.append(key)
+            self._newer.append(key)
+        else:
+            insort(completed, key)
+            if len(completed) <= TRAINING_ORDERS or key >= completed[-TRAINING_ORDERS]:
+                self._stale = True
 
     def latest_event(self) -> int | None:
         """``TenantState.latest_event``."""
@@ -657,8 +703,11 @@ class LiveTenant:
         if kept > self.cap or chars * 4 + 64 * kept > MAX_TENANT_BYTES:
             return self._prune_to_caps(as_of)
         for record in victims:
+            interval = self._interval(record)
             self._index(record, remove=True)
             del self.orders[record.order_id]
+            if interval is not None:
+                self._moved(*interval)
         return 0
 
     def _prune_to_caps(self, as_of: int) -> int:
@@ -673,11 +722,9 @@ class LiveTenant:
         if latest is None:
             return None
         as_of = min(now, latest)
-        if self._model is None:
-            samples, submitted = self._training()
-            self._model = (fit(samples),)
-            self._span = (min(submitted), max(submitted)) if submitted else (0, -1)
-        model = self._model[0]
+        if self._stale or self._newer:
+            self._train()
+        model = self._model
         ahead = self._open_at(as_of)
         drinks = {} if model is None else model.predict_all(ahead, self.max_wait_seconds)
         return Estimate(self.tenant, as_of, ahead, drinks)
@@ -685,16 +732,22 @@ class LiveTenant:
     def _open_at(self, t: int) -> int:
         return bisect_right(self.starts, t) - bisect_right(self.stops, t)
 
-    def _training(self) -> tuple[list[Sample], list[int]]:
-        """``training``: the tenant's counted orders among the recent ones, newest first,
-        each with the orders ahead of it at its submission; and their submissions."""
-        samples = []
-        submissions = []
+    def _train(self) -> None:
+        """``training`` and ``fit``: the samples made again, or the newer completions'
+        put in front and the ones no longer among the latest taken off the back."""
+        if self._stale:
+            keys = self.completed[-TRAINING_ORDERS:]
+            self._samples, self._keys, self._submitted = [], [], []
+        else:
+            keys = self._newer
+        samples: list[Sample] = []
+        sample_keys: list[tuple[int, str]] = []
+        submissions: list[int] = []
         orders = self.orders
         tenant = self.tenant
         max_wait = self.max_wait_seconds
-        for _, order_id in reversed(self.completed[-TRAINING_ORDERS:]):
-            record = orders[order_id]
+        for key in reversed(keys):
+            record = orders[key[1]]
             first = record.submissions[0]
             if first[1] != tenant or record.cancelled:
                 continue
@@ -704,8 +757,22 @@ class LiveTenant:
                 continue
             ahead = self._open_at(submitted) - (1 if wait > 0 else 0)
             samples.append(Sample(first[2], ahead if ahead > 0 else 0, wait))
+            sample_keys.append(key)
             submissions.append(submitted)
-        return samples, submissions
+        self._samples[:0] = samples
+        self._keys[:0] = sample_keys
+        self._submitted[:0] = submissions
+        if len(self.completed) > TRAINING_ORDERS:
+            oldest = self.completed[-TRAINING_ORDERS]
+            while self._keys and self._keys[-1] < oldest:
+                self._keys.pop()
+                self._samples.pop()
+                self._submitted.pop()
+        self._stale = False
+        self._newer = []
+        held = self._submitted
+        self._span = (min(held), max(held)) if held else (0, -1)
+        self._model = fit(self._samples)
 
 
 def _change(index: list[Any], value: Any, remove: bool) -> None:

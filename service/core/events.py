@@ -9,6 +9,7 @@ published schema of what is consumed).
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
 
@@ -234,6 +235,14 @@ def _classify_detail_type(detail_type: str, completion: str) -> Role | None:
 
 _MISSING: Final = object()
 _ROLE_CACHES: dict[str, dict[str, Role | None]] = {COMPLETED: {}, ORDER_FINISHED: {}}
+
+
+def known_roles(completion: str = COMPLETED) -> Mapping[str, Role | None]:
+    """The detail-types classified so far and their roles (None: ignored), live: a loop
+    over many envelopes (replay's) skips one of an ignored type without calling
+    ``parse_envelope``, which would return None for it. Empty for an unknown
+    ``completion`` (``parse_envelope`` then refuses it as before)."""
+    return _ROLE_CACHES.get(completion, {})
 
 
 def tenant_of(event_id: object, state: object) -> str:

@@ -231,21 +231,21 @@ Outcome = Paired | Anomalous | None
 def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
     """What a record contributes: an entry, an anomaly, or nothing (a half is missing, or
     the order was cancelled: a cancelled order never counts and never holds a slot)."""
-    first = record.submission
-    if first is None or not record.completions:
+    # One unpacking, not properties: replay settles every record through here.
+    order_id, submissions, completions, cancelled, _, _, _, _ = record
+    if not submissions or not completions:
         return None
-    submitted_at, tenant, drink = first
-    completed_at = record.completions[0]
+    submitted_at, tenant, drink = submissions[0]
+    completed_at = completions[0]
     wait = completed_at - submitted_at
     key = (tenant, drink)
     if wait < 0:
-        return Anomalous(key, record.order_id, wait, Anomaly.NEGATIVE_WAIT)
+        return Anomalous(key, order_id, wait, Anomaly.NEGATIVE_WAIT)
     if wait > max_wait_seconds:
-        return Anomalous(key, record.order_id, wait, Anomaly.WAIT_ABOVE_MAXIMUM)
-    if record.cancelled:
+        return Anomalous(key, order_id, wait, Anomaly.WAIT_ABOVE_MAXIMUM)
+    if cancelled:
         return None
-    entry = _new_tuple(WindowEntry, (completed_at, record.order_id, wait))
-    return _new_tuple(Paired, (key, entry))
+    return _new_tuple(Paired, (key, _new_tuple(WindowEntry, (completed_at, order_id, wait))))
 
 
 def join_all(

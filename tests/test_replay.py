@@ -1,13 +1,18 @@
-"""Replay's hot loop: its shortcuts count every line as ``parse_envelope`` would."""
+"""Replay's hot loop: its shortcuts count every line as ``parse_envelope`` would, and it
+leaves the cyclic collector as it found it."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import service.tools.replay as replay_module
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord, join_event
 from service.errors import PoisonMessageError
@@ -56,6 +61,45 @@ def test_a_duplicate_after_its_order_expired_is_a_late_half_each_time() -> None:
     later = envelope("submitted", "b", at=AT + 200)
     result = replay([submitted, later, submitted, submitted], ttl_seconds=100, wall_clock=AT)
     assert result.late_halves == 2
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_replay_leaves_the_collector_as_it_found_it(enabled: bool) -> None:
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        replay([envelope("submitted", "a", at=AT), PoisonMessageError("not_json", "x")])
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_cycles_made_while_replaying_are_collected_every_few_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector is off while replaying, but what is new is collected at least every
+    ``COLLECT_EVERY_LINES`` lines, before it is frozen: garbage stays bounded."""
+    monkeypatch.setattr(replay_module, "COLLECT_EVERY_LINES", 10)
+    alive: list[weakref.ref[_Cycle]] = []
+
+    def lines() -> Iterator[Any]:
+        for number in range(60):
+            cycle = _Cycle()
+            alive.append(weakref.ref(cycle))
+            del cycle
+            # At the same time: an event time that never moves, so no second sweep.
+            yield envelope("submitted", f"order-{number}", at=AT)
+            yield PoisonMessageError("not_json", f"line {number}")
+        assert sum(ref() is not None for ref in alive) <= 12
+
+    result = replay(lines(), wall_clock=AT)
+    assert result.poison == {"not_json": 60}
 
 
 events = st.builds(

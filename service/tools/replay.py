@@ -26,22 +26,38 @@ from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
 SWEEP_EVERY_SECONDS = 3600  # of event time: how often expired records leave memory
+# Lines: the most between two collections (settled_heap), however slowly event time moves.
+COLLECT_EVERY_LINES = 100_000
 
 
 @contextmanager
 def settled_heap() -> Iterator[None]:
-    """While replaying, what has survived a sweep is frozen (``gc.freeze`` in ``_feed``):
-    the cyclic collector stops scanning the records replay holds, which hold no cycles
-    and cost it a quarter of replay's time at Python's default thresholds
-    (docs/performance.md, "11. Replay as a backtest engine"). Everything is unfrozen on the
-    way out, so a cycle frozen meanwhile (a bad line's traceback) is still collected. The
-    last records settle inside it too: after ``gc.unfreeze`` they are all in the oldest
-    generation, and the two full collections their settling triggered were 8% of replay's
-    time on a 1,000,000-event stream."""
+    """While replaying, the cyclic collector runs only when ``_feed`` says (``_settle_heap``:
+    at each sweep, and at least every ``COLLECT_EVERY_LINES`` lines), on what is new since
+    it last ran, and what survives is frozen: it never rescans the records replay holds,
+    which hold no cycles and cost it a quarter of replay's time at Python's default
+    thresholds (docs/performance.md, "11. Replay as a backtest engine"); each young object
+    is scanned once, not once per generation. Everything is unfrozen (and the collector
+    re-enabled, if it was) on the way out, so a cycle frozen meanwhile is still collected.
+    The last records settle inside it too: after ``gc.unfreeze`` they are all in the
+    oldest generation, and the two full collections their settling triggered were 8% of
+    replay's time on a 1,000,000-event stream."""
+    enabled = gc.isenabled()
+    gc.disable()
     try:
         yield
     finally:
         gc.unfreeze()
+        if enabled:
+            gc.enable()
+
+
+def _settle_heap(events: int) -> int:
+    """Collect what is new since the last call, freeze what survives (``settled_heap``);
+    the line count at which to call again at the latest."""
+    gc.collect(0)
+    gc.freeze()
+    return events + COLLECT_EVERY_LINES
 
 
 @dataclass
@@ -143,7 +159,7 @@ def _feed(
     parse = parse_envelope
     roles = known_roles(completion)
     poison = result.poison
-    ignored = events = now = sweep_at = 0
+    ignored = events = now = sweep_at = collect_at = 0
     for envelope in envelopes:
         events += 1
         # Half the lines of a real stream are of types the service ignores: a look-up
@@ -159,6 +175,8 @@ def _feed(
             event = parse(envelope, source=source, not_after=not_after, completion=completion)
         except PoisonMessageError as exc:
             poison[exc.reason] = poison.get(exc.reason, 0) + 1
+            if events >= collect_at:  # a traceback may hold a cycle: bounded by this
+                collect_at = _settle_heap(events)
             continue
         if event is None:
             ignored += 1
@@ -170,7 +188,9 @@ def _feed(
             book.expire(now)
             settled.add(book.take_stale())
             sweep_at = now + SWEEP_EVERY_SECONDS
-            gc.freeze()
+            collect_at = _settle_heap(events)
+        elif events >= collect_at:
+            collect_at = _settle_heap(events)
     result.events = events
     result.ignored = ignored
 

@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.core.events import _fast_path, _validated, role_of
+from service.core.orders import Role
 from service.errors import PoisonMessageError
+from tests.envelopes import envelope as make_envelope
 from tests.helpers import DATA
 
 
@@ -92,3 +94,32 @@ def test_every_recording_takes_the_fast_path() -> None:
         role = role_of(envelope["detail-type"])
         assert role is not None
         assert _fast_path(envelope, role) == _validated(envelope, role)
+
+
+@pytest.mark.parametrize(
+    ("tenant", "drink", "fast"),
+    [
+        ("NYC", "Latte", True),
+        ("  NYC ", "Latte", True),  # the tenant is stripped (eventId is read as it is)
+        ("N" * 128, "Latte", True),
+        ("N" * 129, "Latte", False),  # an over-long tenant: poison, the models name it
+        (" " + "N" * 128 + " ", "Latte", True),  # over-long only before it is stripped
+        ("Zürich", "Latte", True),
+        ("Zu\u0308rich", "Latte", True),  # decomposed: normalized to NFC
+        ("NYC", "Caffè", True),
+        ("NYC", "Caffe\u0300", False),  # a decomposed drink is not canonical
+        ("NYC", " Latte", False),
+        ("NYC", "Latte\u00a0", False),  # a non-ASCII blank
+        ("NYC", "L" * 128, True),
+        ("NYC", "L" * 129, False),
+    ],
+)
+def test_the_inline_name_checks_agree_with_the_models(tenant: str, drink: str, fast: bool) -> None:
+    """The fast path decides an ASCII tenant and drink inline, without normalize_name or
+    tenant_of: it takes the shapes it took before, and what it accepts the models accept
+    as the same event."""
+    body = make_envelope("submitted", "order-1", at=1_790_000_000, tenant=tenant, drink=drink)
+    found = _fast_path(body, Role.SUBMITTED)
+    assert (found is not None) == fast
+    if found is not None:
+        assert found == _validated(body, Role.SUBMITTED)

@@ -22,12 +22,19 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import NamedTuple
+from operator import attrgetter
+from typing import Final, NamedTuple
 
 from service.core.orders import OrderEvent, Role
 from service.core.window import Window, WindowEntry, WindowKey
 
 Submission = tuple[int, str, str]  # (time, tenant, drink): tuple order is the tie-break order
+
+# A NamedTuple built by tuple.__new__ skips its generated Python-level __new__: half the
+# cost, on replay's hot path (the fields are given in full, in order).
+_new_tuple: Final = tuple.__new__
+_SUBMITTED: Final = Role.SUBMITTED  # globals, not attribute look-ups on the enum
+_COMPLETED: Final = Role.COMPLETED
 
 
 class InForce(NamedTuple):
@@ -79,42 +86,51 @@ class OrderRecord(NamedTuple):
 
     def merge(self, event: OrderEvent, expires_at: int | None = None) -> OrderRecord:
         """The record after one more event; applying an event twice changes nothing."""
-        # Positional construction, not _replace: this is replay's hot path.
-        expiry = self.expires_at if self.expires_at is not None else expires_at
-        role = event.role
-        submissions, completions, cancelled = self.submissions, self.completions, self.cancelled
-        cancellations = self.cancellations
-        if role is Role.SUBMITTED:
-            half = (event.time, event.tenant, event.drink or "")
-            if half in submissions:
-                if expiry == self.expires_at:
-                    return self
-            else:
-                submissions = tuple(sorted((*submissions, half))) if submissions else (half,)
-        elif role is Role.COMPLETED:
-            at = event.time
-            if at in completions:
-                if expiry == self.expires_at:
-                    return self
-            else:
-                completions = tuple(sorted((*completions, at))) if completions else (at,)
-        else:
-            at = event.time
-            if at in cancellations:
-                if expiry == self.expires_at:
-                    return self
-            else:
-                cancelled = True
-                cancellations = tuple(sorted((*cancellations, at))) if cancellations else (at,)
-        return OrderRecord(
-            self.order_id,
+        # One unpacking of each tuple and a tuple.__new__, not attribute look-ups and the
+        # NamedTuple's Python-level __new__: this is replay's hot path.
+        (
+            order_id,
             submissions,
             completions,
             cancelled,
-            expiry,
-            self.anomaly_reported,
+            own_expiry,
+            anomaly_reported,
             cancellations,
-            self.in_force,
+            in_force,
+        ) = self
+        role, _, at, tenant, drink, _ = event
+        expiry = own_expiry if own_expiry is not None else expires_at
+        if role is _SUBMITTED:
+            half = (at, tenant, drink or "")
+            if half in submissions:
+                if expiry == own_expiry:
+                    return self
+            else:
+                submissions = tuple(sorted((*submissions, half))) if submissions else (half,)
+        elif role is _COMPLETED:
+            if at in completions:
+                if expiry == own_expiry:
+                    return self
+            else:
+                completions = tuple(sorted((*completions, at))) if completions else (at,)
+        elif at in cancellations:
+            if expiry == own_expiry:
+                return self
+        else:
+            cancelled = True
+            cancellations = tuple(sorted((*cancellations, at))) if cancellations else (at,)
+        return _new_tuple(
+            OrderRecord,
+            (
+                order_id,
+                submissions,
+                completions,
+                cancelled,
+                expiry,
+                anomaly_reported,
+                cancellations,
+                in_force,
+            ),
         )
 
     def join(self, other: OrderRecord) -> OrderRecord:
@@ -215,20 +231,21 @@ Outcome = Paired | Anomalous | None
 def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
     """What a record contributes: an entry, an anomaly, or nothing (a half is missing, or
     the order was cancelled: a cancelled order never counts and never holds a slot)."""
-    first = record.submission
-    if first is None or not record.completions:
+    # One unpacking, not properties: replay settles every record through here.
+    order_id, submissions, completions, cancelled, _, _, _, _ = record
+    if not submissions or not completions:
         return None
-    submitted_at, tenant, drink = first
-    completed_at = record.completions[0]
+    submitted_at, tenant, drink = submissions[0]
+    completed_at = completions[0]
     wait = completed_at - submitted_at
     key = (tenant, drink)
     if wait < 0:
-        return Anomalous(key, record.order_id, wait, Anomaly.NEGATIVE_WAIT)
+        return Anomalous(key, order_id, wait, Anomaly.NEGATIVE_WAIT)
     if wait > max_wait_seconds:
-        return Anomalous(key, record.order_id, wait, Anomaly.WAIT_ABOVE_MAXIMUM)
-    if record.cancelled:
+        return Anomalous(key, order_id, wait, Anomaly.WAIT_ABOVE_MAXIMUM)
+    if cancelled:
         return None
-    return Paired(key, WindowEntry(completed_at, record.order_id, wait))
+    return _new_tuple(Paired, (key, _new_tuple(WindowEntry, (completed_at, order_id, wait))))
 
 
 def join_all(
@@ -262,7 +279,10 @@ def join_all(
 
 def top(entries: Iterable[WindowEntry], size: int) -> tuple[WindowEntry, ...]:
     """The ``size`` best-ranked entries (latest completion, then greater order id)."""
-    return tuple(sorted(entries, key=lambda e: e.rank, reverse=True)[:size])
+    return tuple(sorted(entries, key=_RANK, reverse=True)[:size])
+
+
+_RANK: Final = attrgetter("completed_at", "order_id")  # WindowEntry.rank, without a call
 
 
 @dataclass(frozen=True, slots=True)
@@ -338,11 +358,26 @@ def join_event(
     Replay's hot path: one call per event.
     """
     if record is None:
-        return OrderRecord(event.order_id).merge(event, now + ttl_seconds)
+        return _first_record(event, now + ttl_seconds)
     expires_at = record.expires_at
     if expires_at is not None and expires_at <= now:
         return None
     return record.merge(event)
+
+
+def _first_record(event: OrderEvent, expires_at: int) -> OrderRecord:
+    """``OrderRecord(event.order_id).merge(event, expires_at)``, built directly: half of
+    replay's events start a record."""
+    role, order_id, at, tenant, drink, _ = event
+    fields: tuple[object, ...]
+    if role is _SUBMITTED:
+        half = (at, tenant, drink or "")
+        fields = (order_id, (half,), (), False, expires_at, False, (), None)
+    elif role is _COMPLETED:
+        fields = (order_id, (), (at,), False, expires_at, False, (), None)
+    else:
+        fields = (order_id, (), (), True, expires_at, False, (at,), None)
+    return _new_tuple(OrderRecord, fields)
 
 
 def expired(record: OrderRecord, now: int) -> bool:

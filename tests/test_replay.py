@@ -1,0 +1,142 @@
+"""Replay's hot loop: its shortcuts count every line as ``parse_envelope`` would, and it
+leaves the cyclic collector as it found it."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+import service.tools.replay as replay_module
+from service.core.orders import OrderEvent, Role
+from service.core.pairing import OrderRecord, join_event
+from service.errors import PoisonMessageError
+from service.tools.replay import replay
+from tests.envelopes import envelope
+
+pytestmark = pytest.mark.unit
+
+AT = 1_790_000_000
+
+
+def test_lines_of_ignored_types_are_counted_as_parse_envelope_decides() -> None:
+    """The loop skips a line of a known ignored type without calling parse_envelope; a
+    line it cannot classify that way still goes there, and is refused as before."""
+    ignored = envelope(detail_type="Validator.NewOrder", detail={"orderId": "a"}, at=AT)
+    unclassified = envelope(detail_type="Something.New", detail={}, at=AT)
+    envelopes: list[Any] = [
+        ignored,
+        ignored,  # the same object twice: counted twice
+        unclassified,
+        {**ignored, "detail": "not a dict"},  # an ignored type is never validated
+        {**ignored, "detail-type": ["Validator.NewOrder"]},
+        {"detail": {}},
+        ["not", "an", "envelope"],
+        PoisonMessageError("not_json", "line 9"),
+        envelope("submitted", None, at=AT),  # no orderId, twice: unprocessable each time
+        envelope("submitted", None, at=AT),
+        envelope("submitted", "a", at=AT),
+        envelope("completed", "a", at=AT + 60),
+    ]
+    result = replay(envelopes, wall_clock=AT)
+    assert (result.events, result.ignored) == (12, 4)
+    assert result.poison == {"not_an_envelope": 3, "not_json": 1, "missing_order_id": 2}
+    assert [row["samples"] for row in result.as_rows()] == [1]
+
+
+def test_an_ignored_type_is_ignored_from_any_source_and_a_consumed_one_only_from_its_own() -> None:
+    ignored = envelope(detail_type="Validator.NewOrder", detail={}, at=AT, source="other")
+    foreign = envelope("submitted", "a", at=AT, source="other")
+    result = replay([ignored, foreign], wall_clock=AT, source="mine")
+    assert (result.events, result.ignored, result.poison) == (2, 2, {})
+
+
+def test_a_duplicate_after_its_order_expired_is_a_late_half_each_time() -> None:
+    submitted = envelope("submitted", "a", at=AT)
+    later = envelope("submitted", "b", at=AT + 200)
+    result = replay([submitted, later, submitted, submitted], ttl_seconds=100, wall_clock=AT)
+    assert result.late_halves == 2
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_replay_leaves_the_collector_as_it_found_it(enabled: bool) -> None:
+    was = gc.isenabled()
+    (gc.enable if enabled else gc.disable)()
+    try:
+        replay([envelope("submitted", "a", at=AT), PoisonMessageError("not_json", "x")])
+        assert gc.isenabled() is enabled
+        assert gc.get_freeze_count() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
+
+
+class _Cycle:
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_cycles_made_while_replaying_are_collected_every_few_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The collector is off while replaying, but what is new is collected at least every
+    ``COLLECT_EVERY_LINES`` lines, before it is frozen: garbage stays bounded."""
+    monkeypatch.setattr(replay_module, "COLLECT_EVERY_LINES", 10)
+    alive: list[weakref.ref[_Cycle]] = []
+
+    def lines() -> Iterator[Any]:
+        for number in range(60):
+            cycle = _Cycle()
+            alive.append(weakref.ref(cycle))
+            del cycle
+            # At the same time: an event time that never moves, so no second sweep.
+            yield envelope("submitted", f"order-{number}", at=AT)
+            yield PoisonMessageError("not_json", f"line {number}")
+        assert sum(ref() is not None for ref in alive) <= 12
+
+    result = replay(lines(), wall_clock=AT)
+    assert result.poison == {"not_json": 60}
+
+
+events = st.builds(
+    OrderEvent,
+    st.sampled_from(list(Role)),
+    st.sampled_from(["a", "b"]),
+    st.integers(0, 5),
+    st.sampled_from(["", "NYC"]),
+    st.sampled_from([None, "", "Latte"]),
+)
+
+
+@given(events, st.integers(0, 10))
+def test_a_first_record_is_the_empty_record_with_the_event_merged(
+    event: OrderEvent, now: int
+) -> None:
+    built = join_event(None, event, now, 100)
+    assert built == OrderRecord(event.order_id).merge(event, now + 100)
+    assert type(built) is OrderRecord
+
+
+@given(st.lists(events, max_size=6))
+def test_merging_keeps_every_distinct_half_sorted(sequence: list[OrderEvent]) -> None:
+    """Whatever the order and repeats: the sets of submissions, completions and
+    cancellation times, sorted, and the expiry of the first merge."""
+    record = OrderRecord("a")
+    for event in sequence:
+        record = record.merge(event._replace(order_id="a"), 50 + len(sequence))
+        assert type(record) is OrderRecord
+    by_role = {role: [e for e in sequence if e.role is role] for role in Role}
+    submitted = {(e.time, e.tenant, e.drink or "") for e in by_role[Role.SUBMITTED]}
+    assert record == OrderRecord(
+        "a",
+        tuple(sorted(submitted)),
+        tuple(sorted({e.time for e in by_role[Role.COMPLETED]})),
+        bool(by_role[Role.CANCELLED]),
+        50 + len(sequence) if sequence else None,
+        False,
+        tuple(sorted({e.time for e in by_role[Role.CANCELLED]})),
+    )

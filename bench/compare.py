@@ -4,7 +4,8 @@ Run: ``python -m bench.compare REV [ROUNDS] [PART]`` (PART: a part's module, suc
 ``calls``, or words of its name; all by default). REV is checked out into a temporary git
 worktree (nothing here changes) and the bench modules of CARRIED copied into it; then,
 ROUNDS times, each part of PARTS (calls per completed order at 1,000 orders of history and
-at issue 20's 400 orders, replay against parse time on 300,000 events, latency over the
+at issue 20's 400 orders, replay and `replay --estimates` against parse time on the clean
+and messy streams of 300,000 events, latency over the
 forwarder, peak RSS at issue 20's scale) runs on REV and on this tree, alternating which
 goes first, each in a fresh process with this tree's virtual environment. Two separate runs of ``bench cost`` vary by
 more than the change being measured (flush sizes follow timing), so only ratios taken in
@@ -35,6 +36,19 @@ PARTS = {
         1.10,
     ),
     "replay / parse time": ("bench.core", ["300000"], "ratio", None),
+    "replay / parse time, messy": ("bench.core", ["300000"], "ratio#1", None),
+    "replay --estimates / parse time, clean, first 20,000 lines": (
+        "bench.core",
+        ["300000"],
+        "ratio#2",
+        None,
+    ),
+    "replay --estimates / parse time, messy, first 20,000 lines": (
+        "bench.core",
+        ["300000"],
+        "ratio#3",
+        None,
+    ),
     "calls per completed order, 400 orders at once (issue 20)": (
         "bench.calls",
         [],
@@ -60,6 +74,7 @@ PARTS = {
 # an older service does not know, such as the batch window, are ignored by it).
 CARRIED = (
     "bench/baseline.py",
+    "bench/core.py",
     "bench/calls.py",
     "bench/messy.py",
     "bench/latency.py",

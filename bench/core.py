@@ -23,9 +23,8 @@ import orjson
 
 from bench import messy
 from bench.common import LOAD_BARISTAS, LOAD_CAP
-from service.core.events import estimate_json
 from service.tools.player import TrafficGenerator
-from service.tools.replay import estimate_changes, read_events, replay
+from service.tools.replay import read_events, replay
 from tests.envelopes import envelope
 
 OUT = Path(__file__).resolve().parent / "out"
@@ -125,8 +124,21 @@ def measure_estimates(path: Path) -> dict[str, Any]:
 
 def estimates_to_null(path: Path) -> int:
     """What ``wait-times replay --estimates FILE > /dev/null`` does, start-up aside: every
-    changed estimate encoded as its JSON line and written. Returns how many."""
+    changed estimate encoded as its JSON line and written. Returns how many. On a tree
+    from before ``estimate_changes`` (``bench.compare``), what its CLI did: each detail
+    built as the model and dumped."""
     details = 0
+    try:
+        from service.core.events import estimate_json  # noqa: PLC0415
+        from service.tools.replay import estimate_changes  # noqa: PLC0415
+    except ImportError:
+        from service.tools.replay import replay_estimates  # noqa: PLC0415
+
+        with open(os.devnull, "w", encoding="utf-8") as text:
+            for detail in replay_estimates(read_events(path), wall_clock=4e9):
+                text.write(detail.model_dump_json() + "\n")
+                details += 1
+        return details
     with open(os.devnull, "wb") as out:
         for found in estimate_changes(read_events(path), wall_clock=4e9):
             out.write(estimate_json(found.estimate, found.version) + b"\n")

@@ -7,7 +7,7 @@ jittered). Both timings read the same file the same way (line by line, in one pr
 best of three), so the ratio isolates the work replay does beyond JSON parsing with the
 fastest parser installed (orjson). ``replay --estimates`` (``estimate_changes`` and
 ``estimate_json`` to /dev/null, as the CLI) is measured on each stream's first
-``ESTIMATE_LINES`` lines (docs/performance.md, "13. The estimate's backtest").
+``ESTIMATE_LINES`` lines (docs/performance.md, "13. Replay and its backtest, leaner").
 """
 
 from __future__ import annotations

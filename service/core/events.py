@@ -327,7 +327,18 @@ def parse_envelope(
     role: Role | None = _ROLE_CACHES[completion].get(detail_type, _MISSING)  # type: ignore[arg-type]
     if role is _MISSING:
         role = role_of(detail_type, completion)
-    if role is None or (source is not None and envelope.get("source") != source):
+    if role is None:
+        return None
+    return parse_classified(envelope, role, source, not_after)
+
+
+def parse_classified(
+    envelope: dict[str, Any], role: Role, source: str | None, not_after: int | None, /
+) -> OrderEvent | None:
+    """``parse_envelope`` for an envelope whose detail-type is known to have ``role``
+    (``known_roles``): replay's loop has looked it up already (positional arguments: one
+    call per accepted line)."""
+    if source is not None and envelope.get("source") != source:
         return None
     event = _fast_path(envelope, role)
     if event is None:

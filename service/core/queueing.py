@@ -365,9 +365,8 @@ def _fit(samples: Sequence[Sample], knees: Iterable[int]) -> Model:
     ordered = sorted(set(knees))
     if not ordered:
         raise ValueError("no knee to fit")
-    stats, low = _sums(samples, ordered[-1])
+    stats, low, most_ahead = _sums(samples, ordered[-1])
     count = len(samples)
-    most_ahead = max(sample.ahead for sample in samples)
     best: tuple[float, dict[str, float], float, int] | None = None
     flat = False  # a knee past every sample's orders ahead was fitted: its x are all 0
     below = {drink: [0, 0, 0, 0, 0] for drink in stats}  # the sums over a <= knee - 1
@@ -389,20 +388,24 @@ def _fit(samples: Sequence[Sample], knees: Iterable[int]) -> Model:
     _, offsets, per_order, knee = best
     shift = knee - 1
     ratios = [
-        wait / max(offsets[drink] + per_order * (ahead - shift if ahead > shift else 0), 1.0)
-        for drink, ahead, wait in samples
+        wait
+        / (p if (p := offsets[drink] + per_order * (a - shift if a > shift else 0)) > 1 else 1.0)
+        for drink, a, wait in samples
     ]
     return Model(offsets, per_order, knee, _quantile(ratios, P90))
 
 
 def _sums(
     samples: Sequence[Sample], limit: int
-) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]]]:
-    """Each drink's n, Σa, Σa², Σw, Σa·w (a: orders ahead), and per a below ``limit`` its
-    samples' n and Σw."""
+) -> tuple[dict[str, list[int]], dict[str, dict[int, list[int]]], int]:
+    """Each drink's n, Σa, Σa², Σw, Σa·w (a: orders ahead), per a below ``limit`` its
+    samples' n and Σw, and the most orders any sample had ahead."""
     stats: dict[str, list[int]] = {}
     low: dict[str, dict[int, list[int]]] = {}
+    most = 0
     for drink, ahead, wait in samples:
+        if ahead > most:  # noqa: PLR1730 - per sample: cheaper than a call to max
+            most = ahead
         total = stats.get(drink)
         if total is None:
             total = stats[drink] = [0, 0, 0, 0, 0]
@@ -419,7 +422,7 @@ def _sums(
             else:
                 bucket[0] += 1
                 bucket[1] += wait
-    return stats, low
+    return stats, low, most
 
 
 def _take_below(
@@ -501,6 +504,7 @@ class EstimateBook:
         self.live: dict[str, LiveTenant] = {}
         self.published: dict[str, Versioned] = {}
         self.dropped = 0
+        self._rounded: dict[str, tuple[object, ...]] = {}  # each published estimate's
 
     @property
     def states(self) -> dict[str, TenantState]:
@@ -529,10 +533,12 @@ class EstimateBook:
             if found is None:
                 continue
             last = self.published.get(tenant)
-            if last is not None and last.estimate.rounded() == found.rounded():
+            rounded = found.rounded()
+            if last is not None and self._rounded[tenant] == rounded:
                 continue
             versioned = Versioned(found, 1 if last is None else last.version + 1)
             self.published[tenant] = versioned
+            self._rounded[tenant] = rounded
             changed.append(versioned)
         return changed
 
@@ -582,6 +588,7 @@ class LiveTenant:
         self._submitted: list[int] = []  # each sample's submission
         self._span = (0, -1)  # the earliest and the latest of those
         self._model: Model | None = None
+        self._drinks: dict[int, dict[str, DrinkEstimate]] = {}  # the model's, by ahead
 
     def state(self) -> TenantState:
         """The state as a ``TenantState`` (a copy)."""
@@ -724,13 +731,25 @@ class LiveTenant:
         as_of = min(now, latest)
         if self._stale or self._newer:
             self._train()
-        model = self._model
         ahead = self._open_at(as_of)
-        drinks = {} if model is None else model.predict_all(ahead, self.max_wait_seconds)
+        drinks = self._drinks.get(ahead)
+        if drinks is None:
+            model = self._model
+            drinks = {} if model is None else model.predict_all(ahead, self.max_wait_seconds)
+            self._drinks[ahead] = drinks
         return Estimate(self.tenant, as_of, ahead, drinks)
 
     def _open_at(self, t: int) -> int:
         return bisect_right(self.starts, t) - bisect_right(self.stops, t)
+
+    def _trim(self) -> None:
+        """Take off the back the samples no longer among the latest completed orders."""
+        if len(self.completed) > TRAINING_ORDERS:
+            oldest = self.completed[-TRAINING_ORDERS]
+            while self._keys and self._keys[-1] < oldest:
+                self._keys.pop()
+                self._samples.pop()
+                self._submitted.pop()
 
     def _train(self) -> None:
         """``training`` and ``fit``: the samples made again, or the newer completions'
@@ -762,17 +781,15 @@ class LiveTenant:
         self._samples[:0] = samples
         self._keys[:0] = sample_keys
         self._submitted[:0] = submissions
-        if len(self.completed) > TRAINING_ORDERS:
-            oldest = self.completed[-TRAINING_ORDERS]
-            while self._keys and self._keys[-1] < oldest:
-                self._keys.pop()
-                self._samples.pop()
-                self._submitted.pop()
+        self._trim()
         self._stale = False
         self._newer = []
         held = self._submitted
         self._span = (min(held), max(held)) if held else (0, -1)
-        self._model = fit(self._samples)
+        model = fit(self._samples)
+        if model != self._model:
+            self._drinks = {}
+        self._model = model
 
 
 def _change(index: list[Any], value: Any, remove: bool) -> None:

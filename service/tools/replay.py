@@ -17,9 +17,10 @@ from service.core.events import (
     WaitEstimate,
     estimate_detail,
     known_roles,
+    parse_classified,
     parse_envelope,
 )
-from service.core.orders import OrderEvent
+from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
@@ -145,7 +146,7 @@ def replay(
     return result
 
 
-def _feed(
+def _feed(  # noqa: PLR0912 - the hot loop (docstring)
     envelopes: Iterable[Any],
     book: OrderBook,
     settled: _Settled,
@@ -154,9 +155,10 @@ def _feed(
     not_after: int,
     completion: str,
 ) -> None:
-    """The hot loop of ``wait-times replay``: parse, join, sweep expired records now and then."""
+    """The hot loop of ``wait-times replay``: parse, join, sweep expired records now and then.
+    One function on purpose: a call per line costs more than its branches."""
     apply = book.apply
-    parse = parse_envelope
+    classified = parse_classified
     roles = known_roles(completion)
     poison = result.poison
     ignored = events = now = sweep_at = collect_at = 0
@@ -164,15 +166,23 @@ def _feed(
         events += 1
         # Half the lines of a real stream are of types the service ignores: a look-up
         # decides, as parse_envelope would (a type not classified yet goes to it).
+        role = None
         if type(envelope) is dict:
             detail_type = envelope.get("detail-type")
-            if type(detail_type) is str and roles.get(detail_type, 0) is None:
-                ignored += 1
-                continue
+            if type(detail_type) is str:
+                role = roles.get(detail_type, 0)
+                if role is None:
+                    ignored += 1
+                    continue
         try:
-            if type(envelope) is PoisonMessageError:
+            if type(role) is Role:  # not 0 (a type not classified yet), nor None (no dict)
+                event = classified(envelope, role, source, not_after)
+            elif type(envelope) is PoisonMessageError:
                 raise envelope
-            event = parse(envelope, source=source, not_after=not_after, completion=completion)
+            else:
+                event = parse_envelope(
+                    envelope, source=source, not_after=not_after, completion=completion
+                )
         except PoisonMessageError as exc:
             poison[exc.reason] = poison.get(exc.reason, 0) + 1
             if events >= collect_at:  # a traceback may hold a cycle: bounded by this
@@ -185,14 +195,19 @@ def _feed(
             now = event.time
         apply(event, now)
         if now >= sweep_at:
-            book.expire(now)
-            settled.add(book.take_stale())
-            sweep_at = now + SWEEP_EVERY_SECONDS
-            collect_at = _settle_heap(events)
+            sweep_at, collect_at = _sweep(book, settled, now, events)
         elif events >= collect_at:
             collect_at = _settle_heap(events)
     result.events = events
     result.ignored = ignored
+
+
+def _sweep(book: OrderBook, settled: _Settled, now: int, events: int) -> tuple[int, int]:
+    """Settle the records expired at ``now`` (once an hour of event time); when to sweep
+    again, and the line count at which to collect (``_settle_heap``)."""
+    book.expire(now)
+    settled.add(book.take_stale())
+    return now + SWEEP_EVERY_SECONDS, _settle_heap(events)
 
 
 def replay_estimates(envelopes: Iterable[Any], **options: Any) -> Iterator[WaitEstimate]:

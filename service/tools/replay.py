@@ -21,7 +21,14 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
+from service.core.pairing import (
+    Anomalous,
+    OrderBook,
+    OrderRecord,
+    entries_by_key,
+    outcome,
+    top,
+)
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -99,13 +106,8 @@ class _Settled:
         self.anomalies = 0
 
     def add(self, records: Iterable[OrderRecord]) -> None:
-        grown: dict[WindowKey, list[WindowEntry]] = {}
-        for record in records:
-            found = outcome(record, self.max_wait_seconds)
-            if type(found) is Paired:
-                grown.setdefault(found.key, []).append(found.entry)
-            elif type(found) is Anomalous:
-                self.anomalies += 1
+        grown, anomalies = entries_by_key(records, self.max_wait_seconds)
+        self.anomalies += anomalies
         for key, entries in grown.items():
             self.entries[key] = top([*self.entries.get(key, ()), *entries], self.size)
 

@@ -743,8 +743,10 @@ class LiveTenant:
         return bisect_right(self.starts, t) - bisect_right(self.stops, t)
 
     def _trim(self) -> None:
-        """Take off the back the samples no longer among the latest completed orders."""
-        if len(self.completed) > TRAINING_ORDERS:
+        """Take off the back the samples no longer among the latest completed orders (an
+        order pruned from below them may have held one: a wait of 0 has an empty open
+        interval, so nothing else notices it)."""
+        if len(self.completed) >= TRAINING_ORDERS:
             oldest = self.completed[-TRAINING_ORDERS]
             while self._keys and self._keys[-1] < oldest:
                 self._keys.pop()
@@ -759,6 +761,10 @@ class LiveTenant:
             self._samples, self._keys, self._submitted = [], [], []
         else:
             keys = self._newer
+            if len(self.completed) >= TRAINING_ORDERS:
+                # A newer one pruned since (below the latest, so nothing went stale) has
+                # no record left: only those still among the latest make samples.
+                keys = keys[bisect_left(keys, self.completed[-TRAINING_ORDERS]) :]
         samples: list[Sample] = []
         sample_keys: list[tuple[int, str]] = []
         submissions: list[int] = []

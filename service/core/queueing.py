@@ -557,13 +557,11 @@ class LiveTenant:
       ``TenantState.prune`` drops, oldest first;
     - ``chars``: the names' lengths, for the byte cap's first bound.
 
-    The training samples (newest first) are kept between events. A completion newer than
-    every other adds its sample in front and the samples that left the latest
-    ``TRAINING_ORDERS`` leave from the back; they are made again from ``completed`` when
-    anything else changes the latest completed records, or when the open counts change
-    at a training order's submission (an interval changed over it). Past either cap,
-    pruning is ``TenantState.prune`` itself and the indexes are built again. A test holds
-    all of it to ``TenantState`` and ``view_of`` on random deliveries, caps included.
+    The training samples are kept between events: a completion newer than all adds one in
+    front, those past the latest ``TRAINING_ORDERS`` leave from the back; anything else
+    changing the latest completions, or an open interval over a training submission,
+    makes them again. Past a cap, ``TenantState.prune`` prunes and the indexes are built
+    again. Tests hold it all to ``TenantState`` and ``view_of``, caps included.
     """
 
     def __init__(self, tenant: str, max_wait_seconds: int, cap: int = MAX_TENANT_ORDERS) -> None:
@@ -762,8 +760,7 @@ class LiveTenant:
         else:
             keys = self._newer
             if len(self.completed) >= TRAINING_ORDERS:
-                # A newer one pruned since (below the latest, so nothing went stale) has
-                # no record left: only those still among the latest make samples.
+                # Only those still among the latest (one pruned since has no record).
                 keys = keys[bisect_left(keys, self.completed[-TRAINING_ORDERS]) :]
         samples: list[Sample] = []
         sample_keys: list[tuple[int, str]] = []

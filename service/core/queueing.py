@@ -515,14 +515,10 @@ class EstimateBook:
         """Join records and return each changed tenant's new estimate."""
         by_tenant: dict[str, list[OrderRecord]] = {}
         for record in records:
-            submissions = record.submissions
-            if len(submissions) == 1:
-                by_tenant.setdefault(submissions[0][1], []).append(record)
-                continue
-            for tenant in {tenant for _, tenant, _ in submissions}:
+            for tenant in {tenant for _, tenant, _ in record.submissions}:
                 by_tenant.setdefault(tenant, []).append(record)
         changed = []
-        for tenant, named in sorted(by_tenant.items()) if len(by_tenant) > 1 else by_tenant.items():
+        for tenant, named in sorted(by_tenant.items()):
             live = self.live.get(tenant)
             if live is None:
                 live = self.live[tenant] = LiveTenant(tenant, self.max_wait_seconds, self.cap)

@@ -21,14 +21,7 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import (
-    Anomalous,
-    OrderBook,
-    OrderRecord,
-    entries_by_key,
-    outcome,
-    top,
-)
+from service.core.pairing import OrderBook, OrderRecord, entries_by_key, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -212,10 +205,30 @@ def _sweep(book: OrderBook, settled: _Settled, now: int, events: int) -> tuple[i
     return now + SWEEP_EVERY_SECONDS, _settle_heap(events)
 
 
-def replay_estimates(envelopes: Iterable[Any], **options: Any) -> Iterator[WaitEstimate]:
+def replay_estimates(
+    envelopes: Iterable[Any],
+    *,
+    max_wait_seconds: int = 7200,
+    ttl_seconds: int = 86400,
+    max_clock_skew_seconds: int = 86400,
+    source: str | None = None,
+    wall_clock: float | None = None,
+    completion: str = COMPLETED,
+    result: ReplayResult | None = None,
+) -> Iterator[WaitEstimate]:
     """Every ``WaitEstimate`` detail the estimate's rules give for these events
-    (``estimate_changes``, whose options it takes), as the models the worker publishes."""
-    for found in estimate_changes(envelopes, **options):
+    (``estimate_changes``, with the same options), as the models the worker publishes."""
+    changes = estimate_changes(
+        envelopes,
+        max_wait_seconds=max_wait_seconds,
+        ttl_seconds=ttl_seconds,
+        max_clock_skew_seconds=max_clock_skew_seconds,
+        source=source,
+        wall_clock=wall_clock,
+        completion=completion,
+        result=result,
+    )
+    for found in changes:
         yield estimate_detail(found.estimate, found.version)
 
 
@@ -271,11 +284,9 @@ def estimate_changes(
             continue
         yield from estimates.update([record], now)
     summary.late_halves = book.late_halves
-    summary.anomalies = sum(
-        1
-        for record in (*book.records.values(), *book.take_stale())
-        if type(outcome(record, max_wait_seconds)) is Anomalous
-    )
+    summary.anomalies = entries_by_key(
+        (*book.records.values(), *book.take_stale()), max_wait_seconds
+    )[1]
 
 
 class NotEventsError(ValueError):

@@ -16,10 +16,11 @@ from service.core.pairing import (
     OrderBook,
     OrderRecord,
     Paired,
-    entries_by_key,
     expired,
     join_event,
     outcome,
+    top,
+    top_by_key,
 )
 from service.core.window import WindowEntry
 from service.tools.replay import replay
@@ -234,9 +235,10 @@ event_strategy = st.builds(
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(event_strategy, min_size=1, max_size=5), max_size=12))
-def test_entries_by_key_is_outcome_record_by_record(groups: list[list[OrderEvent]]) -> None:
-    """Replay's batch form of ``outcome``: the same entries per key in the records' order,
-    and as many anomalies (cancelled anomalous orders included), whatever the records."""
+def test_top_by_key_is_outcome_then_top(groups: list[list[OrderEvent]]) -> None:
+    """Replay's batch form of ``outcome``: each key's ``top`` of its entries, at every size
+    (none, fewer than a key has, more), and as many anomalies (cancelled anomalous orders
+    included), whatever the records of distinct orders."""
     records = []
     for i, group in enumerate(groups):
         current = OrderRecord(f"o{i}")
@@ -255,4 +257,6 @@ def test_entries_by_key_is_outcome_record_by_record(groups: list[list[OrderEvent
             expected.setdefault(found.key, []).append(found.entry)
         elif type(found) is Anomalous:
             anomalies += 1
-    assert entries_by_key(records, 200) == (expected, anomalies)
+    for size in (0, 1, 3, 20):
+        tops = {key: top(entries, size) for key, entries in expected.items()}
+        assert top_by_key(records, 200, size) == (tops, anomalies)

@@ -17,7 +17,7 @@ from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord, join_event
 from service.errors import PoisonMessageError
 from service.tools.replay import replay
-from tests.envelopes import envelope
+from tests.envelopes import envelope, iso
 
 pytestmark = pytest.mark.unit
 
@@ -83,8 +83,9 @@ class _Cycle:
 def test_cycles_made_while_replaying_are_collected_every_few_lines(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The collector is off while replaying, but what is new is collected at least every
-    ``COLLECT_EVERY_LINES`` lines, before it is frozen: garbage stays bounded."""
+    """The collector is off while replaying, but after poison lines (whose tracebacks may
+    hold cycles) what is new is collected every ``COLLECT_EVERY_LINES`` lines, before it is
+    frozen: garbage stays bounded."""
     monkeypatch.setattr(replay_module, "COLLECT_EVERY_LINES", 10)
     alive: list[weakref.ref[_Cycle]] = []
 
@@ -100,6 +101,39 @@ def test_cycles_made_while_replaying_are_collected_every_few_lines(
 
     result = replay(lines(), wall_clock=AT)
     assert result.poison == {"not_json": 60}
+
+
+def _every_clean_shape() -> Iterator[Any]:
+    """Every path a line without poison takes: ignored types, fast and validated parses
+    (a time with milliseconds, padded names), duplicates, cancellations, an anomaly,
+    hourly sweeps that settle expired records, and late halves of expired orders."""
+    yield envelope(detail_type="Validator.NewOrder", detail={"orderId": "x"}, at=AT)
+    for number in range(300):
+        at = AT + number * 600  # ten minutes apart: records expire and sweeps settle them
+        order = f"order-{number}"
+        yield envelope("submitted", order, at=at, tenant=("NYC", " LDN ")[number % 2])
+        yield envelope("completed", order, at=at + 120)
+        yield envelope("completed", order, at=at + 120)  # a duplicate
+        if number % 7 == 0:
+            yield envelope("cancelled", order, at=at + 130)
+    yield envelope("submitted", "slow", at=AT, drink=" Mocha ")
+    yield envelope("completed", "slow", at=iso(AT + 9000).replace("Z", ".250Z"))  # anomalous
+    yield envelope("completed", "order-0", at=AT + 300 * 600)  # a late half
+
+
+def test_a_clean_replay_makes_no_cyclic_garbage() -> None:
+    """What ``settled_heap`` relies on: without poison lines the collector never runs
+    while replaying, so replay's own path must leave nothing only it could free."""
+    gc.collect()
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        result = replay(_every_clean_shape(), ttl_seconds=3600, wall_clock=AT + 10**6)
+        assert (result.late_halves, result.anomalies, result.ignored) == (1, 1, 1)
+        assert not result.poison
+        assert gc.collect() == 0
+    finally:
+        (gc.enable if was else gc.disable)()
 
 
 events = st.builds(

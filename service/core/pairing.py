@@ -248,16 +248,18 @@ def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
     return _new_tuple(Paired, (key, _new_tuple(WindowEntry, (completed_at, order_id, wait))))
 
 
-def entries_by_key(
-    records: Iterable[OrderRecord], max_wait_seconds: int
-) -> tuple[dict[WindowKey, list[WindowEntry]], int]:
-    """``outcome`` of many records at once: each key's entries, in the records' order, and
-    how many records were anomalous. Replay settles every record through here, so the
-    rule is applied inline, without a call or an outcome built per record; a property
-    test holds it to ``outcome``."""
-    grown: dict[WindowKey, list[WindowEntry]] = {}
+def top_by_key(
+    records: Iterable[OrderRecord], max_wait_seconds: int, size: int
+) -> tuple[dict[WindowKey, tuple[WindowEntry, ...]], int]:
+    """``outcome`` of many records at once: each key's ``top`` ``size`` entries, and how
+    many records were anomalous. The records are of distinct orders (a record per order
+    id, as an ``OrderBook`` holds them). Replay settles every record through here, so the
+    rule is applied inline, without a call or an outcome built per record, and the entries
+    are ranked as plain tuples (completion, order id, wait): with distinct ids that is
+    ``top``'s order, compared natively instead of through a key function, and only the
+    kept ones become ``WindowEntry``. A property test holds it to ``outcome`` and ``top``."""
+    grown: dict[WindowKey, list[tuple[int, str, int]]] = {}
     anomalies = 0
-    new = _new_tuple
     for record in records:
         order_id, submissions, completions, cancelled, _, _, _, _ = record
         if not submissions or not completions:
@@ -270,13 +272,17 @@ def entries_by_key(
             continue
         if cancelled:
             continue
-        entry = new(WindowEntry, (completed_at, order_id, wait))
         found = grown.get((tenant, drink))
         if found is None:
-            grown[tenant, drink] = [entry]
+            grown[tenant, drink] = [(completed_at, order_id, wait)]
         else:
-            found.append(entry)
-    return grown, anomalies
+            found.append((completed_at, order_id, wait))
+    new = _new_tuple
+    kept = {
+        key: tuple(new(WindowEntry, ranked) for ranked in sorted(entries, reverse=True)[:size])
+        for key, entries in grown.items()
+    }
+    return kept, anomalies
 
 
 def join_all(
@@ -439,12 +445,16 @@ class OrderBook:
         (a duplicate, or a late half of an expired order)."""
         order_id = event.order_id
         current = self.records.get(order_id)
-        if current is None and order_id in self.expired_ids:
-            self.late_halves += 1
-            return None
+        if current is None:
+            if order_id in self.expired_ids:
+                self.late_halves += 1
+                return None
+            # join_event's first case, without its call: half of replay's events.
+            first = self.records[order_id] = _first_record(event, now + self.ttl_seconds)
+            return first
         joined = join_event(current, event, now, self.ttl_seconds)
         if joined is None or joined is current:
-            if joined is None and current is not None:  # it expired before this half came
+            if joined is None:  # it expired before this half came
                 self._retire(current)
                 self.late_halves += 1
             return None

@@ -21,33 +21,36 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import OrderBook, OrderRecord, entries_by_key, top
+from service.core.pairing import OrderBook, OrderRecord, top, top_by_key
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
 SWEEP_EVERY_SECONDS = 3600  # of event time: how often expired records leave memory
-# Lines: the most between two collections (settled_heap), however slowly event time moves.
+# Lines: the fewest between two collections after poison lines (settled_heap).
 COLLECT_EVERY_LINES = 100_000
 
 
 @contextmanager
 def settled_heap() -> Iterator[None]:
-    """While replaying, the cyclic collector runs only when ``_feed`` says (``_settle_heap``:
-    at each sweep, and at least every ``COLLECT_EVERY_LINES`` lines), on what is new since
-    it last ran, and what survives is frozen: it never rescans the records replay holds,
-    which hold no cycles and cost it a quarter of replay's time at Python's default
-    thresholds (docs/performance.md, "11. Replay as a backtest engine"); each young object
-    is scanned once, not once per generation. Everything is unfrozen (and the collector
-    re-enabled, if it was) on the way out, so a cycle frozen meanwhile is still collected.
-    The last records settle inside it too: after ``gc.unfreeze`` they are all in the
-    oldest generation, and the two full collections their settling triggered were 8% of
-    replay's time on a 1,000,000-event stream."""
+    """While replaying, the cyclic collector is off: the records replay holds are tuples
+    without cycles, and at Python's default thresholds the collector rescanned them for a
+    quarter of replay's time (docs/performance.md, "11. Replay as a backtest engine").
+    Replay's own path makes no cyclic garbage (a test holds it to that) except through a
+    poison line's exception, whose traceback may hold a cycle: after one, ``_feed``
+    collects what is new (``_settle_heap``) at most every ``COLLECT_EVERY_LINES`` lines
+    and freezes what survives, so each object is scanned at most once. A clean stream is
+    never scanned at all. On the way out everything is frozen, then unfrozen, which puts
+    it in the oldest generation without a scan (the records' last settling runs inside:
+    after ``gc.unfreeze`` every collection of the oldest generation would scan all of
+    them), and the collector is re-enabled if it was, so a cycle made meanwhile is still
+    collected later."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
+        gc.freeze()
         gc.unfreeze()
         if enabled:
             gc.enable()
@@ -55,7 +58,7 @@ def settled_heap() -> Iterator[None]:
 
 def _settle_heap(events: int) -> int:
     """Collect what is new since the last call, freeze what survives (``settled_heap``);
-    the line count at which to call again at the latest."""
+    the line count before which not to collect again."""
     gc.collect(0)
     gc.freeze()
     return events + COLLECT_EVERY_LINES
@@ -99,10 +102,11 @@ class _Settled:
         self.anomalies = 0
 
     def add(self, records: Iterable[OrderRecord]) -> None:
-        grown, anomalies = entries_by_key(records, self.max_wait_seconds)
+        grown, anomalies = top_by_key(records, self.max_wait_seconds, self.size)
         self.anomalies += anomalies
         for key, entries in grown.items():
-            self.entries[key] = top([*self.entries.get(key, ()), *entries], self.size)
+            found = self.entries.get(key)
+            self.entries[key] = entries if found is None else top((*found, *entries), self.size)
 
 
 def replay(
@@ -131,8 +135,8 @@ def replay(
     result = ReplayResult({})
     with settled_heap():
         _feed(envelopes, book, settled, result, source, not_after, completion)
-        # Still frozen: settling the last records allocates, and once unfrozen every
-        # collection of the oldest generation would scan all of them (settled_heap).
+        # Still inside: settling the last records allocates, and once the collector is on
+        # again every collection of the oldest generation would scan all of them.
         settled.add(book.take_stale())
         settled.add(book.records.values())
     result.windows = {key: Window(window_size, entries) for key, entries in settled.entries.items()}
@@ -141,7 +145,7 @@ def replay(
     return result
 
 
-def _feed(  # noqa: PLR0912 - the hot loop (docstring)
+def _feed(
     envelopes: Iterable[Any],
     book: OrderBook,
     settled: _Settled,
@@ -180,7 +184,7 @@ def _feed(  # noqa: PLR0912 - the hot loop (docstring)
                 )
         except PoisonMessageError as exc:
             poison[exc.reason] = poison.get(exc.reason, 0) + 1
-            if events >= collect_at:  # a traceback may hold a cycle: bounded by this
+            if events >= collect_at:  # its traceback may hold a cycle (settled_heap)
                 collect_at = _settle_heap(events)
             continue
         if event is None:
@@ -190,19 +194,17 @@ def _feed(  # noqa: PLR0912 - the hot loop (docstring)
             now = event.time
         apply(event, now)
         if now >= sweep_at:
-            sweep_at, collect_at = _sweep(book, settled, now, events)
-        elif events >= collect_at:
-            collect_at = _settle_heap(events)
+            sweep_at = _sweep(book, settled, now)
     result.events = events
     result.ignored = ignored
 
 
-def _sweep(book: OrderBook, settled: _Settled, now: int, events: int) -> tuple[int, int]:
+def _sweep(book: OrderBook, settled: _Settled, now: int) -> int:
     """Settle the records expired at ``now`` (once an hour of event time); when to sweep
-    again, and the line count at which to collect (``_settle_heap``)."""
+    again."""
     book.expire(now)
     settled.add(book.take_stale())
-    return now + SWEEP_EVERY_SECONDS, _settle_heap(events)
+    return now + SWEEP_EVERY_SECONDS
 
 
 def replay_estimates(
@@ -284,8 +286,8 @@ def estimate_changes(
             continue
         yield from estimates.update([record], now)
     summary.late_halves = book.late_halves
-    summary.anomalies = entries_by_key(
-        (*book.records.values(), *book.take_stale()), max_wait_seconds
+    summary.anomalies = top_by_key(
+        (*book.records.values(), *book.take_stale()), max_wait_seconds, 0
     )[1]
 
 

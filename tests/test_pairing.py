@@ -19,8 +19,6 @@ from service.core.pairing import (
     expired,
     join_event,
     outcome,
-    top,
-    top_by_key,
 )
 from service.core.window import WindowEntry
 from service.tools.replay import replay
@@ -221,42 +219,3 @@ def test_joining_what_a_state_already_holds_changes_nothing() -> None:
     # The same order read back later: an expiry set by another write is not newer news.
     assert state.add([stored._replace(expires_at=2_000)]) is state
     assert state.add([record(completed("o", 160), expires=1_000)]) is state
-
-
-event_strategy = st.builds(
-    OrderEvent,
-    st.sampled_from(list(Role)),
-    st.sampled_from(["a", "b", "c", "d"]),
-    st.integers(0, 400),
-    st.sampled_from(["NYC", "LDN"]),
-    st.sampled_from(["Latte", "Mocha"]),
-)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(event_strategy, min_size=1, max_size=5), max_size=12))
-def test_top_by_key_is_outcome_then_top(groups: list[list[OrderEvent]]) -> None:
-    """Replay's batch form of ``outcome``: each key's ``top`` of its entries, at every size
-    (none, fewer than a key has, more), and as many anomalies (cancelled anomalous orders
-    included), whatever the records of distinct orders."""
-    records = []
-    for i, group in enumerate(groups):
-        current = OrderRecord(f"o{i}")
-        for event in group:
-            current = current.merge(event._replace(order_id=f"o{i}"))
-        records.append(current)
-    # And the bounds, which random times seldom hit: waits of 0, -1, 200 and 201.
-    records += [
-        record(submitted(f"w{wait}", 100), completed(f"w{wait}", 100 + wait))
-        for wait in (0, -1, 200, 201)
-    ]
-    expected: dict[tuple[str, str], list[WindowEntry]] = {}
-    anomalies = 0
-    for found in (outcome(r, 200) for r in records):
-        if type(found) is Paired:
-            expected.setdefault(found.key, []).append(found.entry)
-        elif type(found) is Anomalous:
-            anomalies += 1
-    for size in (0, 1, 3, 20):
-        tops = {key: top(entries, size) for key, entries in expected.items()}
-        assert top_by_key(records, 200, size) == (tops, anomalies)

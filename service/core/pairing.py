@@ -248,43 +248,6 @@ def outcome(record: OrderRecord, max_wait_seconds: int) -> Outcome:
     return _new_tuple(Paired, (key, _new_tuple(WindowEntry, (completed_at, order_id, wait))))
 
 
-def top_by_key(
-    records: Iterable[OrderRecord], max_wait_seconds: int, size: int
-) -> tuple[dict[WindowKey, tuple[WindowEntry, ...]], int]:
-    """``outcome`` of many records at once: each key's ``top`` ``size`` entries, and how
-    many records were anomalous. The records are of distinct orders (a record per order
-    id, as an ``OrderBook`` holds them). Replay settles every record through here, so the
-    rule is applied inline, without a call or an outcome built per record, and the entries
-    are ranked as plain tuples (completion, order id, wait): with distinct ids that is
-    ``top``'s order, compared natively instead of through a key function, and only the
-    kept ones become ``WindowEntry``. A property test holds it to ``outcome`` and ``top``."""
-    grown: dict[WindowKey, list[tuple[int, str, int]]] = {}
-    anomalies = 0
-    for record in records:
-        order_id, submissions, completions, cancelled, _, _, _, _ = record
-        if not submissions or not completions:
-            continue
-        submitted_at, tenant, drink = submissions[0]
-        completed_at = completions[0]
-        wait = completed_at - submitted_at
-        if wait < 0 or wait > max_wait_seconds:
-            anomalies += 1
-            continue
-        if cancelled:
-            continue
-        found = grown.get((tenant, drink))
-        if found is None:
-            grown[tenant, drink] = [(completed_at, order_id, wait)]
-        else:
-            found.append((completed_at, order_id, wait))
-    new = _new_tuple
-    kept = {
-        key: tuple(new(WindowEntry, ranked) for ranked in sorted(entries, reverse=True)[:size])
-        for key, entries in grown.items()
-    }
-    return kept, anomalies
-
-
 def join_all(
     known: Mapping[str, OrderRecord],
     records: Iterable[OrderRecord],

@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 
+from service.core.earliest import Earliest, EarliestBook, earliest_of, top_by_key
 from service.core.events import (
     COMPLETED,
     WaitEstimate,
@@ -21,7 +22,7 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import OrderBook, OrderRecord, top, top_by_key
+from service.core.pairing import OrderBook, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -101,7 +102,7 @@ class _Settled:
         self.entries: dict[WindowKey, tuple[WindowEntry, ...]] = {}
         self.anomalies = 0
 
-    def add(self, records: Iterable[OrderRecord]) -> None:
+    def add(self, records: Iterable[Earliest]) -> None:
         grown, anomalies = top_by_key(records, self.max_wait_seconds, self.size)
         self.anomalies += anomalies
         for key, entries in grown.items():
@@ -124,13 +125,15 @@ def replay(
 
     The clock is the latest accepted event time, so a recording expires pending records
     as it would have live. An event later than the wall clock plus the allowed skew is
-    refused as the worker refuses it (unprocessable), and so cannot move the clock. Events
-    are joined with ``join_event`` (through ``OrderBook``): a half of an order whose record
-    has expired is counted (``late_halves``) and never paired. The result does not depend
-    on the order of the envelopes, only on their set (and the expiry horizon).
+    refused as the worker refuses it (unprocessable), and so cannot move the clock. Each
+    order is kept as the projection of its record that ``outcome`` reads (``EarliestBook``,
+    held to ``join_event`` through ``OrderBook`` by a property test): a half of an order
+    whose record has expired is counted (``late_halves``) and never paired. The result
+    does not depend on the order of the envelopes, only on their set (and the expiry
+    horizon).
     """
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
-    book = OrderBook(ttl_seconds)
+    book = EarliestBook(ttl_seconds)
     settled = _Settled(window_size, max_wait_seconds)
     result = ReplayResult({})
     with settled_heap():
@@ -147,7 +150,7 @@ def replay(
 
 def _feed(
     envelopes: Iterable[Any],
-    book: OrderBook,
+    book: EarliestBook,
     settled: _Settled,
     result: ReplayResult,
     source: str | None,
@@ -199,7 +202,7 @@ def _feed(
     result.ignored = ignored
 
 
-def _sweep(book: OrderBook, settled: _Settled, now: int) -> int:
+def _sweep(book: EarliestBook, settled: _Settled, now: int) -> int:
     """Settle the records expired at ``now`` (once an hour of event time); when to sweep
     again."""
     book.expire(now)
@@ -286,9 +289,8 @@ def estimate_changes(
             continue
         yield from estimates.update([record], now)
     summary.late_halves = book.late_halves
-    summary.anomalies = top_by_key(
-        (*book.records.values(), *book.take_stale()), max_wait_seconds, 0
-    )[1]
+    records = (*book.records.values(), *book.take_stale())
+    summary.anomalies = top_by_key(map(earliest_of, records), max_wait_seconds, 0)[1]
 
 
 class NotEventsError(ValueError):

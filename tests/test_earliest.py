@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.earliest import EarliestBook, earliest_of, top_by_key
+from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderBook, OrderRecord, Paired, outcome, top
 from service.core.window import WindowEntry
@@ -24,6 +24,17 @@ event_strategy = st.builds(
     st.sampled_from(["NYC", "LDN"]),
     st.sampled_from(["Latte", "Mocha", None]),
 )
+
+
+def earliest_of(record: OrderRecord) -> Earliest:
+    """The projection ``EarliestBook`` keeps, read off a whole record."""
+    return [
+        record.submission,
+        record.completed_at,
+        record.cancelled,
+        record.expires_at,
+        record.order_id,
+    ]
 
 
 @dataclass(frozen=True)

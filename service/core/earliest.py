@@ -6,8 +6,9 @@ first seen. Each of those is a projection of the record that the join preserves:
 earliest of a union is the earlier of the two earliest, a cancellation is sticky, and the
 expiry is set once. So replay, which only ever asks for outcomes, keeps of each order that
 projection (``Earliest``), changed in place, instead of the whole record rebuilt at every
-event: the same results (a property test holds ``EarliestBook`` to ``OrderBook`` with
-``outcome``, event by event), with no allocation for an event that completes an order.
+event: the same results (a property test holds ``EarliestBook`` to ``OrderBook`` seen
+through the projection, event by event), with no allocation for an event that completes an
+order.
 The worker and ``replay --estimates`` keep whole records: the estimate reads every
 submission's tenant and every cancellation time.
 """
@@ -15,10 +16,11 @@ submission's tenant and every cancellation time.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from operator import itemgetter
 from typing import Any, Final
 
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import OrderRecord
+from service.core.pairing import ExpiringBook
 from service.core.window import WindowEntry, WindowKey
 
 # An order's projection: a list, changed in place (a list is the cheapest mutable record
@@ -35,33 +37,12 @@ _COMPLETED: Final = Role.COMPLETED
 _new_tuple: Final = tuple.__new__
 
 
-def earliest_of(record: OrderRecord) -> Earliest:
-    """The projection of a whole record (``replay --estimates`` keeps whole records)."""
-    return [
-        record.submission,
-        record.completed_at,
-        record.cancelled,
-        record.expires_at,
-        record.order_id,
-    ]
+class EarliestBook(ExpiringBook[Earliest]):
+    """``OrderBook``'s rules (``ExpiringBook``), keeping of each order its ``Earliest``
+    projection. Replay's hot path: one ``apply`` per accepted event."""
 
-
-class EarliestBook:
-    """``OrderBook``'s rules, keeping of each order its ``Earliest`` projection.
-
-    A record expires ``ttl_seconds`` after it was first seen; an order whose record
-    expired is done: a half of it arriving later is counted (``late_halves``) and never
-    paired. Records that expired are in ``stale`` until taken (``take_stale``), so their
-    entries can settle. Replay's hot path: one ``apply`` per accepted event.
-    """
-
-    def __init__(self, ttl_seconds: int) -> None:
-        self.ttl_seconds = ttl_seconds
-        self.records: dict[str, Earliest] = {}
-        self.expired_ids: set[str] = set()
-        self.stale: list[Earliest] = []
-        self.expired = 0
-        self.late_halves = 0
+    _order_id_of = itemgetter(ORDER_ID)
+    _expires_at_of = itemgetter(EXPIRES_AT)
 
     def apply(self, event: OrderEvent, now: int) -> None:
         """Join an event into its order's projection, at ``now``."""
@@ -92,32 +73,6 @@ class EarliestBook:
                 found[COMPLETED_AT] = at
         else:
             found[CANCELLED] = True
-
-    def _retire(self, found: Earliest) -> None:
-        del self.records[found[ORDER_ID]]
-        self.expired_ids.add(found[ORDER_ID])
-        self.stale.append(found)
-        self.expired += 1
-
-    def expire(self, now: int) -> list[Earliest]:
-        """Drop records whose TTL has passed; returns them (they are in ``stale`` too).
-
-        Expiry is set when an order is first seen, from a clock that never goes back, and
-        a dict keeps first-insertion order: the expired records are a prefix.
-        """
-        found = []
-        for record in self.records.values():
-            if record[EXPIRES_AT] > now:
-                break
-            found.append(record)
-        for record in found:
-            self._retire(record)
-        return found
-
-    def take_stale(self) -> list[Earliest]:
-        """The records that expired since the last call, oldest first."""
-        stale, self.stale = self.stale, []
-        return stale
 
 
 def top_by_key(

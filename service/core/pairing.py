@@ -19,11 +19,11 @@ it. ``outcome`` turns a record into its window entry, an anomaly, or nothing yet
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from operator import attrgetter
-from typing import Final, NamedTuple
+from typing import Final, Generic, NamedTuple, TypeVar
 
 from service.core.orders import OrderEvent, Role
 from service.core.window import Window, WindowEntry, WindowKey
@@ -385,9 +385,15 @@ def expired(record: OrderRecord, now: int) -> bool:
     return record.expires_at is not None and record.expires_at <= now
 
 
-class OrderBook:
-    """In-memory order records with expiry, for ``replay``, tests and the benchmark (the
-    worker keeps them in DynamoDB). Events are joined with ``join_event``.
+R = TypeVar("R")  # a book's shape of record
+
+
+class ExpiringBook(Generic[R]):
+    """Order records in memory with expiry, keyed by order id; what a book of either
+    shape of record shares (``OrderBook``: whole records; ``EarliestBook``, replay's, in
+    service/core/earliest.py: the projection an outcome reads). A subclass joins events
+    (``apply``) and says how to read a record's id and expiry (``_order_id_of``,
+    ``_expires_at_of``).
 
     A record expires ``ttl_seconds`` after it was first seen; an order whose record
     expired is done: a half of it arriving later is counted (``late_halves``) and never
@@ -395,57 +401,67 @@ class OrderBook:
     ``stale`` until taken (``take_stale``), so their entries can settle.
     """
 
+    _order_id_of: Callable[[R], str]
+    _expires_at_of: Callable[[R], int | None]
+
     def __init__(self, ttl_seconds: int) -> None:
         self.ttl_seconds = ttl_seconds
-        self.records: dict[str, OrderRecord] = {}
+        self.records: dict[str, R] = {}
         self.expired_ids: set[str] = set()
-        self.stale: list[OrderRecord] = []
+        self.stale: list[R] = []
         self.expired = 0
         self.late_halves = 0
 
-    def apply(self, event: OrderEvent, now: int) -> OrderRecord | None:
-        """Join an event into its order's record; the new record, or None if unchanged
-        (a duplicate, or a late half of an expired order)."""
-        order_id = event.order_id
-        current = self.records.get(order_id)
-        if current is None:
-            if order_id in self.expired_ids:
-                self.late_halves += 1
-                return None
-            # join_event's first case, without its call: half of replay's events.
-            first = self.records[order_id] = _first_record(event, now + self.ttl_seconds)
-            return first
-        joined = join_event(current, event, now, self.ttl_seconds)
-        if joined is None or joined is current:
-            if joined is None:  # it expired before this half came
-                self._retire(current)
-                self.late_halves += 1
-            return None
-        self.records[order_id] = joined
-        return joined
-
-    def _retire(self, record: OrderRecord) -> None:
-        del self.records[record.order_id]
-        self.expired_ids.add(record.order_id)
+    def _retire(self, record: R) -> None:
+        order_id = self._order_id_of(record)
+        del self.records[order_id]
+        self.expired_ids.add(order_id)
         self.stale.append(record)
         self.expired += 1
 
-    def expire(self, now: int) -> list[OrderRecord]:
+    def expire(self, now: int) -> list[R]:
         """Drop records whose TTL has passed; returns them (they are in ``stale`` too).
 
         A record's expiry is set when it is first seen, from a clock that never goes back,
         and a dict keeps first-insertion order: the expired records are a prefix.
         """
         found = []
+        expires_at_of = self._expires_at_of
         for record in self.records.values():
-            if record.expires_at is None or record.expires_at > now:
+            expires_at = expires_at_of(record)
+            if expires_at is None or expires_at > now:
                 break
             found.append(record)
         for record in found:
             self._retire(record)
         return found
 
-    def take_stale(self) -> list[OrderRecord]:
+    def take_stale(self) -> list[R]:
         """The records that expired since the last call, oldest first."""
         stale, self.stale = self.stale, []
         return stale
+
+
+class OrderBook(ExpiringBook[OrderRecord]):
+    """Whole order records (``ExpiringBook``), for ``replay --estimates``, tests and the
+    benchmark (the worker keeps them in DynamoDB). Events are joined with ``join_event``."""
+
+    _order_id_of = attrgetter("order_id")
+    _expires_at_of = attrgetter("expires_at")
+
+    def apply(self, event: OrderEvent, now: int) -> OrderRecord | None:
+        """Join an event into its order's record; the new record, or None if unchanged
+        (a duplicate, or a late half of an expired order)."""
+        order_id = event.order_id
+        current = self.records.get(order_id)
+        if current is None and order_id in self.expired_ids:
+            self.late_halves += 1
+            return None
+        joined = join_event(current, event, now, self.ttl_seconds)
+        if joined is None or joined is current:
+            if joined is None and current is not None:  # it expired before this half came
+                self._retire(current)
+                self.late_halves += 1
+            return None
+        self.records[order_id] = joined
+        return joined

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from service.core.earliest import Earliest, EarliestBook, earliest_of, top_by_key
+from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.events import (
     COMPLETED,
     WaitEstimate,
@@ -22,7 +22,7 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import OrderBook, top
+from service.core.pairing import Anomalous, OrderBook, outcome, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -210,30 +210,10 @@ def _sweep(book: EarliestBook, settled: _Settled, now: int) -> int:
     return now + SWEEP_EVERY_SECONDS
 
 
-def replay_estimates(
-    envelopes: Iterable[Any],
-    *,
-    max_wait_seconds: int = 7200,
-    ttl_seconds: int = 86400,
-    max_clock_skew_seconds: int = 86400,
-    source: str | None = None,
-    wall_clock: float | None = None,
-    completion: str = COMPLETED,
-    result: ReplayResult | None = None,
-) -> Iterator[WaitEstimate]:
+def replay_estimates(envelopes: Iterable[Any], **options: Any) -> Iterator[WaitEstimate]:
     """Every ``WaitEstimate`` detail the estimate's rules give for these events
-    (``estimate_changes``, with the same options), as the models the worker publishes."""
-    changes = estimate_changes(
-        envelopes,
-        max_wait_seconds=max_wait_seconds,
-        ttl_seconds=ttl_seconds,
-        max_clock_skew_seconds=max_clock_skew_seconds,
-        source=source,
-        wall_clock=wall_clock,
-        completion=completion,
-        result=result,
-    )
-    for found in changes:
+    (``estimate_changes``, whose options it takes), as the models the worker publishes."""
+    for found in estimate_changes(envelopes, **options):
         yield estimate_detail(found.estimate, found.version)
 
 
@@ -289,8 +269,11 @@ def estimate_changes(
             continue
         yield from estimates.update([record], now)
     summary.late_halves = book.late_halves
-    records = (*book.records.values(), *book.take_stale())
-    summary.anomalies = top_by_key(map(earliest_of, records), max_wait_seconds, 0)[1]
+    summary.anomalies = sum(
+        1
+        for record in (*book.records.values(), *book.take_stale())
+        if type(outcome(record, max_wait_seconds)) is Anomalous
+    )
 
 
 class NotEventsError(ValueError):

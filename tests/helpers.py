@@ -232,6 +232,15 @@ def latest_by_tenant(details: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
     return dict(sorted(best.items()))
 
 
+def aws_calls(metrics: Metrics) -> dict[str, float]:
+    """Every AWS request a worker's metrics counted, by ``service.operation``."""
+    return {
+        f"{s.labels['service']}.{s.labels['operation']}": s.value
+        for s in next(iter(metrics.aws_calls.collect())).samples
+        if s.name.endswith("_total")
+    }
+
+
 async def wait_until(condition: Callable[[], bool], seconds: float, what: str) -> None:
     """Poll a condition (no fixed sleeps in tests); fail with ``what`` after ``seconds``."""
     with anyio.move_on_after(seconds):

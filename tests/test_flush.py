@@ -33,6 +33,7 @@ from tests.helpers import (
     DYNAMODB_ONLY,
     Aws,
     as_envelopes,
+    aws_calls,
     burst,
     expected_rows,
     generated,
@@ -51,14 +52,6 @@ def submitted(order_id: str, at: int, drink: str = "Latte") -> OrderRecord:
 
 def completed(order_id: str, at: int) -> OrderRecord:
     return OrderRecord(order_id).merge(OrderEvent(Role.COMPLETED, order_id, at))
-
-
-def calls(metrics: Metrics) -> dict[str, float]:
-    return {
-        f"{s.labels['service']}.{s.labels['operation']}": s.value
-        for s in next(iter(metrics.aws_calls.collect())).samples
-        if s.name.endswith("_total")
-    }
 
 
 @DYNAMODB_ONLY
@@ -149,10 +142,10 @@ async def test_a_backlog_is_processed_in_flushes_of_several_receives(aws: Aws) -
     assert await aws.stored_rows() == expected
     flushes = metrics.registry.get_sample_value("wait_times_flush_messages_count")
     received = metrics.registry.get_sample_value("wait_times_messages_received_total")
-    receives_with_messages = calls(metrics)["sqs.ReceiveMessage"]
+    receives_with_messages = aws_calls(metrics)["sqs.ReceiveMessage"]
     assert flushes is not None and received is not None
     assert received / flushes > 10  # on average more than one full receive per flush
-    made = calls(metrics)
+    made = aws_calls(metrics)
     dynamodb = sum(v for k, v in made.items() if k.startswith("dynamodb.") and "Describe" not in k)
     assert made.get("dynamodb.TransactWriteItems", 0) > 0
     assert dynamodb < 60 / 2, made  # far fewer DynamoDB calls than orders

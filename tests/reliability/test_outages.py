@@ -9,7 +9,7 @@ import pytest
 
 from service.app import run_worker
 from service.metrics import Health, Metrics
-from tests.helpers import Aws, wait_until
+from tests.helpers import Aws, aws_calls, wait_until
 from tests.reliability.harness import (
     burst_worker,
     check_against_reference,
@@ -46,11 +46,8 @@ async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultP
         for s in next(iter(metrics.aws_retries.collect())).samples
         if s.name.endswith("_total")
     )
-    sent = sum(
-        s.value
-        for s in next(iter(metrics.aws_calls.collect())).samples
-        if s.name.endswith("_total")
-    )
+    calls = aws_calls(metrics)
+    sent = sum(calls.values())
     print(
         f"requests={requests} sent={sent} throttled={throttled} 5xx={failed} retries={retries} "
         f"{checked} "
@@ -65,16 +62,7 @@ async def test_throttling_and_5xx_on_a_fifth_of_requests(aws: Aws, proxy: FaultP
     # Every request the proxy answered was one the worker sent, and every fault was retried
     # (by botocore's second attempt or, past it, by the service), since the windows match.
     assert sent == requests
-    assert calls_of(metrics, "ChangeMessageVisibilityBatch") == 0
-
-
-def calls_of(metrics: Metrics, operation: str) -> float:
-    """Requests of ``operation`` the worker sent."""
-    return sum(
-        s.value
-        for s in next(iter(metrics.aws_calls.collect())).samples
-        if s.name.endswith("_total") and s.labels["operation"] == operation
-    )
+    assert calls.get("sqs.ChangeMessageVisibilityBatch", 0) == 0
 
 
 async def _readyz(port: int) -> int:

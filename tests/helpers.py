@@ -233,7 +233,7 @@ def latest_by_tenant(details: list[dict[str, Any]]) -> dict[str, dict[str, Any]]
 
 
 def aws_calls(metrics: Metrics) -> dict[str, float]:
-    """Every AWS request a worker's metrics counted, by ``service.operation``."""
+    """Every AWS request a worker's metrics counted, keyed ``sqs.ReceiveMessage`` and so on."""
     return {
         f"{s.labels['service']}.{s.labels['operation']}": s.value
         for s in next(iter(metrics.aws_calls.collect())).samples

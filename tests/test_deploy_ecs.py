@@ -76,8 +76,9 @@ EMULATOR_PARAMETERS = [
     {"ParameterKey": "SubnetIds", "ParameterValue": "subnet-0123456789abcdef0"},
     {"ParameterKey": "SecurityGroupIds", "ParameterValue": "sg-0123456789abcdef0"},
 ]
-# What losing would hurt: dead-lettered messages, the windows, what the worker logged.
-RETAINED = {"DeadLetterQueue", "Table", "LogGroup"}
+# What losing would hurt: dead-lettered messages (the worker's and the board's), the windows,
+# what the worker logged.
+RETAINED = {"DeadLetterQueue", "BoardDeadLetterQueue", "Table", "LogGroup"}
 # What the emulator creates of the stack with DeployService=false (see the docstring).
 EMULATED = {
     "DeadLetterQueue": "AWS::SQS::Queue",
@@ -466,15 +467,45 @@ def test_image_is_pulled_by_tag_or_by_digest(image_tag: str, reference: str) -> 
     assert evaluate(worker["Image"], parameters) == reference
 
 
+def dead_letter_queues(resources: dict[str, Any]) -> dict[str, str | None]:
+    """Every dead-letter queue (a queue's RedrivePolicy target) with the condition of the
+    queue it serves (None: unconditional)."""
+    found: dict[str, str | None] = {}
+    for resource in resources.values():
+        redrive = resource.get("Properties", {}).get("RedrivePolicy")
+        if resource["Type"] == "AWS::SQS::Queue" and redrive is not None:
+            for name, _ in references(redrive["deadLetterTargetArn"]):
+                if name in resources:  # not the AWS::NoValue of an Fn::If
+                    found[name] = resource.get("Condition")
+    return found
+
+
 @pytest.mark.unit
 def test_what_losing_would_hurt_survives_deletion_and_replacement() -> None:
+    """Retained resources survive the stack's deletion and their own replacement; every
+    dead-letter queue is one of them.
+
+    A retained resource exists whatever the parameters, except a dead-letter queue that
+    exists exactly when the queue it serves does (the board's, under WithBoard). That one
+    is safe conditional: CloudFormation applies DeletionPolicy to a resource an update
+    removes as well as to a deleted stack, so turning its condition off leaves it and its
+    messages behind, as deleting the stack does, and docs/deploying.md's Cleanup removes
+    it. What a conditional retained resource costs (turning the condition on again fails on
+    "already exists" until it is removed or imported) is the price of every retained name,
+    and only a dead-letter queue holds evidence worth it. Any other retained resource must
+    stay unconditional, so that no parameter puts it in and out of the stack.
+    """
     retained = {name for name, r in RESOURCES.items() if r.get("DeletionPolicy") == "Retain"}
     assert retained == RETAINED
+    dead_letter = dead_letter_queues(RESOURCES)
+    assert {"DeadLetterQueue", "BoardDeadLetterQueue"} <= set(dead_letter) <= RETAINED
     for name in RETAINED:
         assert RESOURCES[name].get("UpdateReplacePolicy") == "Retain", name
-        # A retained resource must exist whatever the parameters, or a stack update that
-        # turns its condition off would delete it after all.
-        assert "Condition" not in RESOURCES[name], name
+        condition = RESOURCES[name].get("Condition")
+        if name in dead_letter:
+            assert condition == dead_letter[name], name
+        else:
+            assert condition is None, name
 
 
 # The AWS CLI command that removes a retained resource of each type.
@@ -874,7 +905,10 @@ async def test_deleting_the_stack_leaves_what_is_retained_and_the_core_app_untou
         }
         assert set(left) == set(EMULATED)
         moto_cannot_delete = {"Cluster"}  # see the docstring; an empty cluster costs nothing
-        assert {name for name, exists in left.items() if exists} - moto_cannot_delete == RETAINED
+        # The board's resources are off here (EnableBoard defaults to false).
+        assert {name for name, exists in left.items() if exists} - moto_cannot_delete == (
+            RETAINED & set(EMULATED)
+        )
         # Nothing else of the stack's either: the only queues are the DLQ and the core app's.
         assert queue_names == {settings.dlq_name, "core-app-orders"}
         with pytest.raises(ClientError):

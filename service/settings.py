@@ -302,6 +302,12 @@ class Settings(BaseSettings):
         return environ
 
 
+def setting_default(name: str) -> Any:
+    """The default of setting ``name`` as ``Settings`` declares it: what takes a setting as an
+    argument defaults to this, so every default is written once, in ``Settings``."""
+    return Settings.model_fields[name].default
+
+
 def environment_variables(name: str, info: FieldInfo, prefix: str = "WAIT_TIMES_") -> list[str]:
     """The environment variables a field is read from: its aliases in order (``AWS_REGION``,
     then ``AWS_DEFAULT_REGION``), else ``<prefix><FIELD>``. ``to_environ`` writes the first."""
@@ -412,15 +418,15 @@ class WorkerOptions:
     which is what ``provision`` sets.
     """
 
-    source: str = DEFAULT_SOURCE
-    completion_event: str = "completed"
-    window_size: int = 10
-    max_wait_seconds: int = 7200
-    pending_ttl_seconds: int = 86400
-    max_clock_skew_seconds: int = 86400
-    max_receives_per_flush: int = 10
-    batch_window_seconds: float = 0.25
-    drain_seconds: float = 20.0
+    source: str = setting_default("source")
+    completion_event: str = setting_default("completion_event")
+    window_size: int = setting_default("window_size")
+    max_wait_seconds: int = setting_default("max_wait_seconds")
+    pending_ttl_seconds: int = setting_default("pending_ttl_seconds")
+    max_clock_skew_seconds: int = setting_default("max_clock_skew_seconds")
+    max_receives_per_flush: int = setting_default("max_receives_per_flush")
+    batch_window_seconds: float = setting_default("batch_window_seconds")
+    drain_seconds: float = setting_default("drain_seconds")
     redrive_limit: int | None = None
 
 

@@ -3,13 +3,22 @@ and every setting described where it is declared, the README's table made from t
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 from typing import Any
 
 import pytest
 
-from service.settings import ENDPOINT_FIELDS, Settings, configuration_rows
+from service.aws.store import DynamoStore
+from service.settings import (
+    ENDPOINT_FIELDS,
+    Settings,
+    WorkerOptions,
+    configuration_rows,
+    worker_options,
+)
+from service.tools.replay import estimate_changes, replay
 from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
@@ -87,6 +96,30 @@ def test_the_defaults_round_trip(monkeypatch: pytest.MonkeyPatch) -> None:
     assert environ["AWS_REGION"] == "us-east-1"
     assert environ["WAIT_TIMES_WINDOW_SIZE"] == "10"
     assert _read_back(monkeypatch, environ) == original
+
+
+def test_every_default_is_the_one_settings_declares(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What takes a setting as an argument defaults to the setting's own default."""
+    _clear_environment(monkeypatch)
+    assert WorkerOptions() == worker_options(Settings())
+    declared = {name: info.default for name, info in Settings.model_fields.items()}
+    argument_of = {  # the argument's name, where it is not the setting's
+        "ttl_seconds": "pending_ttl_seconds",
+        "completion": "completion_event",
+        "max_cached_windows": "max_windows_in_memory",
+        "max_cached_tenants": "max_tenants_in_memory",
+    }
+    checked = 0
+    for function in (replay, estimate_changes, DynamoStore):
+        for name, parameter in inspect.signature(function).parameters.items():
+            setting = argument_of.get(name, name)
+            # The tools' ``source=None`` is no default of the setting: it accepts any source.
+            if parameter.default is inspect.Parameter.empty or setting == "source":
+                continue
+            if setting in declared:
+                assert parameter.default == declared[setting], (function.__name__, name)
+                checked += 1
+    assert checked == 5 + 4 + 3  # replay, estimate_changes, DynamoStore
 
 
 def test_every_field_changed_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:

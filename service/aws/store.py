@@ -34,6 +34,7 @@ from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
 from service.lru import PackedLru
 from service.ports import Committed, Observer, TenantChange, WindowChange, WindowState
+from service.settings import setting_default
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -85,10 +86,10 @@ class DynamoStore:
         *,
         window_size: int,
         ttl_seconds: int,
-        max_wait_seconds: int = 7200,
+        max_wait_seconds: int = setting_default("max_wait_seconds"),
         observer: Observer | None = None,
-        max_cached_windows: int = 100_000,
-        max_cached_tenants: int = 50_000,
+        max_cached_windows: int = setting_default("max_windows_in_memory"),
+        max_cached_tenants: int = setting_default("max_tenants_in_memory"),
         hot_windows: int = HOT_WINDOWS,
         hot_tenants: int = HOT_TENANTS,
     ) -> None:

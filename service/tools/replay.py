@@ -14,7 +14,6 @@ import orjson
 
 from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.events import (
-    COMPLETED,
     WaitEstimate,
     estimate_detail,
     known_roles,
@@ -26,6 +25,7 @@ from service.core.pairing import Anomalous, OrderBook, outcome, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
+from service.settings import setting_default
 
 SWEEP_EVERY_SECONDS = 3600  # of event time: how often expired records leave memory
 # Lines: the fewest between two collections after poison lines (settled_heap).
@@ -113,13 +113,13 @@ class _Settled:
 def replay(
     envelopes: Iterable[Any],
     *,
-    window_size: int = 10,
-    max_wait_seconds: int = 7200,
-    ttl_seconds: int = 86400,
-    max_clock_skew_seconds: int = 86400,
+    window_size: int = setting_default("window_size"),
+    max_wait_seconds: int = setting_default("max_wait_seconds"),
+    ttl_seconds: int = setting_default("pending_ttl_seconds"),
+    max_clock_skew_seconds: int = setting_default("max_clock_skew_seconds"),
     source: str | None = None,
     wall_clock: float | None = None,
-    completion: str = COMPLETED,
+    completion: str = setting_default("completion_event"),
 ) -> ReplayResult:
     """Run decoded envelopes through the same pairing rules as the worker.
 
@@ -220,12 +220,12 @@ def replay_estimates(envelopes: Iterable[Any], **options: Any) -> Iterator[WaitE
 def estimate_changes(
     envelopes: Iterable[Any],
     *,
-    max_wait_seconds: int = 7200,
-    ttl_seconds: int = 86400,
-    max_clock_skew_seconds: int = 86400,
+    max_wait_seconds: int = setting_default("max_wait_seconds"),
+    ttl_seconds: int = setting_default("pending_ttl_seconds"),
+    max_clock_skew_seconds: int = setting_default("max_clock_skew_seconds"),
     source: str | None = None,
     wall_clock: float | None = None,
-    completion: str = COMPLETED,
+    completion: str = setting_default("completion_event"),
     result: ReplayResult | None = None,
 ) -> Iterator[Versioned]:
     """Every estimate the estimate's rules publish for these events, at its version, replayed in

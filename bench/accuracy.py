@@ -34,7 +34,7 @@ from typing import Any
 from service.core import queueing
 from service.core.events import WaitEstimate
 from service.settings import DEFAULT_SOURCE
-from service.tools.coffeebar import OrderRecord, Outcome, Rush, TrafficGenerator
+from service.tools.coffeebar import OrderEnd, OrderRecord, Rush, TrafficGenerator
 from service.tools.replay import replay_estimates
 from tests.envelopes import envelope
 
@@ -151,7 +151,7 @@ def last10_in_force(truth: list[OrderRecord]) -> dict[str, float | None]:
     counted = sorted(
         (int(r.ended_at or 0), int(r.ended_at or 0) - int(r.submitted_at), (r.tenant, r.drink))
         for r in truth
-        if r.outcome is Outcome.COMPLETED
+        if r.end is OrderEnd.COMPLETED
         and 0 <= int(r.ended_at or 0) - int(r.submitted_at) <= MAX_WAIT
     )
     by_key: dict[tuple[str, str], list[tuple[int, int]]] = {}
@@ -198,7 +198,7 @@ def score(name: str, envelopes: list[dict[str, Any]], truth: list[OrderRecord]) 
     ahead = open_at_submission(truth)
     every, rush = Scores(), Scores()
     for r in truth:
-        if r.outcome is not Outcome.COMPLETED:
+        if r.end is not OrderEnd.COMPLETED:
             continue
         wait = int(r.ended_at or 0) - int(r.submitted_at)
         if not 0 <= wait <= MAX_WAIT:

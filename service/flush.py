@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 import structlog
 
 from service.core.estimate import Estimate
-from service.core.events import average_event, estimate_detail, parse_body
+from service.core.events import Published, average_event, estimate_detail, parse_body
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import (
     Anomalous,
@@ -48,14 +48,13 @@ from service.core.queueing import counted_wait
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import (
-    AveragePublisher,
     Committed,
+    EventPublisher,
     FlushOutcome,
     Message,
     Observer,
     OrderQueue,
     OrderStore,
-    Published,
     Retry,
     Score,
     TenantChange,
@@ -287,7 +286,7 @@ class Flush:
         self,
         queue: OrderQueue,
         store: OrderStore,
-        publisher: AveragePublisher,
+        publisher: EventPublisher,
         observer: Observer,
         options: WorkerOptions,
         *,

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from service.core.estimate import Estimate
-from service.core.events import DrinkAverageTime, WaitEstimate
+from service.core.events import Published
 from service.core.pairing import Anomalous, OrderRecord
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
@@ -170,10 +170,7 @@ class OrderStore(Protocol):
         ...
 
 
-Published = DrinkAverageTime | WaitEstimate  # the details the service puts on the bus
-
-
-class AveragePublisher(Protocol):
+class EventPublisher(Protocol):
     """Where averages and estimates go (EventBridge in production)."""
 
     async def publish(self, details: Sequence[Published]) -> None:

@@ -33,7 +33,7 @@ from anyio.lowlevel import checkpoint
 from service.aws.store import tenant_change
 from service.core.commit import StoredKey, WindowCommit
 from service.core.estimate import Estimate
-from service.core.events import DrinkAverageTime, WaitEstimate
+from service.core.events import DrinkAverageTime, Published, WaitEstimate
 from service.core.pairing import OrderRecord
 from service.core.queueing import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
 from service.core.window import WindowKey
@@ -43,7 +43,6 @@ from service.ports import (
     Committed,
     Message,
     Observer,
-    Published,
     QueueDepth,
     WindowChange,
     WindowState,
@@ -613,7 +612,7 @@ class FakeStore(Injectable):
 
 
 class RecordingPublisher(Injectable):
-    """The AveragePublisher port in memory: keeps every detail it was asked to publish.
+    """The EventPublisher port in memory: keeps every detail it was asked to publish.
 
     ``published``: every average accepted, in order; ``estimates``: every estimate;
     ``calls``: the details of each call, both kinds. Operation for ``fail``/``hold``:

@@ -1,4 +1,4 @@
-"""EventBridge adapter of the AveragePublisher port, and the one PutEvents helper.
+"""EventBridge adapter of the EventPublisher port, and the one PutEvents helper.
 
 ``put_events`` is shared by the publisher and the event player: ten entries per call,
 entries EventBridge refuses (a partial failure, ``FailedEntryCount``) sent again after a
@@ -17,9 +17,14 @@ import structlog
 
 from service.aws.errors import call
 from service.backoff import CONTENTION
-from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE, DrinkAverageTime
+from service.core.events import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
+    DrinkAverageTime,
+    Published,
+)
 from service.errors import DependencyError
-from service.ports import Observer, Published
+from service.ports import Observer
 
 if TYPE_CHECKING:
     from types_aiobotocore_events import EventBridgeClient

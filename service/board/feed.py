@@ -18,8 +18,9 @@ import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.board.retry import answered
-from service.board.state import BoardState, Outcome, Published, read_published
+from service.board.state import BoardState, TakeResult, read_published
 from service.board.streams import Streams
+from service.core.events import Published
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import Message, OrderQueue
 
@@ -61,8 +62,8 @@ class Board:
         for value in values:
             taken = self.state.take(value)
             if messages:
-                self.messages.labels(taken.outcome.value).inc()
-            if taken.outcome is Outcome.KEPT:
+                self.messages.labels(taken.result.value).inc()
+            if taken.result is TakeResult.KEPT:
                 self.streams.notify(taken.tenant, everyone=taken.new_tenant)
 
     def take(self, messages: Sequence[Message], redrive_limit: int | None) -> Sorted:

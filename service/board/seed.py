@@ -21,8 +21,7 @@ import structlog
 from service.aws import items
 from service.aws.errors import call
 from service.board.retry import answered
-from service.board.state import Published
-from service.core.events import average_event, estimate_detail
+from service.core.events import Published, average_event, estimate_detail
 from service.core.queueing import TenantState, view_of
 
 if TYPE_CHECKING:

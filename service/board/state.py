@@ -20,6 +20,7 @@ from service.core.events import (
     ESTIMATE_DETAIL_TYPE,
     MAX_NAME_LENGTH,
     DrinkAverageTime,
+    Published,
     WaitEstimate,
     decode_body,
     normalize_name,
@@ -27,11 +28,10 @@ from service.core.events import (
 from service.errors import PoisonMessageError
 from service.lru import Lru
 
-Published = DrinkAverageTime | WaitEstimate
 TIME_FORMAT: Final = "%Y-%m-%dT%H:%M:%SZ"
 
 
-class Outcome(Enum):
+class TakeResult(Enum):
     """What taking a published value did (the label of the board's message counter)."""
 
     KEPT = "kept"  # newer than what was known: the tenant's view changed
@@ -86,7 +86,7 @@ def read_published(body: str | bytes) -> Published | None:
 class Taken:
     """What ``BoardState.take`` did, and the tenant whose view it was about."""
 
-    outcome: Outcome
+    result: TakeResult
     tenant: str
     new_tenant: bool = False  # the tenant had no value before: the tenant list changed
 
@@ -122,15 +122,15 @@ class BoardState:
         """Keep a published value unless its key already has this version or a newer one."""
         tenant = value.eventId
         if not self.serves(tenant):
-            return Taken(Outcome.NOT_SERVED, tenant)
+            return Taken(TakeResult.NOT_SERVED, tenant)
         new_tenant = tenant not in self._drinks and tenant not in self.estimates
         if isinstance(value, DrinkAverageTime):
             kept = self._take_average(value)
         else:
             kept = self._take_estimate(value)
         if not kept:
-            return Taken(Outcome.STALE, tenant)
-        return Taken(Outcome.KEPT, tenant, new_tenant)
+            return Taken(TakeResult.STALE, tenant)
+        return Taken(TakeResult.KEPT, tenant, new_tenant)
 
     def _take_average(self, average: DrinkAverageTime) -> bool:
         key = (average.eventId, average.drink)

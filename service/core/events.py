@@ -156,6 +156,9 @@ class WaitEstimate(BaseModel):
     version: int = Field(ge=1, description="rises with every change of this tenant's estimate")
 
 
+Published = DrinkAverageTime | WaitEstimate  # the details the service puts on the bus
+
+
 def estimate_event(
     tenant: str,
     as_of: int,

@@ -92,13 +92,8 @@ class Rush:
         into = (at - (self.anchor or 0.0)) % self.every
         return self.factor if into < self.length else 1.0
 
-    @property
-    def mean_factor(self) -> float:
-        """The long-run multiple of the base rate (arrivals, before any is turned away)."""
-        return 1 + (self.factor - 1) * self.length / self.every
 
-
-class Outcome(StrEnum):
+class OrderEnd(StrEnum):
     """How a placed order ended."""
 
     COMPLETED = "completed"
@@ -108,7 +103,7 @@ class Outcome(StrEnum):
 
 @dataclass(slots=True)
 class OrderRecord:
-    """Ground truth of one placed order; ``outcome`` None while it is still open.
+    """Ground truth of one placed order; ``end`` None while it is still open.
 
     ``submitted_at`` is the time of its submission events (``OrderManager.WaitingCompletion``),
     ``ended_at`` that of its completion, cancellation or timeout event.
@@ -122,12 +117,12 @@ class OrderRecord:
     patience: float
     started_at: float | None = None
     ended_at: float | None = None
-    outcome: Outcome | None = None
+    end: OrderEnd | None = None
 
     @property
     def completed_at(self) -> float | None:
         """When the completion event is stamped, for a completed order."""
-        return self.ended_at if self.outcome is Outcome.COMPLETED else None
+        return self.ended_at if self.end is OrderEnd.COMPLETED else None
 
     @property
     def wait(self) -> float | None:
@@ -342,7 +337,7 @@ class TrafficGenerator:
         bar = self.bars[tenant]
         # Left in the queue, skipped when reached: removing it would cost the queue's length.
         bar.open -= 1
-        self._end(order, at, Outcome.CANCELLED)
+        self._end(order, at, OrderEnd.CANCELLED)
         self._emit(
             at,
             f"OrderManager.Order{tenant}-CANCELLED",
@@ -358,10 +353,10 @@ class TrafficGenerator:
         bar.open -= 1
         common = order.common
         if order.times_out:
-            self._end(order, at, Outcome.TIMED_OUT)
+            self._end(order, at, OrderEnd.TIMED_OUT)
             self._emit(at, "OrderProcessor.OrderTimeOut", {**common, "cause": "Barista timedout"})
         else:
-            self._end(order, at, Outcome.COMPLETED)
+            self._end(order, at, OrderEnd.COMPLETED)
             self._emit(
                 at,
                 f"OrderManager.Order{tenant}-COMPLETED",
@@ -370,12 +365,12 @@ class TrafficGenerator:
             self._emit(at + 1, "OrderRobot.FulfillOrder", {**common})
         self._emit(at + 1, "OrderProcessor.orderFinished", {**common, "Message": "finished"})
         queue = bar.queue
-        while queue and queue[0].record.outcome is Outcome.CANCELLED:
+        while queue and queue[0].record.end is OrderEnd.CANCELLED:
             queue.popleft()
         if queue:
             self._start(at, queue.popleft(), bar)
 
     @staticmethod
-    def _end(order: _Order, at: float, outcome: Outcome) -> None:
+    def _end(order: _Order, at: float, end: OrderEnd) -> None:
         order.record.ended_at = at
-        order.record.outcome = outcome
+        order.record.end = end

@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 from service.board.feed import Board
 from service.board.seed import value_of
 from service.board.server import script_json
-from service.board.state import BoardState, Outcome, read_published, served_tenants
+from service.board.state import BoardState, TakeResult, read_published, served_tenants
 from service.board.streams import Streams
 from service.core.events import (
     AVERAGE_DETAIL_TYPE,
@@ -57,11 +57,11 @@ def body(detail_type: str, detail: Any) -> str:
 
 def test_the_highest_version_wins_whatever_the_order() -> None:
     state = BoardState(100)
-    assert state.take(average("NYC", "Latte", 30, 2)).outcome is Outcome.KEPT
-    assert state.take(average("NYC", "Latte", 10, 1)).outcome is Outcome.STALE
-    assert state.take(average("NYC", "Latte", 99, 2)).outcome is Outcome.STALE
-    assert state.take(estimate("NYC", {"Latte": 60}, 5)).outcome is Outcome.KEPT
-    assert state.take(estimate("NYC", {"Latte": 1}, 4)).outcome is Outcome.STALE
+    assert state.take(average("NYC", "Latte", 30, 2)).result is TakeResult.KEPT
+    assert state.take(average("NYC", "Latte", 10, 1)).result is TakeResult.STALE
+    assert state.take(average("NYC", "Latte", 99, 2)).result is TakeResult.STALE
+    assert state.take(estimate("NYC", {"Latte": 60}, 5)).result is TakeResult.KEPT
+    assert state.take(estimate("NYC", {"Latte": 1}, 4)).result is TakeResult.STALE
     view = state.view("NYC")
     assert view["openOrders"] == 2
     assert view["drinks"] == [
@@ -75,7 +75,7 @@ def test_the_highest_version_wins_whatever_the_order() -> None:
             "updatedAt": "2026-05-01T12:00:00Z",
         }
     ]
-    assert state.take(average("NYC", "Latte", 40, 3)).outcome is Outcome.KEPT
+    assert state.take(average("NYC", "Latte", 40, 3)).result is TakeResult.KEPT
     assert state.view("NYC")["drinks"][0]["average"] == 40
 
 
@@ -107,7 +107,7 @@ def test_served_tenants_limit_what_is_kept_and_what_has_a_page() -> None:
     assert served == frozenset({"NYC", "LDN"})
     assert served_tenants("") is None
     state = BoardState(100, served)
-    assert state.take(average("SYD", "Latte", 30, 1)).outcome is Outcome.NOT_SERVED
+    assert state.take(average("SYD", "Latte", 30, 1)).result is TakeResult.NOT_SERVED
     assert state.tenants() == ["LDN", "NYC"]  # named: a page even before any value
     assert state.knows("LDN") and not state.knows("SYD")
     assert state.take(average("NYC", "Latte", 30, 1)).new_tenant

@@ -36,26 +36,23 @@ from service.core.events import (
 from service.core.orders import Role
 from service.errors import PoisonMessageError
 from service.settings import DEFAULT_SOURCE, Settings
+from service.tools.catalog.asyncapi import asyncapi_document
 from service.tools.catalog.examples import (
     RECORDED_EXAMPLES,
     consumed_examples,
     estimate_examples,
     published_examples,
 )
-from service.tools.catalog.generator import (
-    ASYNCAPI_FILE,
+from service.tools.catalog.generator import ASYNCAPI_FILE, build_catalog, to_yaml, write_catalog
+from service.tools.catalog.schemas import (
     CONSUMED_SCHEMA_FILES,
     ESTIMATE_SCHEMA_FILE,
     PUBLISHED_ESTIMATE_SCHEMA_FILE,
     PUBLISHED_SCHEMA_FILE,
-    asyncapi_document,
-    build_catalog,
     consumed_schema,
     estimate_schema,
     published_estimate_schema,
     published_schema,
-    to_yaml,
-    write_catalog,
 )
 from service.tools.player import play_generated
 from service.tools.replay import replay, replay_estimates

@@ -14,7 +14,8 @@ import orjson
 import pytest
 import yaml
 
-from service.cli import build_parser, conflicting_options, play_options
+from service.cli import build_parser, conflicting_options
+from service.commands.aws import play_options
 from service.core.events import parse_body
 from service.core.orders import Role
 from service.settings import Settings

@@ -16,9 +16,7 @@ LEVELS = {
 }
 
 
-def configure_logging(
-    fmt: Literal["auto", "json", "console"] = "auto", level: str = "info"
-) -> None:
+def configure_logging(fmt: Literal["auto", "json", "console"], level: str) -> None:
     """Configure structlog for the process; safe to call more than once."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stdout.isatty())
     renderer: structlog.typing.Processor = (

@@ -24,6 +24,7 @@ from service.core.queueing import MAX_TENANT_ORDERS
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth
+from service.settings import setting_default
 
 log = structlog.get_logger(__name__)
 
@@ -52,7 +53,7 @@ class Metrics:
       of, so ``increase()`` sees its first orders.
     """
 
-    def __init__(self, max_average_series: int = 1000) -> None:
+    def __init__(self, max_average_series: int = setting_default("max_metric_series")) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
         self.max_average_series = max_average_series

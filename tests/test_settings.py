@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from service.aws.store import DynamoStore
+from service.metrics import Metrics
 from service.settings import (
     ENDPOINT_FIELDS,
     Settings,
@@ -108,9 +109,10 @@ def test_every_default_is_the_one_settings_declares(monkeypatch: pytest.MonkeyPa
         "completion": "completion_event",
         "max_cached_windows": "max_windows_in_memory",
         "max_cached_tenants": "max_tenants_in_memory",
+        "max_average_series": "max_metric_series",
     }
     checked = 0
-    for function in (replay, estimate_changes, DynamoStore):
+    for function in (replay, estimate_changes, DynamoStore, Metrics):
         for name, parameter in inspect.signature(function).parameters.items():
             setting = argument_of.get(name, name)
             # The tools' ``source=None`` is no default of the setting: it accepts any source.
@@ -119,7 +121,7 @@ def test_every_default_is_the_one_settings_declares(monkeypatch: pytest.MonkeyPa
             if setting in declared:
                 assert parameter.default == declared[setting], (function.__name__, name)
                 checked += 1
-    assert checked == 5 + 4 + 3  # replay, estimate_changes, DynamoStore
+    assert checked == 5 + 4 + 3 + 1  # replay, estimate_changes, DynamoStore, Metrics
 
 
 def test_every_field_changed_round_trips(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from service.commands.options import (
     tenant_list,
 )
 from service.commands.stop import until_stopped
-from service.settings import Settings
+from service.settings import Settings, setting_default
 
 if TYPE_CHECKING:
     from service.aws.clients import AwsClients
@@ -60,7 +60,8 @@ def _board_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port",
         type=port_number,
-        help="listen on this port (default WAIT_TIMES_BOARD_PORT, 8080; 0: any free port)",
+        help="listen on this port (default WAIT_TIMES_BOARD_PORT, "
+        f"{setting_default('board_port')}; 0: any free port)",
     )
 
 

@@ -231,6 +231,17 @@ def test_demo_is_offered_only_where_the_emulator_is_installed(
     assert raised.value.code == 2
 
 
+def test_every_command_is_registered_once_and_dispatched_by_no_name() -> None:
+    names = [command.name for command in cli.COMMANDS]
+    assert names == ["run", "board", "provision", "play", "replay", "schema", "demo"]
+    offered = cli.build_parser().format_help()
+    assert all(name in offered for name in names)
+    # A command runs its own handler: nothing compares a parsed command's name.
+    for path in (ROOT / "service").rglob("*.py"):
+        text = path.read_text()
+        assert not re.search(r"command(\.name)?\s*[!=]=\s*[\"']", text), path
+
+
 def test_the_readme_documents_every_exit_code() -> None:
     readme = (ROOT / "README.md").read_text()
     table = readme.split("### Errors and exit codes", 1)[1].split("\n## ", 1)[0]

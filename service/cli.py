@@ -26,7 +26,7 @@ import structlog
 
 from service.commands import aws, offline
 from service.commands.base import Command, UsageError
-from service.commands.options import add_duration, add_traffic
+from service.commands.options import add_duration, add_seed, add_traffic
 from service.commands.stop import STOP_SIGNALS, StopRequested, raise_on_stop_signals
 from service.errors import (
     EXIT_CODES,
@@ -80,7 +80,8 @@ async def _demo(args: argparse.Namespace, settings: Settings) -> int:
 
 def _demo_options(parser: argparse.ArgumentParser) -> None:
     add_duration(parser)
-    add_traffic(parser, speed=20.0, unpaced=False, seed=1)
+    add_traffic(parser, speed=20.0, unpaced=False)
+    add_seed(parser, default=1)
 
 
 DEMO = Command(

@@ -19,6 +19,7 @@ from service.commands.options import (
     POSITIVE,
     POSITIVE_INT,
     add_duration,
+    add_seed,
     add_traffic,
     port_number,
     tenant_list,
@@ -180,7 +181,7 @@ def _play_options(parser: argparse.ArgumentParser) -> None:
         "--orders", type=POSITIVE_INT, help="stop after this many placed orders, once they end"
     )
     add_duration(amount)
-    add_traffic(parser, speed=1.0, unpaced=True, seed=None)
+    add_traffic(parser, speed=1.0, unpaced=True)
     parser.add_argument(
         "--history",
         type=NON_NEGATIVE,
@@ -188,6 +189,7 @@ def _play_options(parser: argparse.ArgumentParser) -> None:
         help="start the simulated clock this long ago (default 3600 when --speed is 0 or "
         "above 1, else 0)",
     )
+    add_seed(parser, default=None)
     parser.add_argument(
         "--tenants", type=tenant_list, default="NYC,LDN,SYD", help="comma-separated tenant ids"
     )

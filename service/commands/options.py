@@ -60,12 +60,9 @@ def add_duration(target: argparse.ArgumentParser | argparse._MutuallyExclusiveGr
     target.add_argument("--duration", type=POSITIVE, help="stop after this many real seconds")
 
 
-def add_traffic(
-    parser: argparse.ArgumentParser, *, speed: float, unpaced: bool, seed: int | None
-) -> None:
-    """``--rate``, ``--speed`` and ``--seed`` with this command's defaults; ``unpaced``:
-    ``--speed 0`` turns pacing off (``play``; the demo needs pacing). No default seed: a
-    random one."""
+def add_traffic(parser: argparse.ArgumentParser, *, speed: float, unpaced: bool) -> None:
+    """``--rate`` and ``--speed`` with this command's default speed; ``unpaced``: ``--speed 0``
+    turns pacing off (``play``; the demo needs pacing)."""
     parser.add_argument(
         "--rate",
         type=POSITIVE,
@@ -80,9 +77,11 @@ def add_traffic(
         help="simulated seconds per real second until caught up with the wall clock "
         f"(default {speed:g}{'; 0: no pacing' if unpaced else ''})",
     )
+
+
+def add_seed(parser: argparse.ArgumentParser, *, default: int | None) -> None:
+    """``--seed``: reproducible traffic; no default, a random seed."""
+    shown = "a random seed" if default is None else default
     parser.add_argument(
-        "--seed",
-        type=int,
-        default=seed,
-        help=f"reproducible traffic (default: {'a random seed' if seed is None else seed})",
+        "--seed", type=int, default=default, help=f"reproducible traffic (default: {shown})"
     )

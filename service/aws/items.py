@@ -144,24 +144,6 @@ def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateType
     }
 
 
-def order_item(record: OrderRecord, expires_at: int) -> dict[str, AttributeValueTypeDef]:
-    """The whole item ``order_update`` leaves for ``record`` where none was: the layout the
-    service writes, for writing a history straight into a table (the cost benchmark)."""
-    item: dict[str, AttributeValueTypeDef] = {
-        KEY: {"S": order_pk(record.order_id)},
-        EXPIRES_AT: {"N": str(expires_at)},
-    }
-    if record.submissions:
-        item[SUBMISSIONS] = {"SS": sorted(_submission_text(half) for half in record.submissions)}
-    if record.completions:
-        item[COMPLETIONS] = {"NS": sorted(str(at) for at in record.completions)}
-    if record.cancelled:
-        item[CANCELLED] = {"BOOL": True}
-    if record.cancellations:
-        item[CANCELLATIONS] = {"NS": sorted(str(at) for at in record.cancellations)}
-    return item
-
-
 def anomaly_mark(order_id: str, kind: str, table: str) -> UpdateTypeDef:
     """Set the anomaly mark once: the condition fails for every worker but the first."""
     return {

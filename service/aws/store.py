@@ -332,7 +332,12 @@ class _TableWrites:
         for pk, tenant in tenants.items():
             stored = proposals.tenants[tenant]
             puts[pk] = items.tenant_put(
-                tenant, stored.state.orders, stored.version, table, expected=stored.version - 1
+                tenant,
+                stored.state.orders,
+                stored.view,
+                stored.version,
+                table,
+                expected=stored.version - 1,
             )
         written, conflicted = await write_conditionally(store.client, puts, store._items)
         for pk in written & keys.keys():

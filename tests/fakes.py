@@ -404,9 +404,10 @@ class FakeStore(Injectable):
     - ``records``: order records, each call's records joined in with ``join_record``.
     - ``keys``: each key's durable state (``KeyState``), view and version. ``commit``
       starts from this process's cache (``cached``; the durable copy for a key not cached)
-      and runs ``WindowCommit``: its proposals are written all together only if every
-      expected version still holds (a transaction); keys that lost are re-read, joined and
-      proposed again, within the rule's limits.
+      and runs ``WindowCommit`` and ``TenantCommit`` with the stores' one driver
+      (``drive_commit``) over ``FakeWrites``: a round's proposals are written all together
+      only if every expected version still holds (a transaction); keys that lost are
+      re-read, joined and proposed again, within the rules' limits.
     - ``bump(key, records)``: another writer joins records into a key behind this
       process's cache, so the next merge of that key must re-read and join.
 

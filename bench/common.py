@@ -245,3 +245,29 @@ def summary_ms(values: list[float]) -> dict[str, float]:
         "min_ms": round(min(values) * 1000, 2),
         "max_ms": round(max(values) * 1000, 2),
     }
+
+
+def order_item(record: Any, expires_at: int) -> dict[str, Any]:
+    """The whole item ``service.aws.items.order_update`` leaves for ``record`` (an
+    ``OrderRecord``) where none was: the layout the service writes, for writing a history
+    straight into a table (the cost and memory benchmarks; the service itself only updates)."""
+    import json  # noqa: PLC0415
+
+    from service.aws import items  # noqa: PLC0415
+
+    def text(half: tuple[int, str, str]) -> str:
+        return json.dumps(list(half), ensure_ascii=False, separators=(",", ":"))
+
+    item: dict[str, Any] = {
+        items.KEY: {"S": items.order_pk(record.order_id)},
+        items.EXPIRES_AT: {"N": str(expires_at)},
+    }
+    if record.submissions:
+        item[items.SUBMISSIONS] = {"SS": sorted(text(half) for half in record.submissions)}
+    if record.completions:
+        item[items.COMPLETIONS] = {"NS": sorted(str(at) for at in record.completions)}
+    if record.cancelled:
+        item[items.CANCELLED] = {"BOOL": True}
+    if record.cancellations:
+        item[items.CANCELLATIONS] = {"NS": sorted(str(at) for at in record.cancellations)}
+    return item

@@ -20,10 +20,10 @@ from typing import Any
 import anyio
 
 from bench import baseline
-from bench.common import LOAD_BARISTAS, LOAD_CAP
+from bench.common import LOAD_BARISTAS, LOAD_CAP, order_item
 from service.app import run_worker
 from service.aws.clients import open_clients
-from service.aws.items import order_item, window_put
+from service.aws.items import window_put
 from service.aws.provision import provision
 from service.core.commit import MAX_LIVE_ORDERS
 from service.core.events import role_of

@@ -60,6 +60,7 @@ from bench.common import (
     ROOT,
     bench_settings,
     dummy_credentials,
+    order_item,
     peak_rss_mb,
     peak_wrapped,
     print_machine,
@@ -132,7 +133,7 @@ def stored_record(
     from service.core.pairing import OrderRecord  # noqa: PLC0415
 
     record = OrderRecord.of(order_id, tenant, drink, submitted, completed)
-    return items.record_from_item(order_id, items.order_item(record, expires))
+    return items.record_from_item(order_id, order_item(record, expires))
 
 
 def fill_windows(worker: Any, rng: random.Random) -> None:

@@ -11,8 +11,8 @@ so they are unit-tested without fakes:
    reported, the halves that came after their order expired;
 4. ``keep_in_force``: each new submission's record gets the estimate in force for its
    drink, to be scored when it completes;
-5. ``to_publish`` and ``estimates_to_publish``: which committed keys publish their average,
-   which committed tenants their estimate;
+5. ``to_publish``: which committed keys publish their average and which committed tenants
+   their estimate, by one rule;
 6. ``scores``: the estimates scored against the orders the commit counted first;
 7. ``final_poison``: which poison messages are on the receive that sends them to the DLQ.
 
@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import structlog
 
@@ -199,36 +200,45 @@ def sort_records(
     return found
 
 
+class PublishableChange(Protocol):
+    """What ``to_publish`` reads of a committed change (``WindowChange``, ``TenantChange``)."""
+
+    @property
+    def changed(self) -> bool:
+        """Its published value changed."""
+        ...
+
+    @property
+    def subject(self) -> Hashable:
+        """What it is of: a key, a tenant."""
+        ...
+
+    @property
+    def shown(self) -> bool:
+        """It holds a value to publish."""
+        ...
+
+
+C = TypeVar("C", bound=PublishableChange)
+
+
 def to_publish(
-    changes: Sequence[WindowChange], records: SortedRecords, *, retried: bool
-) -> list[WindowChange]:
-    """The keys whose average goes out: a key whose window changed, and every key a
-    redelivered order names (its publish may have been lost with a crashed worker, also
-    when the change took the order out of the window, as a cancellation does: its current
-    version goes out again). When the commit was tried again (``retried``), an earlier
-    attempt may have written any key, so every key of the flush's orders."""
-    if retried:
-        again = set(records.by_key)
-    else:
-        again = {key for key, orders in records.redelivered.items() if orders}
+    changes: Sequence[C],
+    flushed: Iterable[Hashable],
+    redelivered: Iterable[Hashable],
+    *,
+    retried: bool,
+) -> list[C]:
+    """The one rule of what a flush publishes, for averages (keys) and estimates (tenants)
+    alike: a value that changed, and the current one of everything a redelivered order
+    names (its publish may have been lost with a crashed worker, also when the change took
+    the order out of the window, as a cancellation does: its current version goes out
+    again). When the commit was tried again (``retried``), an earlier attempt may have
+    written anything the flush's orders name (``flushed``), so all of it. Never a change
+    with nothing to show (an empty window, a tenant without an estimate)."""
+    again = set(flushed) if retried else set(redelivered)
     return [
-        change
-        for change in changes
-        if change.state.window.samples and (change.changed or change.key in again)
-    ]
-
-
-def estimates_to_publish(
-    changes: Sequence[TenantChange], records: SortedRecords, *, retried: bool
-) -> list[TenantChange]:
-    """The tenants whose estimate goes out, by the rule of ``to_publish``: an estimate that
-    changed in whole seconds, and the current one of every tenant a redelivered order
-    names (every tenant of the flush when the commit was tried again)."""
-    again = set(records.by_tenant) if retried else records.redelivered_tenants
-    return [
-        change
-        for change in changes
-        if change.estimate is not None and (change.changed or change.tenant in again)
+        change for change in changes if change.shown and (change.changed or change.subject in again)
     ]
 
 
@@ -361,8 +371,10 @@ class Flush:
         retried = len(attempts) > 1
         return (
             done,
-            to_publish(done.windows, records, retried=retried),
-            estimates_to_publish(done.tenants, records, retried=retried),
+            to_publish(done.windows, records.by_key, records.redelivered, retried=retried),
+            to_publish(
+                done.tenants, records.by_tenant, records.redelivered_tenants, retried=retried
+            ),
         )
 
     async def _publish(

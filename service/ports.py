@@ -61,6 +61,16 @@ class WindowChange:
     state: WindowState
     changed: bool
 
+    @property
+    def subject(self) -> WindowKey:
+        """What the change is of (its published average's key)."""
+        return self.key
+
+    @property
+    def shown(self) -> bool:
+        """Whether there is a value to publish: the window holds a sample."""
+        return self.state.window.samples > 0
+
 
 @dataclass(frozen=True, slots=True)
 class TenantChange:
@@ -74,6 +84,16 @@ class TenantChange:
     version: int
     changed: bool
     counted: tuple[str, ...] = ()
+
+    @property
+    def subject(self) -> str:
+        """What the change is of (its published estimate's tenant)."""
+        return self.tenant
+
+    @property
+    def shown(self) -> bool:
+        """Whether there is a value to publish: the tenant has an estimate."""
+        return self.estimate is not None
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,12 +30,13 @@ from dataclasses import dataclass, field
 import anyio
 from anyio.lowlevel import checkpoint
 
-from service.aws.store import tenant_change
+from service.aws.store import committed
 from service.core.commit import StoredKey, WindowCommit
 from service.core.estimate import Estimate
 from service.core.events import DrinkAverageTime, Published, WaitEstimate
 from service.core.pairing import OrderRecord
 from service.core.queueing import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
+from service.core.rounds import Proposals, Reread, Subjects, Written, drive_commit
 from service.core.window import WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import (
@@ -44,7 +45,6 @@ from service.ports import (
     Message,
     Observer,
     QueueDepth,
-    WindowChange,
     WindowState,
 )
 
@@ -401,11 +401,12 @@ class FakeStore(Injectable):
     """The OrderStore port in memory, on the pure core, with DynamoStore's semantics.
 
     - ``records``: order records, each call's records joined in with ``join_record``.
-    - ``keys``: each key's durable state (``KeyState``), view and version. ``merge_all``
+    - ``keys``: each key's durable state (``KeyState``), view and version. ``commit``
       starts from this process's cache (``cached``; the durable copy for a key not cached)
-      and runs ``WindowCommit``: its proposals are written all together only if every
-      expected version still holds (a transaction); keys that lost are re-read, joined and
-      proposed again, within the rule's limits.
+      and runs ``WindowCommit`` and ``TenantCommit`` with the stores' one driver
+      (``drive_commit``) over ``FakeWrites``: a round's proposals are written all together
+      only if every expected version still holds (a transaction); keys that lost are
+      re-read, joined and proposed again, within the rules' limits.
     - ``bump(key, records)``: another writer joins records into a key behind this
       process's cache, so the next merge of that key must re-read and join.
 
@@ -523,12 +524,6 @@ class FakeStore(Injectable):
         self.injections.leave("mark", ids)
         return marked
 
-    async def merge_all(
-        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
-    ) -> list[WindowChange]:
-        """Join records into the stored key states (``commit`` without tenants)."""
-        return (await self.commit(records, {}, now)).windows
-
     async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
         """Each tenant's estimate as this process last committed or read it (no fault
         point: DynamoStore reads only what it has not cached)."""
@@ -566,46 +561,57 @@ class FakeStore(Injectable):
             max_wait_seconds=self.max_wait_seconds,
             cap=self.tenant_cap,
         )
-        while True:
-            proposals = window_commit.proposals()
-            tenant_proposals = tenant_commit.proposals()
-            if not proposals and not tenant_proposals:
-                break
-            lost = [
-                k for k in proposals if self.stored(k).version != window_commit.states[k].version
-            ]
-            lost_tenants = [
-                t
-                for t in tenant_proposals
-                if self.tenant(t, now).version != tenant_commit.states[t].version
-            ]
-            if lost or lost_tenants:
-                self.conflicts += len(lost) + len(lost_tenants)
-                for _ in range(len(lost) + len(lost_tenants)):
-                    if self.observer is not None:
-                        self.observer.window_conflict()
-                window_commit.lost({key: self.stored(key) for key in lost})
-                tenant_commit.lost({t: self.tenant(t, now) for t in lost_tenants})
-                continue
-            self.keys.update(proposals)
-            self.tenant_states.update(tenant_proposals)
-            window_commit.landed(proposals)
-            tenant_commit.landed(tenant_proposals)
+        result = await drive_commit(window_commit, tenant_commit, FakeWrites(self, now))
         self.injections.leave("commit", keys)  # a lost answer leaves the cache stale
-        result = window_commit.result()
-        for committed in result:
-            self.cached[committed.key] = committed.stored
-        tenant_result = tenant_commit.result()
-        for tenant_committed in tenant_result:
+        for key_committed in result.windows:
+            self.cached[key_committed.key] = key_committed.stored
+        for tenant_committed in result.tenants:
             self.cached_tenant_states[tenant_committed.tenant] = tenant_committed.stored
-        return Committed(
-            [
-                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
-                for c in result
-            ],
-            [tenant_change(t) for t in tenant_result],
-            tenant_commit.dropped,
+        return committed(result, tenant_commit.dropped)
+
+
+class FakeWrites:
+    """``FakeStore``'s I/O for one commit (``CommitWrites``): every proposal in one
+    transaction, written only if every expected version holds; no wait between rounds."""
+
+    def __init__(self, store: FakeStore, now: int) -> None:
+        self.store, self.now = store, now
+
+    async def write(
+        self, proposals: Proposals[WindowKey, StoredKey, str, StoredTenant]
+    ) -> Written[WindowKey, str]:
+        """All of the round's proposals, or none when any expected version moved."""
+        store = self.store
+        lost = frozenset(
+            k for k, p in proposals.windows.items() if store.stored(k).version != p.version - 1
         )
+        lost_tenants = frozenset(
+            t
+            for t, p in proposals.tenants.items()
+            if store.tenant(t, self.now).version != p.version - 1
+        )
+        if lost or lost_tenants:
+            store.conflicts += len(lost) + len(lost_tenants)
+            for _ in range(len(lost) + len(lost_tenants)):
+                if store.observer is not None:
+                    store.observer.window_conflict()
+            return Written(lost=Subjects(lost, lost_tenants))
+        store.keys.update(proposals.windows)
+        store.tenant_states.update(proposals.tenants)
+        return Written(landed=Subjects(frozenset(proposals.windows), frozenset(proposals.tenants)))
+
+    async def reread(
+        self, lost: Subjects[WindowKey, str]
+    ) -> Reread[WindowKey, StoredKey, str, StoredTenant]:
+        """The durable states of what lost."""
+        store = self.store
+        return Reread(
+            {key: store.stored(key) for key in lost.windows},
+            {t: store.tenant(t, self.now) for t in lost.tenants},
+        )
+
+    async def contended(self, rounds: int) -> None:
+        """The other writer finished at once: nothing to wait for."""
 
 
 # -- the publisher -----------------------------------------------------------------------

@@ -15,6 +15,7 @@ CORE = (
     "service.core.window",
     "service.core.pairing",
     "service.core.commit",
+    "service.core.rounds",
     "service.lru",
     "service.tools.replay",
 )

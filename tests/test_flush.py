@@ -116,10 +116,10 @@ async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws
         }
 
     # Both stores cache every key at version 1; then the fresh one moves them all to 2.
-    await stale.merge_all(records("a", 100), now=1_000)
-    await fresh.merge_all(records("b", 200), now=1_000)
+    await stale.commit(records("a", 100), {}, now=1_000)
+    await fresh.commit(records("b", 200), {}, now=1_000)
     # Stale versions: the transaction fails.
-    changes = await stale.merge_all(records("c", 300), now=1_000)
+    changes = (await stale.commit(records("c", 300), {}, now=1_000)).windows
 
     assert conflicts  # the condition failed, was counted, and the keys were re-read
     stored = await scan_windows(aws.clients, aws.settings)

@@ -6,12 +6,13 @@ import json
 
 import pytest
 
+from service.core.estimate import DrinkEstimate, Estimate
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderRecord
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 from service.flush import final_poison, join_records, sort_records, to_publish, triage
-from service.ports import Message, WindowChange, WindowState
+from service.ports import Message, TenantChange, WindowChange, WindowState
 from service.settings import WorkerOptions
 from tests.envelopes import envelope
 
@@ -110,16 +111,45 @@ def test_to_publish_takes_changed_windows_and_those_holding_a_redelivered_order(
     orders = [(message({}, "m1"), event(Role.COMPLETED, "b", 160))]
     stored = {"b": OrderRecord.of("b", "NYC", "Mocha", 100, 160, expires_at=NOW + 1)}
     plain = sort_records(orders, stored, now=NOW, max_wait_seconds=7200)
-    assert [c.key for c in to_publish(changes, plain, retried=False)] == [KEY]
+    assert [c.key for c in to_publish(changes, plain.by_key, plain.redelivered, retried=False)] == [
+        KEY
+    ]
     redelivered = sort_records(
         [(message({}, "m1", receive_count=2), orders[0][1])],
         stored,
         now=NOW,
         max_wait_seconds=7200,
     )
-    assert [c.key for c in to_publish(changes, redelivered, retried=False)] == [KEY, other]
+    assert [
+        c.key
+        for c in to_publish(changes, redelivered.by_key, redelivered.redelivered, retried=False)
+    ] == [KEY, other]
     # Retried: an earlier attempt may have written any key holding one of these orders.
-    assert [c.key for c in to_publish(changes, plain, retried=True)] == [KEY, other]
+    assert [c.key for c in to_publish(changes, plain.by_key, plain.redelivered, retried=True)] == [
+        KEY,
+        other,
+    ]
+
+
+def test_to_publish_takes_estimates_by_the_same_rule_as_averages() -> None:
+    """Tenants go out as keys do: changed, or named by a redelivered order (every tenant
+    of the flush when the commit was tried again), never without an estimate."""
+
+    def estimate(tenant: str) -> Estimate:
+        return Estimate(tenant, NOW, 1, {"Latte": DrinkEstimate(60.0, 90.0)})
+
+    changes = [
+        TenantChange("NYC", estimate("NYC"), 2, changed=False),
+        TenantChange("LDN", estimate("LDN"), 1, changed=True),
+        TenantChange("SYD", None, 1, changed=True),
+    ]
+    flushed: dict[str, list[OrderRecord]] = {"NYC": [], "LDN": [], "SYD": []}
+    assert [c.tenant for c in to_publish(changes, flushed, set(), retried=False)] == ["LDN"]
+    assert [c.tenant for c in to_publish(changes, flushed, {"NYC", "SYD"}, retried=False)] == [
+        "NYC",
+        "LDN",
+    ]
+    assert [c.tenant for c in to_publish(changes, flushed, set(), retried=True)] == ["NYC", "LDN"]
 
 
 def test_final_poison_is_the_receive_that_reaches_the_redrive_limit() -> None:
@@ -140,4 +170,6 @@ def test_a_redelivered_order_republishes_a_key_it_names_even_out_of_its_window()
     orders = [(message({}, "m1", receive_count=2), event(Role.CANCELLED, "gone", 170))]
     found = sort_records(orders, stored, now=NOW, max_wait_seconds=7200)
     unchanged = [change(KEY, ["other"], False)]
-    assert [c.key for c in to_publish(unchanged, found, retried=False)] == [KEY]
+    assert [
+        c.key for c in to_publish(unchanged, found.by_key, found.redelivered, retried=False)
+    ] == [KEY]

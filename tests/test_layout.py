@@ -222,3 +222,21 @@ def test_no_class_over_250_lines_and_no_function_over_40_statements() -> None:
                 )
             checked += 1
     assert checked >= 10, "the check must see the adapters' clients"
+
+
+def test_the_board_runs_no_model_and_decodes_no_private_state() -> None:
+    """What the board shows at start is what the worker published (the view each tenant
+    item keeps, service/board/seed.py): nothing in service/board/ reaches the tenant model,
+    even indirectly, nor decodes a tenant's orders (``items.tenant_from_item``)."""
+    defines_model = ("class TenantState", "def view_of", "class TenantCommit")
+    model = {
+        module
+        for module, path in MODULES.items()
+        if module.startswith("service.core")
+        and (module == "service.core.queueing" or any(d in path.read_text() for d in defines_model))
+    }
+    assert model  # the model is somewhere in the core
+    for module, path in MODULES.items():
+        if module.startswith("service.board"):
+            assert not (closure(module) | {module}) & model, module
+            assert "tenant_from_item" not in path.read_text(), module

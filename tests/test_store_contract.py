@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import pytest
 
-from service.aws import items
 from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
 from service.core.orders import OrderEvent, Role
@@ -83,7 +82,7 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
     second = dynamo(None)
 
     async def merge(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
-        await second.merge_all({key: list(records)}, now)
+        await second.commit({key: list(records)}, {}, now)
 
     async def commit_tenant(tenant: str, records: Sequence[OrderRecord], now: int) -> None:
         await second.commit({}, {tenant: list(records)}, now)
@@ -127,12 +126,12 @@ async def test_a_window_is_written_at_the_next_version_only_when_it_changes(
     subject: Subject,
 ) -> None:
     store = subject.store
-    first = only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1000))
+    first = only((await store.commit({KEY: [paired("a", 100, 60)]}, {}, now=1000)).windows)
     assert first.changed and first.state.version == 1
     assert first.state.window.duration == 60.0 and first.state.window.samples == 1
-    same = only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1001))
+    same = only((await store.commit({KEY: [paired("a", 100, 60)]}, {}, now=1001)).windows)
     assert not same.changed and same.state.version == 1
-    second = only(await store.merge_all({KEY: [paired("b", 200, 30)]}, now=1002))
+    second = only((await store.commit({KEY: [paired("b", 200, 30)]}, {}, now=1002)).windows)
     assert second.changed and second.state.version == 2
     assert second.state.window.duration == 45.0
 
@@ -140,9 +139,9 @@ async def test_a_window_is_written_at_the_next_version_only_when_it_changes(
 @DYNAMODB_ONLY
 async def test_a_lost_race_is_read_again_and_joined(subject: Subject) -> None:
     store = subject.store
-    only(await store.merge_all({KEY: [paired("a", 100, 60)]}, now=1000))
+    only((await store.commit({KEY: [paired("a", 100, 60)]}, {}, now=1000)).windows)
     await subject.other(KEY, [paired("b", 200, 20)], 1000)  # behind this store's cache
-    change = only(await store.merge_all({KEY: [paired("c", 300, 40)]}, now=1000))
+    change = only((await store.commit({KEY: [paired("c", 300, 40)]}, {}, now=1000)).windows)
     assert change.changed and change.state.version == 3
     assert sorted(e.order_id for e in change.state.window.entries) == ["a", "b", "c"]
     assert subject.observer.counts["window_conflict"] == 1
@@ -156,7 +155,9 @@ async def test_every_submission_key_hears_of_an_order_and_the_earliest_counts(
     the other key's state holds it and shows nothing."""
     other_key: WindowKey = ("NYC", "Mocha")
     record = submitted("a", 100).join(submitted("a", 110, drink="Mocha")).join(completed("a", 160))
-    changes = await subject.store.merge_all({KEY: [record], other_key: [record]}, now=1000)
+    changes = (
+        await subject.store.commit({KEY: [record], other_key: [record]}, {}, now=1000)
+    ).windows
     by_key = {change.key: change for change in changes}
     assert by_key[KEY].state.window.duration == 60.0
     assert by_key[other_key].state.window.samples == 0
@@ -165,10 +166,10 @@ async def test_every_submission_key_hears_of_an_order_and_the_earliest_counts(
 @DYNAMODB_ONLY
 async def test_records_settle_when_they_expire_and_still_count(subject: Subject) -> None:
     record = paired("a", 100, 60)._replace(expires_at=1500)
-    first = only(await subject.store.merge_all({KEY: [record]}, now=1000))
+    first = only((await subject.store.commit({KEY: [record]}, {}, now=1000)).windows)
     assert first.state.window.duration == 60.0
     later = paired("b", 1600, 20)._replace(expires_at=90000)
-    change = only(await subject.store.merge_all({KEY: [later]}, now=2000))
+    change = only((await subject.store.commit({KEY: [later]}, {}, now=2000)).windows)
     assert change.changed and change.state.version == 2
     assert [e.order_id for e in change.state.window.entries] == ["b", "a"]
 
@@ -181,30 +182,6 @@ async def test_an_anomaly_is_marked_once(subject: Subject) -> None:
     assert await store.mark_anomalies({"a": "negative_wait"}) == set()
     stored = await store.apply_all([completed("a", 90)], now=1001)
     assert stored["a"].anomaly_reported
-
-
-@DYNAMODB_ONLY
-async def test_a_history_item_reads_back_as_the_record_the_update_writes(aws: Aws) -> None:
-    """``items.order_item`` (the cost benchmark's seeding) is the layout the update leaves."""
-    record = (
-        submitted("a", 100)
-        .join(completed("a", 160))
-        ._replace(cancelled=True, cancellations=(150, 170))
-    )
-    table = aws.settings.table_name
-    await aws.clients.dynamodb.put_item(
-        TableName=table, Item=items.order_item(record._replace(order_id="seeded"), 2000)
-    )
-    await aws.clients.dynamodb.update_item(**items.order_update(record, table, 2000))
-    read = {}
-    for order_id in ("seeded", "a"):
-        found = await aws.clients.dynamodb.get_item(
-            TableName=table, Key={items.KEY: {"S": items.order_pk(order_id)}}, ConsistentRead=True
-        )
-        read[order_id] = items.record_from_item("a", found["Item"])
-    assert read["seeded"] == read["a"]
-    assert read["a"].cancelled and read["a"].completions == (160,)
-    assert read["a"].cancellations == (150, 170)
 
 
 # -- tenants -------------------------------------------------------------------------------
@@ -337,7 +314,7 @@ async def test_a_store_commits_from_its_packed_states_as_from_objects(aws: Aws) 
     for step in range(12):
         key, now = keys[step % 3], 1000 + step
         records = [paired(f"o{step}", 100 + 10 * step, 60 + step), submitted(f"p{step}", 200)]
-        windows = [await s.merge_all({key: records}, now) for s in (objects, packed)]
+        windows = [(await s.commit({key: records}, {}, now)).windows for s in (objects, packed)]
         assert windows[0] == windows[1]
         tenant = ("NYC", "LDN", "SYD")[step % 3]
         orders = [submitted(f"t{step}", 300 + step, tenant), paired(f"u{step}", 250, 40)]

@@ -20,13 +20,15 @@ One table, partition key ``pk`` only, two kinds of item:
 | tenant | ``T#<tenant>`` | ``tenant`` | S | the tenant, readable |
 | | | ``v`` | N | version: rises with every write |
 | | | ``to`` | B | the tenant's orders (``TenantState``; another tenant's: a tombstone), zlib-compressed JSON ``[[orderId, submittedAt, tenant, drink, completedAt, cancelledAt, cancelled], ...]`` |
+| | | ``pv`` | S | the published view: the estimate the worker published (or would: unchanged in whole seconds) at ``v``, ``[asOf, openOrders, [[drink, estimate, p90], ...]]``; absent while the tenant has no estimate, and on items written before it was kept |
 | | | ``updatedAt`` | S | RFC 3339, when it was written |
 
 An order record's update only adds to sets (``ADD``) and sets sticky flags: every write
 commutes with every other and none can fail a transaction, however many workers and
 redeliveries write the same order. The window item holds the key's state (``o`` and
 ``s``, see ``service.core.pairing.KeyState``) and is written with a conditional put on
-``v``; so is a tenant item, whose estimate (the view) is computed again when it is read.
+``v``; so is a tenant item. The worker computes a tenant's estimate again from its orders
+when it reads the item; the board reads the published view (``pv``) and nothing else of it.
 Records written before this layout (``tn``/``dr``/``st``/``ct``) and windows
 without ``o`` are still read.
 """
@@ -78,6 +80,7 @@ SETTLED: Final = "s"
 UPDATED_AT: Final = "updatedAt"
 TENANT: Final = "tenant"
 TENANT_ORDERS: Final = "to"
+TENANT_VIEW: Final = "pv"
 
 
 def order_pk(order_id: str) -> str:
@@ -142,24 +145,6 @@ def order_update(record: OrderRecord, table: str, expires_at: int) -> UpdateType
         "ExpressionAttributeNames": names,
         "ExpressionAttributeValues": values,
     }
-
-
-def order_item(record: OrderRecord, expires_at: int) -> dict[str, AttributeValueTypeDef]:
-    """The whole item ``order_update`` leaves for ``record`` where none was: the layout the
-    service writes, for writing a history straight into a table (the cost benchmark)."""
-    item: dict[str, AttributeValueTypeDef] = {
-        KEY: {"S": order_pk(record.order_id)},
-        EXPIRES_AT: {"N": str(expires_at)},
-    }
-    if record.submissions:
-        item[SUBMISSIONS] = {"SS": sorted(_submission_text(half) for half in record.submissions)}
-    if record.completions:
-        item[COMPLETIONS] = {"NS": sorted(str(at) for at in record.completions)}
-    if record.cancelled:
-        item[CANCELLED] = {"BOOL": True}
-    if record.cancellations:
-        item[CANCELLATIONS] = {"NS": sorted(str(at) for at in record.cancellations)}
-    return item
 
 
 def anomaly_mark(order_id: str, kind: str, table: str) -> UpdateTypeDef:
@@ -344,21 +329,61 @@ def _orders_of_rows(text: str | bytes) -> dict[str, OrderRecord]:
 
 
 def tenant_put(
-    tenant: str, orders: Mapping[str, OrderRecord], version: int, table: str, *, expected: int
+    tenant: str,
+    orders: Mapping[str, OrderRecord],
+    view: Estimate | None,
+    version: int,
+    table: str,
+    *,
+    expected: int,
 ) -> PutTypeDef:
-    """A conditional put of a tenant's new state: only over version ``expected`` (or none)."""
+    """A conditional put of a tenant's new state and its view (the estimate published at
+    ``version``): only over version ``expected`` (or none)."""
+    item: dict[str, AttributeValueTypeDef] = {
+        KEY: {"S": tenant_pk(tenant)},
+        TENANT: {"S": tenant},
+        VERSION: {"N": str(version)},
+        TENANT_ORDERS: {"B": encode_tenant_orders(orders)},
+        UPDATED_AT: {"S": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
+    }
+    if view is not None:
+        item[TENANT_VIEW] = {"S": encode_estimate(view)}
     return {
         "TableName": table,
-        "Item": {
-            KEY: {"S": tenant_pk(tenant)},
-            TENANT: {"S": tenant},
-            VERSION: {"N": str(version)},
-            TENANT_ORDERS: {"B": encode_tenant_orders(orders)},
-            UPDATED_AT: {"S": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")},
-        },
+        "Item": item,
         "ConditionExpression": f"attribute_not_exists({KEY}) OR {VERSION} = :v",
         "ExpressionAttributeValues": {":v": {"N": str(expected)}},
     }
+
+
+def encode_estimate(view: Estimate) -> str:
+    """A tenant's estimate as JSON, ``[asOf, openOrders, [[drink, estimate, p90], ...]]``."""
+    return json.dumps(_estimate_row(view), ensure_ascii=False, separators=(",", ":"))
+
+
+def _estimate_row(view: Estimate) -> list[Any]:
+    return [view.as_of, view.open_orders, [[d, *e] for d, e in view.drinks.items()]]
+
+
+def _estimate_of_row(tenant: str, row: list[Any]) -> Estimate:
+    """Inverse of ``_estimate_row``, for ``tenant``."""
+    as_of, open_orders, drinks = row
+    return Estimate(
+        tenant,
+        int(as_of),
+        int(open_orders),
+        {str(d): DrinkEstimate(float(e), float(p)) for d, e, p in drinks},
+    )
+
+
+def published_estimate(item: Item) -> tuple[Estimate, int] | None:
+    """A tenant item's published view and its version (None: no estimate kept, as on an
+    item written before the view was)."""
+    view = item.get(TENANT_VIEW)
+    if view is None:
+        return None
+    estimate = _estimate_of_row(item[TENANT]["S"], json.loads(view["S"]))
+    return estimate, int(item[VERSION]["N"])
 
 
 def tenant_from_item(item: Item | None) -> tuple[str, dict[str, OrderRecord], int] | None:
@@ -401,11 +426,7 @@ def pack_tenant(orders: Mapping[str, OrderRecord], view: Estimate | None, versio
     for none, else ``[asOf, openOrders, [[drink, estimate, p90], ...]]``), then its
     orders as the rows of its item (the records must be compacted, as ``TenantState``
     keeps them)."""
-    estimate = (
-        None
-        if view is None
-        else [view.as_of, view.open_orders, [[d, *e] for d, e in view.drinks.items()]]
-    )
+    estimate = None if view is None else _estimate_row(view)
     header = json.dumps([version, estimate], ensure_ascii=False, separators=(",", ":"))
     return zlib.compress(f"{header}\n{_tenant_rows(orders)}".encode(), 6)
 
@@ -414,13 +435,5 @@ def unpack_tenant(tenant: str, data: bytes) -> tuple[dict[str, OrderRecord], Est
     """Inverse of ``pack_tenant``: the orders, view and version packed for ``tenant``."""
     header, rows = zlib.decompress(data).split(b"\n", 1)
     version, estimate = json.loads(header)
-    view = None
-    if estimate is not None:
-        as_of, open_orders, drinks = estimate
-        view = Estimate(
-            tenant,
-            int(as_of),
-            int(open_orders),
-            {str(d): DrinkEstimate(float(e), float(p)) for d, e, p in drinks},
-        )
+    view = None if estimate is None else _estimate_of_row(tenant, estimate)
     return _orders_of_rows(rows), view, int(version)

@@ -8,28 +8,36 @@ Changed windows go out in one conditional PutItem, or one TransactWriteItems for
 several. A write followed by a strongly consistent read is what pairs halves handled by
 two workers at once: whichever write lands second, its reader sees both halves.
 
-Each request is made once (botocore's own two attempts inside); a failure is raised as
-the service's error and the worker decides whether to try again. Losing a race on a
-window is not an error: the store re-reads, joins and writes again, as the one window
-rule (``service.core.commit.WindowCommit``) says, within its limits.
+Each request is made once (botocore's own two attempts inside; the batched ones in
+``service.aws.batches``); a failure is raised as the service's error and the worker
+decides whether to try again. Losing a race on a window or a tenant is not an error: the
+store re-reads, joins and writes again, as the commit driver
+(``service.core.rounds.drive_commit``) runs the rules, within their limits.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from functools import partial
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import anyio
-import structlog
 
 from service.aws import items
-from service.aws.errors import call, cancellation_reasons
+from service.aws.batches import TRANSACT_LIMIT, batch_get, write_conditionally
+from service.aws.errors import call
 from service.backoff import CONTENTION
-from service.core.commit import StoredKey, WindowCommit
+from service.core.commit import KeyCommitted, StoredKey, WindowCommit
 from service.core.estimate import Estimate
 from service.core.pairing import OrderRecord
 from service.core.queueing import StoredTenant, TenantCommit, TenantCommitted, TenantState
+from service.core.rounds import (
+    CommitResult,
+    Proposals,
+    Reread,
+    Subjects,
+    Written,
+    drive_commit,
+)
 from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
 from service.lru import PackedLru
@@ -43,12 +51,6 @@ if TYPE_CHECKING:
         TransactWriteItemTypeDef,
     )
 
-log = structlog.get_logger(__name__)
-
-MAX_UNPROCESSED_ROUNDS = 8  # asks for DynamoDB's UnprocessedKeys before it counts as a failure
-TRANSACT_LIMIT = 100  # actions per TransactWriteItems
-TRANSACT_BYTES = 3_500_000  # bytes per TransactWriteItems (DynamoDB's limit: 4 MB)
-BATCH_GET_LIMIT = 100  # keys per BatchGetItem
 SINGLE_WRITES_UP_TO = 2  # orders per flush written with UpdateItem ALL_NEW instead
 HOT_WINDOWS = 1024  # cached windows kept as objects; the older ones are packed (PackedLru)
 HOT_TENANTS = 256  # likewise for tenant states (a state holds up to MAX_TENANT_ORDERS)
@@ -176,7 +178,7 @@ class DynamoStore:
         self._items("TransactWriteItems", len(actions))
 
     async def _get_items(self, pks: Iterable[str]) -> dict[str, items.Item]:
-        return await batch_get(self.client, self.table_name, pks, self._items)
+        return await batch_get(self.client, self.table_name, pks, self._items, key=items.KEY)
 
     async def mark_anomalies(self, kinds: Mapping[str, str]) -> set[str]:
         """Set each order's anomaly mark (order id → kind) unless already set; returns the
@@ -210,12 +212,6 @@ class DynamoStore:
         keys = list(keys)
         stored = await self._get_items(items.window_pk(key) for key in keys)
         return {key: self._stored_state(key, stored.get(items.window_pk(key))) for key in keys}
-
-    async def merge_all(
-        self, records: Mapping[WindowKey, Sequence[OrderRecord]], now: int
-    ) -> list[WindowChange]:
-        """Join records into their keys' stored states (``commit`` without tenants)."""
-        return (await self.commit(records, {}, now)).windows
 
     async def tenant_views(self, tenants: Iterable[str], now: int) -> dict[str, Estimate | None]:
         """Each tenant's current estimate (None: none yet), from the cache or one
@@ -265,33 +261,27 @@ class DynamoStore:
         now: int,
     ) -> Committed:
         """Join records into their keys' and tenants' stored states (settling what expired
-        by ``now``) with the one window rule, both kinds in the same requests; whatever
+        by ``now``) with the commit driver, both kinds in the same requests; whatever
         lost a race is re-read and joined again."""
         async with self._windows_lock:
-            rounds = _Rounds(
-                self,
-                WindowCommit(
-                    windows,
-                    await self._key_states(windows),
-                    now=now,
-                    max_wait_seconds=self.max_wait_seconds,
-                ),
-                TenantCommit(
-                    tenants,
-                    await self._tenant_states(tenants, now),
-                    now=now,
-                    max_wait_seconds=self.max_wait_seconds,
-                ),
-                now,
+            window_commit = WindowCommit(
+                windows,
+                await self._key_states(windows),
+                now=now,
+                max_wait_seconds=self.max_wait_seconds,
             )
-            while puts := rounds.puts():
-                written, conflicted = await write_conditionally(self.client, puts, self._items)
-                rounds.landed(written)
-                if conflicted:
-                    await rounds.reread(conflicted)
-                if not written:  # nobody's write landed: let the other transaction finish
-                    await anyio.sleep(CONTENTION.delay(rounds.rounds - 1))
-            return rounds.result()
+            tenant_commit = TenantCommit(
+                tenants,
+                await self._tenant_states(tenants, now),
+                now=now,
+                max_wait_seconds=self.max_wait_seconds,
+            )
+            result = await drive_commit(window_commit, tenant_commit, _TableWrites(self, now))
+            for key_committed in result.windows:
+                self.cache.put(key_committed.key, key_committed.stored)
+            for tenant_committed in result.tenants:
+                self.tenants.put(tenant_committed.tenant, tenant_committed.stored)
+            return committed(result, tenant_commit.dropped)
 
     async def _key_states(self, records: Iterable[WindowKey]) -> dict[WindowKey, StoredKey]:
         states: dict[WindowKey, StoredKey] = {}
@@ -304,226 +294,87 @@ class DynamoStore:
             states |= await self.load_states(cold)
         return states
 
-    def _window_put(self, proposal: StoredKey, expected: int) -> PutTypeDef:
-        return items.window_put(
-            proposal.state, proposal.view, proposal.version, self.table_name, expected=expected
-        )
+
+def committed(result: CommitResult[KeyCommitted, TenantCommitted], dropped: int) -> Committed:
+    """The port's view of where a commit's keys and tenants ended (``drive_commit``), and
+    of the orders the tenants' cap ``dropped``."""
+    windows = [
+        WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
+        for c in result.windows
+    ]
+    tenants = [
+        TenantChange(t.tenant, t.stored.view, t.stored.version, t.changed, t.counted)
+        for t in result.tenants
+    ]
+    return Committed(windows, tenants, dropped)
 
 
-class _Rounds:
-    """One commit's two rules (windows, tenants) driven together: their proposals as
-    conditional puts by ``pk``, what landed and what was re-read handed back to each, the
-    store's caches kept as last written."""
+class _TableWrites:
+    """One commit's I/O on the table (``CommitWrites``): each round's proposals of both
+    kinds as conditional puts by ``pk``, what lost re-read in one read, and the store's
+    caches kept as last written."""
 
-    def __init__(
-        self, store: DynamoStore, windows: WindowCommit, tenants: TenantCommit, now: int
-    ) -> None:
-        self.store, self.windows, self.tenants, self.now = store, windows, tenants, now
-        self.keys: dict[str, WindowKey] = {}
-        self.tenant_names: dict[str, str] = {}
+    def __init__(self, store: DynamoStore, now: int) -> None:
+        self.store, self.now = store, now
 
-    @property
-    def rounds(self) -> int:
-        """Proposal rounds so far (the larger of the two rules')."""
-        return max(self.windows.rounds, self.tenants.rounds)
-
-    def puts(self) -> dict[str, PutTypeDef]:
-        """Every proposal of both rules as a conditional put; empty when both are done."""
+    async def write(
+        self, proposals: Proposals[WindowKey, StoredKey, str, StoredTenant]
+    ) -> Written[WindowKey, str]:
+        """Every proposal as a conditional put over its version - 1, written together."""
         store, table = self.store, self.store.table_name
-        keys, tenants = self.windows.proposals(), self.tenants.proposals()
-        self.keys = {items.window_pk(key): key for key in keys}
-        self.tenant_names = {items.tenant_pk(tenant): tenant for tenant in tenants}
-        puts = {
-            pk: store._window_put(keys[key], self.windows.states[key].version)
-            for pk, key in self.keys.items()
-        }
-        for pk, tenant in self.tenant_names.items():
-            proposal = tenants[tenant]
-            expected = self.tenants.states[tenant].version
-            puts[pk] = items.tenant_put(
-                tenant, proposal.state.orders, proposal.version, table, expected=expected
+        keys = {items.window_pk(key): key for key in proposals.windows}
+        tenants = {items.tenant_pk(tenant): tenant for tenant in proposals.tenants}
+        puts: dict[str, PutTypeDef] = {}
+        for pk, key in keys.items():
+            window = proposals.windows[key]
+            puts[pk] = items.window_put(
+                window.state, window.view, window.version, table, expected=window.version - 1
             )
-        return puts
-
-    def landed(self, written: set[str]) -> None:
-        """These puts were written: their proposals are the stored states now."""
-        keys = [key for pk, key in self.keys.items() if pk in written]
-        tenants = [tenant for pk, tenant in self.tenant_names.items() if pk in written]
-        self.windows.landed(keys)
-        self.tenants.landed(tenants)
-        for key in keys:
-            self.store.cache.put(key, self.windows.states[key])
-        for tenant in tenants:
-            self.store.tenants.put(tenant, self.tenants.states[tenant])
-
-    async def reread(self, conflicted: set[str]) -> None:
-        """Read again what lost a race (one read for both kinds) and hand it back."""
-        store = self.store
-        for _ in conflicted:
-            if store.observer is not None:
-                store.observer.window_conflict()
-        stored = await store._get_items(conflicted)
-        self.windows.lost(
-            {
-                key: store._stored_state(key, stored.get(pk))
-                for pk, key in self.keys.items()
-                if pk in conflicted
-            }
-        )
-        self.tenants.lost(
-            {
-                tenant: store._stored_tenant(tenant, stored.get(pk), self.now)
-                for pk, tenant in self.tenant_names.items()
-                if pk in conflicted
-            }
-        )
-
-    def result(self) -> Committed:
-        """Where every key and tenant ended, the caches updated to it."""
-        key_result = self.windows.result()
-        for committed in key_result:
-            self.store.cache.put(committed.key, committed.stored)
-        tenant_result = self.tenants.result()
-        for tenant_committed in tenant_result:
-            self.store.tenants.put(tenant_committed.tenant, tenant_committed.stored)
-        return Committed(
-            [
-                WindowChange(c.key, WindowState(c.stored.view, c.stored.version), c.changed)
-                for c in key_result
-            ],
-            [tenant_change(t) for t in tenant_result],
-            self.tenants.dropped,
-        )
-
-
-def tenant_change(committed: TenantCommitted) -> TenantChange:
-    """The port's view of where a tenant ended after a commit."""
-    stored = committed.stored
-    return TenantChange(
-        committed.tenant, stored.view, stored.version, committed.changed, committed.counted
-    )
-
-
-async def batch_get(
-    client: DynamoDBClient,
-    table_name: str,
-    pks: Iterable[str],
-    count_items: Callable[[str, int], None],
-) -> dict[str, items.Item]:
-    """Strongly consistent BatchGetItem of distinct keys; absent keys are left out.
-
-    DynamoDB hands back what it could not read under load (UnprocessedKeys): those are
-    asked for again after a short backoff, a bounded number of times.
-    """
-    pending = list(dict.fromkeys(pks))
-    found: dict[str, items.Item] = {}
-    rounds = 0
-    while pending:
-        chunk, pending = pending[:BATCH_GET_LIMIT], pending[BATCH_GET_LIMIT:]
-        response = await call(
-            "dynamodb.BatchGetItem",
-            partial(
-                client.batch_get_item,
-                RequestItems={
-                    table_name: {
-                        "Keys": [{items.KEY: {"S": pk}} for pk in chunk],
-                        "ConsistentRead": True,
-                    }
-                },
+        for pk, tenant in tenants.items():
+            stored = proposals.tenants[tenant]
+            puts[pk] = items.tenant_put(
+                tenant,
+                stored.state.orders,
+                stored.view,
+                stored.version,
+                table,
+                expected=stored.version - 1,
+            )
+        written, conflicted = await write_conditionally(store.client, puts, store._items)
+        for pk in written & keys.keys():
+            store.cache.put(keys[pk], proposals.windows[keys[pk]])
+        for pk in written & tenants.keys():
+            store.tenants.put(tenants[pk], proposals.tenants[tenants[pk]])
+        return Written(
+            Subjects(
+                frozenset(keys[pk] for pk in written & keys.keys()),
+                frozenset(tenants[pk] for pk in written & tenants.keys()),
+            ),
+            Subjects(
+                frozenset(keys[pk] for pk in conflicted & keys.keys()),
+                frozenset(tenants[pk] for pk in conflicted & tenants.keys()),
             ),
         )
-        count_items("BatchGetItem", len(chunk))
-        for item in response.get("Responses", {}).get(table_name, []):
-            found[item[items.KEY]["S"]] = item
-        unprocessed = response.get("UnprocessedKeys", {}).get(table_name)
-        left = [key[items.KEY]["S"] for key in unprocessed["Keys"]] if unprocessed else []
-        if left:
-            if rounds >= MAX_UNPROCESSED_ROUNDS:
-                raise DependencyError(
-                    f"BatchGetItem left {len(left)} keys unprocessed {rounds} times",
-                    operation="dynamodb.BatchGetItem",
-                    code="UnprocessedKeys",
-                )
-            pending = left + pending
-            await anyio.sleep(CONTENTION.delay(rounds))
-            rounds += 1
-    return found
 
+    async def reread(
+        self, lost: Subjects[WindowKey, str]
+    ) -> Reread[WindowKey, StoredKey, str, StoredTenant]:
+        """Read again what lost a race, both kinds in one read."""
+        store = self.store
+        for _ in range(len(lost.windows) + len(lost.tenants)):
+            if store.observer is not None:
+                store.observer.window_conflict()
+        keys = {items.window_pk(key): key for key in lost.windows}
+        tenants = {items.tenant_pk(tenant): tenant for tenant in lost.tenants}
+        stored = await store._get_items([*keys, *tenants])
+        return Reread(
+            {key: store._stored_state(key, stored.get(pk)) for pk, key in keys.items()},
+            {
+                tenant: store._stored_tenant(tenant, stored.get(pk), self.now)
+                for pk, tenant in tenants.items()
+            },
+        )
 
-async def write_conditionally(
-    client: DynamoDBClient, puts: dict[str, PutTypeDef], count_items: Callable[[str, int], None]
-) -> tuple[set[str], set[str]]:
-    """Write new states conditionally: (keys written, keys to re-read), by ``pk``.
-
-    One item: a conditional PutItem. Several: one TransactWriteItems per 100, which
-    writes all of its items or none. A transaction cancelled because another one held
-    an item is a lost race like a failed condition: its items are re-read and joined
-    again. Cancelled for throttling, it is a retriable failure.
-    """
-    pks = list(puts)
-    if len(pks) == 1:
-        pk = pks[0]
-        if await _put_one(client, puts[pk], count_items):
-            return {pk}, set()
-        return set(), {pk}
-    written: set[str] = set()
-    conflicted: set[str] = set()
-    for chunk in _chunks(pks, puts):
-        actions: list[TransactWriteItemTypeDef] = [{"Put": puts[pk]} for pk in chunk]
-        try:
-            await call(
-                "dynamodb.TransactWriteItems",
-                partial(client.transact_write_items, TransactItems=actions),
-            )
-        except DependencyError as exc:
-            reasons = cancellation_reasons(exc)
-            lost = {
-                pk
-                for pk, reason in zip(chunk, reasons, strict=False)
-                if reason in {"ConditionalCheckFailed", "TransactionConflict"}
-            }
-            if exc.code != "TransactionCanceledException" or not lost:
-                raise
-            log.debug("window_transaction_cancelled", reasons=sorted(set(reasons)))
-            conflicted |= lost
-        else:
-            count_items("TransactWriteItems", len(actions))
-            written |= set(chunk)
-    return written, conflicted
-
-
-def _chunks(pks: list[str], puts: dict[str, PutTypeDef]) -> list[list[str]]:
-    """The puts in transactions of at most ``TRANSACT_LIMIT`` items and
-    ``TRANSACT_BYTES`` (DynamoDB's limits: 100 actions, 4 MB)."""
-    chunks: list[list[str]] = [[]]
-    size = 0
-    for pk in pks:
-        item = _put_bytes(puts[pk])
-        if chunks[-1] and (len(chunks[-1]) >= TRANSACT_LIMIT or size + item > TRANSACT_BYTES):
-            chunks.append([])
-            size = 0
-        chunks[-1].append(pk)
-        size += item
-    return chunks
-
-
-def _put_bytes(put: PutTypeDef) -> int:
-    """An upper bound of a put item's size: the length of its text (binary values count
-    up to four times: safe for a limit)."""
-    return len(str(put["Item"]))
-
-
-async def _put_one(
-    client: DynamoDBClient, put: PutTypeDef, count_items: Callable[[str, int], None]
-) -> bool:
-    try:
-        await call("dynamodb.PutItem", lambda: client.put_item(**put))
-    except DependencyError as exc:
-        if exc.code in {"ConditionalCheckFailedException", "TransactionConflictException"}:
-            # Another writer got there first, or holds the item in a transaction now: a
-            # lost race, re-read and joined again (``_Rounds.reread``).
-            log.debug("conditional_put_lost", code=exc.code)
-            return False
-        raise
-    count_items("PutItem", 1)
-    return True
+    async def contended(self, rounds: int) -> None:
+        """Nobody's write landed: let the other transaction finish."""
+        await anyio.sleep(CONTENTION.delay(rounds - 1))

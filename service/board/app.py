@@ -3,7 +3,6 @@ server and the feed, in one task group until stopped."""
 
 from __future__ import annotations
 
-import time
 from contextlib import AsyncExitStack
 
 import anyio
@@ -50,11 +49,7 @@ async def run_board(
             ) from None
         board.take_values(
             await current_values(
-                clients.dynamodb,
-                settings.table_name,
-                window_size=settings.window_size,
-                max_wait_seconds=settings.max_wait_seconds,
-                now=int(time.time()),
+                clients.dynamodb, settings.table_name, window_size=settings.window_size
             ),
             messages=False,
         )

@@ -1,17 +1,19 @@
 """The values in force when the board starts, read from wait-times' own table (read-only).
 
 A board started after the worker would otherwise be blank until each key changes again.
-The table holds what the worker published from (``service.aws.items``): a window item's
-view is the average of its (tenant, drink), at the window's version; a tenant item's view
-(``service.core.queueing.view_of``) is its estimate, at the tenant's version. Both are the
-versions the worker published them at, so the highest-version rule of ``BoardState``
-applies to them and to the events that follow alike. One paginated Scan, filtered to the
-window and tenant items.
+The table holds what the worker published (``service.aws.items``): a window item's view
+is the average of its (tenant, drink), at the window's version; a tenant item's published
+view (``pv``) is the estimate the worker published at the tenant's version, written with
+the tenant's state in the same put. The board reads those views only: it runs no model
+and decodes none of the worker's private state. Both are the versions the worker
+published them at, so the highest-version rule of ``BoardState`` applies to them and to
+the events that follow alike. A tenant item written before the view was kept shows
+nothing until the tenant's estimate changes. One paginated Scan, filtered to the window
+and tenant items.
 """
 
 from __future__ import annotations
 
-import zlib
 from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -22,7 +24,6 @@ from service.aws import items
 from service.aws.errors import call
 from service.board.retry import answered
 from service.core.events import Published, average_event, estimate_detail
-from service.core.queueing import TenantState, view_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -31,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 
 async def current_values(
-    client: DynamoDBClient, table: str, *, window_size: int, max_wait_seconds: int, now: int
+    client: DynamoDBClient, table: str, *, window_size: int
 ) -> list[Published]:
     """Every average and estimate the table holds now (a Scan: DynamoDB's ``Scan`` only)."""
     found: list[Published] = []
@@ -52,7 +53,7 @@ async def current_values(
             "board_seed_retry", partial(call, "dynamodb.Scan", partial(client.scan, **request))
         )
         for item in page.get("Items", []):
-            value = value_of(item, window_size, max_wait_seconds, now)
+            value = value_of(item, window_size)
             if value is not None:
                 found.append(value)
         start = page.get("LastEvaluatedKey")
@@ -60,9 +61,7 @@ async def current_values(
             return found
 
 
-def value_of(
-    item: items.Item, window_size: int, max_wait_seconds: int, now: int
-) -> Published | None:
+def value_of(item: items.Item, window_size: int) -> Published | None:
     """The published value a window or tenant item stands for (None: nothing published)."""
     pk = str(item.get(items.KEY, {}).get("S", ""))
     try:
@@ -74,13 +73,9 @@ def value_of(
             stamp = item.get(items.UPDATED_AT, {}).get("S")
             updated = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
             return average_event(found[0].key, view, version, window_size, updated)
-        tenant = items.tenant_from_item(item)
-        if tenant is None:
-            return None
-        name, orders, version = tenant
-        estimate = view_of(TenantState(name, orders), now, max_wait_seconds)
-        return None if estimate is None else estimate_detail(estimate, version)
-    except (KeyError, ValueError, TypeError, zlib.error) as exc:
+        published = items.published_estimate(item)
+        return None if published is None else estimate_detail(*published)
+    except (KeyError, ValueError, TypeError) as exc:
         # An item this version cannot read: the board shows the key once it changes.
         log.warning(
             "board_item_unreadable", pk=pk[:200], error=f"{type(exc).__name__}: {exc}"[:200]

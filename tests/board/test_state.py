@@ -183,14 +183,15 @@ def test_embedded_json_cannot_end_its_script_element() -> None:
 
 
 def test_an_unreadable_table_item_is_left_out_not_fatal() -> None:
-    """A tenant item whose orders blob is not zlib (or a window of another layout) is
-    logged and left out: the board still starts with everything else."""
+    """A tenant item whose published view is not what this version writes (or a window of
+    another layout) is logged and left out: the board still starts with everything else."""
     corrupt: dict[str, Any] = {
         "pk": {"S": "T#NYC"},
         "tenant": {"S": "NYC"},
         "v": {"N": "3"},
         "to": {"B": b"not zlib at all"},
+        "pv": {"S": "not json at all"},
     }
     with capture_logs() as logs:
-        assert value_of(corrupt, 10, 7200, 2_000_000_000) is None
+        assert value_of(corrupt, 10) is None
     assert [entry["event"] for entry in logs] == ["board_item_unreadable"]

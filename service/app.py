@@ -20,8 +20,9 @@ from service.errors import EXIT_OK, MissingResourceError
 from service.flush import Flush
 from service.metrics import Health, Metrics, PrometheusObserver, serve_http
 from service.ports import Observer, QueueDepthSource
+from service.retry import until_done
 from service.settings import Settings, worker_options
-from service.worker import Worker, until_done, watch_queue_depths
+from service.worker import Worker, watch_queue_depths
 
 log = structlog.get_logger(__name__)
 

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.board.retry import answered
 from service.board.state import BoardState, Outcome, Published, read_published
 from service.board.streams import Streams
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import Message, OrderQueue, final_poison
+from service.retry import until_done
 
 log = structlog.get_logger(__name__)
 
@@ -95,9 +95,10 @@ class Board:
 
 
 async def consume(queue: OrderQueue, board: Board, redrive_limit: int | None) -> None:
-    """Receive from the board's queue until cancelled, each receive ``answered``."""
+    """Receive from the board's queue until cancelled, each receive through the service's
+    one retry loop (``until_done``)."""
     while True:
-        messages = await answered("board_receive_retry", queue.receive)
+        messages = await until_done("board.receive", queue.receive)
         found = board.take(messages, redrive_limit)
         await _settle(queue, found, release=redrive_limit is not None)
 

@@ -440,8 +440,8 @@ class PrometheusObserver:
         """A dependency failed: count the retry by operation and kind of error; not ready."""
         operation = getattr(error, "operation", "") or stage
         code = getattr(error, "code", "") or type(error).__name__
-        lowered = code.lower()
-        kind = "throttling" if "thrott" in lowered or "limit" in lowered else code
+        # Throttling is decided where the error is made (service.aws.errors), not here.
+        kind = getattr(error, "kind", "") or code
         self.metrics.aws_retries.labels(operation, kind[:40]).inc()
         if getattr(error, "unreachable", False):
             self.health.set_ready(False, "AWS endpoint unreachable")

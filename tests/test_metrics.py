@@ -10,14 +10,18 @@ import socket
 import urllib.error
 import urllib.request
 from email.message import Message as Headers
+from typing import Any
 
 import anyio
 import pytest
+from botocore.exceptions import ClientError
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
+from service.aws.errors import translate
 from service.core.estimate import DrinkEstimate, Estimate
+from service.errors import DependencyError
 from service.metrics import OTHER_TENANT, Health, Metrics, PrometheusObserver, respond
 from service.ports import QueueDepth
 from service.worker import Worker
@@ -476,3 +480,32 @@ def test_estimate_series_are_capped_per_tenant_and_drink() -> None:
     metrics.observe_average(("LDN", "Latte"), 60.0, 1)
     assert len(next(iter(metrics.average_wait.collect())).samples) == 2
     assert metrics.value("wait_times_metric_series_dropped_total") == 2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("code", "status", "counted"),
+    [
+        ("ProvisionedThroughputExceededException", 400, "throttling"),
+        ("TooManyRequestsException", 429, "throttling"),
+        ("ThrottlingException", 400, "throttling"),
+        ("InternalServerError", 500, "InternalServerError"),
+    ],
+)
+def test_retries_are_counted_by_the_kind_the_error_carries(
+    code: str, status: int, counted: str
+) -> None:
+    """The metrics read throttling off the error (service.aws.errors decided it): botocore's
+    throttling codes count as ``throttling``, the others under their code."""
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    failure = ClientError(response, "PutItem")
+    error = translate(failure, "dynamodb.PutItem")
+    assert isinstance(error, DependencyError)
+    metrics = Metrics()
+    health = Health(metrics)
+    PrometheusObserver(metrics, health).retrying("commit", error)
+    assert (
+        metrics.value("wait_times_aws_retries_total", operation="dynamodb.PutItem", error=counted)
+        == 1.0
+    )
+    assert health.reason == f"dynamodb.PutItem failing: {code}"

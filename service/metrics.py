@@ -11,7 +11,6 @@ command line one floor over tests/test_layout.py's limit.)
 
 from __future__ import annotations
 
-import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.core.estimate import Estimate
@@ -20,8 +19,6 @@ from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth
 from service.readiness import Health
-
-log = structlog.get_logger(__name__)
 
 # The tenant label of the scoring counters for every tenant past the cap (``Metrics``).
 OTHER_TENANT = "_other"

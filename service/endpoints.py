@@ -5,7 +5,8 @@ and ``/readyz``.
 ``Accept`` header asks for it (else the classic text format), gzip when
 ``Accept-Encoding`` accepts it. ``/healthz`` answers while the process serves;
 ``/readyz`` answers 503 with the reason while a dependency fails (``service.readiness``).
-Any other path is a 404, any method but GET or HEAD a 405, each with a one-line body.
+Any other path is a 404, any method but GET or HEAD a 405, each with a one-line body;
+every answer closes its connection.
 
 ``serve_endpoints`` runs in the worker's task group (``service.app``): it reports the
 bound port when listening and stops when that group is cancelled.
@@ -14,6 +15,7 @@ bound port when listening and stops when that group is cancelled.
 from __future__ import annotations
 
 import gzip
+from collections.abc import Awaitable, Callable
 from typing import Any, Final
 
 import anyio
@@ -75,9 +77,21 @@ async def elsewhere(request: web.Request) -> web.Response:
     return _text(404, "not found\n")
 
 
+@web.middleware
+async def _one_answer_per_connection(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """``Connection: close`` on every answer, as the endpoints always answered: probes and
+    scrapes come seconds apart, and a client reading to the end of the stream (a bare
+    health check) gets its answer at once, not after the keep-alive timeout."""
+    response = await handler(request)
+    response.force_close()
+    return response
+
+
 def endpoints_app(registry: CollectorRegistry, health: Health[Any]) -> web.Application:
     """The three endpoints over a registry and a readiness."""
-    app = web.Application()
+    app = web.Application(middlewares=[_one_answer_per_connection])
     app[REGISTRY_KEY] = registry
     app[HEALTH_KEY] = health
     app.router.add_get("/metrics", metrics_page)

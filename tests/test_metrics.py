@@ -65,10 +65,12 @@ async def answer(
         name, value = line.split(": ", 1)
         headers.add(name, value)
     app = endpoints_app(health.metrics.registry, health)
+    app.freeze()
     request = make_mocked_request(method, path, headers=headers, app=app)
-    match = await app.router.resolve(request)
-    response = await match.handler(request)
+    response = await app._handle(request)  # routing and middleware, as the server runs them
     assert isinstance(response, web.Response)
+    await response.prepare(request)  # its head as sent: Content-Length, Connection
+    assert response.headers["Connection"] == "close"
     return response
 
 
@@ -77,8 +79,8 @@ async def ask(metrics: Metrics, *header_lines: str) -> tuple[int, dict[str, str]
     response = await answer(Health(metrics), "GET", "/metrics", "Host: worker", *header_lines)
     body = response.body
     assert isinstance(body, bytes)
-    assert response.content_length == len(body)
     headers = {name.lower(): value for name, value in response.headers.items()}
+    assert int(headers["content-length"]) == len(body)
     return response.status, headers, body
 
 

@@ -16,12 +16,15 @@ from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
+from service.endpoints import serve_endpoints
 from service.errors import EXIT_OK, MissingResourceError
 from service.flush import Flush
-from service.metrics import Health, Metrics, PrometheusObserver, serve_http
+from service.metrics import Metrics, PrometheusObserver
 from service.ports import Observer, QueueDepthSource
+from service.readiness import Health
+from service.retry import until_done
 from service.settings import Settings, worker_options
-from service.worker import Worker, until_done, watch_queue_depths
+from service.worker import Worker, watch_queue_depths
 
 log = structlog.get_logger(__name__)
 
@@ -113,7 +116,7 @@ async def run_worker(
     burst: bool = False,
     install_signals: bool = True,
     metrics: Metrics | None = None,
-    health: Health | None = None,
+    health: Health[Metrics] | None = None,
     task_status: TaskStatus[Worker] = anyio.TASK_STATUS_IGNORED,
 ) -> int:
     """Run the worker with its metrics server until stopped; returns the exit code."""
@@ -124,7 +127,11 @@ async def run_worker(
         clients = await open_clients(settings, stack, on_call=observer.aws_call)
         async with anyio.create_task_group() as group:
             health.port = await group.start(
-                serve_http, metrics, health, settings.metrics_host, settings.metrics_port
+                serve_endpoints,
+                metrics.registry,
+                health,
+                settings.metrics_host,
+                settings.metrics_port,
             )
             stop_requested = anyio.Event()
             if install_signals:

@@ -72,12 +72,16 @@ class AccessDeniedError(ConfigurationError):
         self.resource = resource
 
 
+THROTTLING = "throttling"  # the kind of every throttled call, whatever AWS's code
+
+
 class DependencyError(WaitTimesError):
     """An AWS call failed. ``retriable``: throttling, 5xx, network, a transient conflict.
 
     ``operation`` names the call (``dynamodb.TransactWriteItems``), ``code`` what AWS (or
-    the network) answered; both are bounded labels for metrics and logs. ``unreachable``:
-    the endpoint did not answer at all (connection refused or reset, a timeout).
+    the network) answered; both are bounded labels for metrics and logs. ``throttling``:
+    AWS throttled the call (decided once, by ``service.aws.errors``). ``unreachable``: the
+    endpoint did not answer at all (connection refused or reset, a timeout).
     """
 
     def __init__(
@@ -87,13 +91,21 @@ class DependencyError(WaitTimesError):
         operation: str = "",
         code: str = "",
         retriable: bool = True,
+        throttling: bool = False,
         unreachable: bool = False,
     ) -> None:
         super().__init__(message)
         self.operation = operation
         self.code = code
         self.retriable = retriable
+        self.throttling = throttling
         self.unreachable = unreachable
+
+    @property
+    def kind(self) -> str:
+        """What failed, as a bounded label: ``throttling`` for every throttling code, else
+        the code."""
+        return THROTTLING if self.throttling else self.code
 
 
 # The exit code of each error that stops a command (the README's table, which a test

@@ -14,7 +14,8 @@ so they are unit-tested without fakes:
 5. ``to_publish``: which committed keys publish their average and which committed tenants
    their estimate, by one rule;
 6. ``scores``: the estimates scored against the orders the commit counted first;
-7. ``final_poison``: which poison messages are on the receive that sends them to the DLQ.
+7. ``final_poison`` (``service.ports``, the board's rule too): which poison messages are on the
+   receive that sends them to the DLQ.
 
 ``Flush.run`` is the effectful sequence around them, in the order the delivery guarantees
 rest on: read the tenants' estimates, apply (order records), commit (windows and tenant
@@ -60,6 +61,7 @@ from service.ports import (
     Score,
     TenantChange,
     WindowChange,
+    final_poison,
 )
 from service.settings import WorkerOptions
 
@@ -272,18 +274,6 @@ def scores(
                     Score(change.tenant, order_id, error=abs(wait - estimate), over_p90=wait > p90)
                 )
     return found
-
-
-def final_poison(
-    poison: Sequence[tuple[Message, PoisonMessageError]], redrive_limit: int | None
-) -> list[tuple[Message, PoisonMessageError]]:
-    """The poison messages on the receive after which the redrive policy moves them to the
-    dead-letter queue (every one without a DLQ): each is reported once, then."""
-    return [
-        (message, error)
-        for message, error in poison
-        if redrive_limit is None or message.receive_count >= redrive_limit
-    ]
 
 
 # -- the effects ---------------------------------------------------------------------------

@@ -1,34 +1,26 @@
-"""The observer of production: Prometheus series, readiness, and the HTTP endpoints.
+"""The observer of production on Prometheus: the worker's series and the ``Observer`` port
+on them.
 
 ``PrometheusObserver`` implements the ``Observer`` port (``service.ports``) that the worker
 and the adapters report through; ``Metrics`` holds the series (those labelled by tenant
-capped in number), ``Health`` the readiness, and ``serve_http`` serves ``/metrics``,
-``/healthz`` and ``/readyz``. ``/metrics`` negotiates as prometheus-client's own handlers
-do: OpenMetrics when the ``Accept`` header asks for it (else the classic text format), gzip
-when ``Accept-Encoding`` accepts it.
+capped in number). Readiness is ``service.readiness``, which the observer changes; the HTTP
+endpoints that serve both are ``service.endpoints``. (The series and the observer share
+this module: the observer stands on the series, and a module of its own would put the
+command line one floor over tests/test_layout.py's limit.)
 """
 
 from __future__ import annotations
 
-import gzip
-from collections.abc import Iterable
-
-import anyio
-import structlog
-from anyio.abc import SocketStream, TaskStatus
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from service.core.estimate import Estimate
 from service.core.queueing import MAX_TENANT_ORDERS
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth
+from service.readiness import Health
 from service.settings import setting_default
 
-log = structlog.get_logger(__name__)
-
-MAX_REQUEST_BYTES = 8192
 # The tenant label of the scoring counters for every tenant past the cap (``Metrics``).
 OTHER_TENANT = "_other"
 # The estimate's absolute error: seconds to the default maximum wait (2 hours).
@@ -320,28 +312,10 @@ class EstimateSeries:
         return True
 
 
-class Health:
-    """Liveness and readiness as the HTTP endpoints report them."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self.metrics = metrics
-        self.ready = False
-        self.reason = "starting"
-        self.port: int | None = None  # where /metrics, /healthz and /readyz listen
-
-    def set_ready(self, ready: bool, reason: str = "") -> None:
-        """Change readiness, logging each transition once."""
-        if ready != self.ready:
-            log.info("readiness_changed", ready=ready, reason=reason or None)
-        self.ready = ready
-        self.reason = reason
-        self.metrics.ready.set(1 if ready else 0)
-
-
 class PrometheusObserver:
     """The ``Observer`` port on Prometheus series and the readiness endpoint."""
 
-    def __init__(self, metrics: Metrics, health: Health) -> None:
+    def __init__(self, metrics: Metrics, health: Health[Metrics]) -> None:
         self.metrics = metrics
         self.health = health
 
@@ -441,8 +415,8 @@ class PrometheusObserver:
         """A dependency failed: count the retry by operation and kind of error; not ready."""
         operation = getattr(error, "operation", "") or stage
         code = getattr(error, "code", "") or type(error).__name__
-        lowered = code.lower()
-        kind = "throttling" if "thrott" in lowered or "limit" in lowered else code
+        # Throttling is decided where the error is made (service.aws.errors), not here.
+        kind = getattr(error, "kind", "") or code
         self.metrics.aws_retries.labels(operation, kind[:40]).inc()
         if getattr(error, "unreachable", False):
             self.health.set_ready(False, "AWS endpoint unreachable")
@@ -453,79 +427,3 @@ class PrometheusObserver:
         """Dependencies answered: ready."""
         if not self.health.ready:
             self.health.set_ready(True)
-
-
-async def serve_http(
-    metrics: Metrics,
-    health: Health,
-    host: str,
-    port: int,
-    *,
-    task_status: TaskStatus[int] = anyio.TASK_STATUS_IGNORED,
-) -> None:
-    """Serve the three endpoints until cancelled; reports the bound port when started."""
-    listener = await anyio.create_tcp_listener(local_host=host, local_port=port, reuse_port=False)
-    bound = listener.extra(anyio.abc.SocketAttribute.local_port)  # noqa: S610 - not Django
-    log.info("metrics_listening", host=host, port=bound)
-    task_status.started(bound)
-
-    async def handle(stream: SocketStream) -> None:
-        async with stream:
-            try:
-                with anyio.fail_after(10):
-                    request = b""
-                    while b"\r\n\r\n" not in request and len(request) < MAX_REQUEST_BYTES:
-                        request += await stream.receive(4096)
-                    await stream.send(respond(request, metrics, health))
-            except (anyio.EndOfStream, anyio.BrokenResourceError, TimeoutError, OSError):
-                return
-
-    async with listener:
-        await listener.serve(handle)
-
-
-def respond(request: bytes, metrics: Metrics, health: Health) -> bytes:
-    """The answer to one HTTP request (its head: request line and header fields)."""
-    line, *header_lines = request.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")
-    parts = line.split(" ")
-    path = parts[1].split("?", 1)[0] if len(parts) >= 2 else ""
-    if len(parts) < 2 or parts[0] not in ("GET", "HEAD"):
-        return _http(405, b"method not allowed\n", "text/plain")
-    if path == "/metrics":
-        # prometheus-client's own negotiation, as its HTTP handlers do it.
-        headers = _headers(header_lines)
-        encoder, content_type = choose_encoder(headers.get("accept", ""))
-        body = encoder(metrics.registry)
-        if gzip_accepted(headers.get("accept-encoding", "")):
-            return _http(200, gzip.compress(body), content_type, {"Content-Encoding": "gzip"})
-        return _http(200, body, content_type)
-    if path == "/healthz":
-        return _http(200, b"ok\n", "text/plain")
-    if path == "/readyz":
-        if health.ready:
-            return _http(200, b"ready\n", "text/plain")
-        return _http(503, f"not ready: {health.reason}\n".encode(), "text/plain")
-    return _http(404, b"not found\n", "text/plain")
-
-
-def _headers(lines: Iterable[str]) -> dict[str, str]:
-    """A request's header fields by lower-cased name; a repeated field's values joined by
-    commas, which is what a repeated field means (RFC 9110, 5.3)."""
-    fields: dict[str, list[str]] = {}
-    for line in lines:
-        name, colon, value = line.partition(":")
-        if colon and name.strip():
-            fields.setdefault(name.strip().lower(), []).append(value.strip())
-    return {name: ", ".join(values) for name, values in fields.items()}
-
-
-def _http(
-    status: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
-) -> bytes:
-    reason = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 503: "Service Unavailable"}
-    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
-    head = (
-        f"HTTP/1.1 {status} {reason[status]}\r\nContent-Type: {content_type}\r\n{extra}"
-        f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n"
-    )
-    return head.encode() + body

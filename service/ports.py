@@ -37,6 +37,19 @@ class Message:
     receive_count: int
 
 
+def final_poison(
+    poison: Sequence[tuple[Message, PoisonMessageError]], redrive_limit: int | None
+) -> list[tuple[Message, PoisonMessageError]]:
+    """The poison messages on the receive after which the redrive policy moves them to the
+    dead-letter queue (every one without a DLQ): each is reported once, then. The one
+    poison rule of the worker's flush and the board's feed."""
+    return [
+        (message, error)
+        for message, error in poison
+        if redrive_limit is None or message.receive_count >= redrive_limit
+    ]
+
+
 @dataclass(frozen=True, slots=True)
 class QueueDepth:
     """How many messages a queue holds, as SQS approximates them."""

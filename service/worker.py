@@ -12,11 +12,12 @@ of several receives that fails for an unexpected reason is tried again receive b
 receive, so one bad receive cannot hold back the others.
 
 The worker is written against the ports (``service.ports``) and imports no adapter; it
-reads only its ``WorkerOptions``. It owns the service's one unbounded retry loop
-(``until_done``): a step that fails with a retriable error is tried again, alone, with
-capped exponential backoff and full jitter, readiness false meanwhile; a non-retriable
-one ends the flush (its messages return after the visibility timeout, and the redrive
-policy ends one that keeps failing in the DLQ); a ConfigurationError stops the worker.
+reads only its ``WorkerOptions``. It runs every step through the service's one unbounded
+retry loop (``service.retry.until_done``, which the board shares): a step that fails with
+a retriable error is tried again, alone, with capped exponential backoff and full jitter,
+readiness false meanwhile; a non-retriable one ends the flush (its messages return after
+the visibility timeout, and the redrive policy ends one that keeps failing in the DLQ); a
+ConfigurationError stops the worker.
 
 Beside the loop, ``watch_queue_depths`` reads the depth of the queue and of its
 dead-letter queue every 30 s for the observer; it never touches a flush or readiness.
@@ -31,8 +32,7 @@ import anyio
 import structlog
 from anyio.abc import TaskStatus
 
-from service.backoff import DEPENDENCY_RETRY
-from service.errors import ConfigurationError, WaitTimesError, first_error
+from service.errors import ConfigurationError, first_error
 from service.ports import (
     SQS_BATCH_LIMIT,
     FlushOutcome,
@@ -42,55 +42,13 @@ from service.ports import (
     OrderQueue,
     QueueDepthSource,
 )
+from service.retry import FlushAbandoned, until_done
 from service.settings import WorkerOptions
 
 log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 DEPTH_POLL_SECONDS = 30.0  # at most one GetQueueAttributes per watched queue this often
-
-
-class FlushAbandoned(Exception):
-    """A stop was requested while a dependency kept failing: leave the flush unfinished."""
-
-
-async def until_done(
-    step: str,
-    call: Callable[[], Awaitable[T]],
-    observer: Observer,
-    *,
-    stopping: Callable[[], bool] = lambda: False,
-) -> T:
-    """Run one step, trying again while it fails retriably: the service's one unbounded
-    retry loop (an outage lasts as long as it lasts; readiness says so meanwhile).
-
-    A non-retriable error propagates at once; once ``stopping()``, a failure raises
-    FlushAbandoned instead of waiting for the dependency.
-    """
-    attempt = 0
-    while True:
-        try:
-            result = await call()
-        except WaitTimesError as exc:
-            if not exc.retriable:
-                raise
-            observer.retrying(step, exc)
-            if stopping():
-                raise FlushAbandoned(step) from exc
-            delay = DEPENDENCY_RETRY.delay(attempt)
-            attempt += 1
-            log.warning(
-                "aws_unreachable" if getattr(exc, "unreachable", False) else "dependency_retry",
-                step=step,
-                error=str(exc)[:300],
-                attempt=attempt,
-                retry_in_s=round(delay, 2),
-            )
-            await anyio.sleep(delay)
-        else:
-            if attempt:
-                observer.dependencies_ok()
-            return result
 
 
 async def watch_queue_depths(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -12,9 +13,11 @@ from botocore.exceptions import (
     NoCredentialsError,
     ReadTimeoutError,
 )
+from botocore.retries.standard import ThrottledRetryableChecker
 
 from service.aws.errors import call, translate
 from service.errors import ConfigurationError, DependencyError
+from tests.helpers import ROOT
 
 pytestmark = pytest.mark.unit
 
@@ -114,3 +117,49 @@ async def test_call_raises_the_translation_with_the_original_as_cause() -> None:
 
     with pytest.raises(KeyError):
         await call("events.PutEvents", buggy)
+
+
+def documented_throttling_codes() -> list[str]:
+    """The codes docs/decisions.md lists as throttling ("One retry policy")."""
+    text = (ROOT / "docs" / "decisions.md").read_text()
+    start = text.index("- **Throttling is decided there too**")
+    listed = text[start : text.index("Before, the metrics", start)]
+    return re.findall(r"`([A-Za-z0-9]+)`", listed.partition("(a test keeps")[2])
+
+
+def test_the_documented_throttling_codes_are_botocores() -> None:
+    documented = documented_throttling_codes()
+    assert len(documented) == 14
+    assert documented == ThrottledRetryableChecker._THROTTLED_ERROR_CODES  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("code", documented_throttling_codes())
+def test_every_throttling_code_is_of_kind_throttling(code: str) -> None:
+    translated = translate(client_error(code, 400), "dynamodb.PutItem")
+    assert isinstance(translated, DependencyError)
+    assert translated.retriable and translated.throttling
+    assert translated.kind == "throttling"
+    assert translated.code == code
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        client_error("InternalServerError", 500),
+        client_error("ServiceUnavailable", 503),
+        client_error("ItemCollectionSizeLimitExceededException", 400),
+        client_error(
+            "TransactionCanceledException",
+            400,
+            CancellationReasons=[{"Code": "ThrottlingError"}],
+        ),
+        EndpointConnectionError(endpoint_url="http://127.0.0.1:1"),
+        TimeoutError(),
+    ],
+    ids=lambda value: type(value).__name__,
+)
+def test_other_failures_are_of_their_own_kind(error: Exception) -> None:
+    translated = translate(error, "dynamodb.PutItem")
+    assert isinstance(translated, DependencyError)
+    assert not translated.throttling
+    assert translated.kind == translated.code

@@ -29,8 +29,9 @@ import yaml
 from prometheus_client import generate_latest
 
 from service.core.estimate import DrinkEstimate, Estimate
-from service.metrics import Health, Metrics, PrometheusObserver
+from service.metrics import Metrics, PrometheusObserver
 from service.ports import QueueDepth
+from service.readiness import Health
 from service.tools.emulator import Emulator
 
 ROOT = Path(__file__).resolve().parent.parent

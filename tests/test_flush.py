@@ -27,8 +27,9 @@ from service.core.pairing import OrderRecord
 from service.core.window import WindowKey
 from service.errors import DependencyError
 from service.flush import Flush
-from service.metrics import Health, Metrics, PrometheusObserver
+from service.metrics import Metrics, PrometheusObserver
 from service.ports import Committed, Message
+from service.readiness import Health
 from tests.helpers import (
     DYNAMODB_ONLY,
     Aws,

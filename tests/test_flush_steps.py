@@ -11,8 +11,8 @@ from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderRecord
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
-from service.flush import final_poison, join_records, sort_records, to_publish, triage
-from service.ports import Message, TenantChange, WindowChange, WindowState
+from service.flush import join_records, sort_records, to_publish, triage
+from service.ports import Message, TenantChange, WindowChange, WindowState, final_poison
 from service.settings import WorkerOptions
 from tests.envelopes import envelope
 

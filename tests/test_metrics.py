@@ -10,16 +10,25 @@ import socket
 import urllib.error
 import urllib.request
 from email.message import Message as Headers
+from typing import Any
 
 import anyio
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+from botocore.exceptions import ClientError
+from multidict import CIMultiDict
 from prometheus_client import generate_latest
 from structlog.testing import capture_logs
 
 from service.app import run_worker
+from service.aws.errors import translate
 from service.core.estimate import DrinkEstimate, Estimate
-from service.metrics import OTHER_TENANT, Health, Metrics, PrometheusObserver, respond
+from service.endpoints import endpoints_app
+from service.errors import DependencyError
+from service.metrics import OTHER_TENANT, Metrics, PrometheusObserver
 from service.ports import QueueDepth
+from service.readiness import Health
 from service.worker import Worker
 from tests.helpers import Aws, generated, make_settings, put_planned, wait_until
 
@@ -46,14 +55,33 @@ def fetch_raw(port: int, path: str, headers: dict[str, str]) -> tuple[int, Heade
         return response.status, response.headers, response.read()
 
 
-def ask(metrics: Metrics, *header_lines: str) -> tuple[int, dict[str, str], bytes]:
+async def answer(
+    health: Health[Metrics], method: str, path: str, *header_lines: str
+) -> web.Response:
+    """What the endpoints answer one request with these header lines, routed as the server
+    routes it (no socket: the unit tier opens none)."""
+    headers: CIMultiDict[str] = CIMultiDict()
+    for line in header_lines:
+        name, value = line.split(": ", 1)
+        headers.add(name, value)
+    app = endpoints_app(health.metrics.registry, health)
+    app.freeze()
+    request = make_mocked_request(method, path, headers=headers, app=app)
+    response = await app._handle(request)  # routing and middleware, as the server runs them
+    assert isinstance(response, web.Response)
+    await response.prepare(request)  # its head as sent: Content-Length, Connection
+    assert response.headers["Connection"] == "close"
+    return response
+
+
+async def ask(metrics: Metrics, *header_lines: str) -> tuple[int, dict[str, str], bytes]:
     """What the metrics server answers a GET /metrics with these header lines."""
-    request = "\r\n".join(["GET /metrics HTTP/1.1", "Host: worker", *header_lines, "", ""])
-    head, body = respond(request.encode(), metrics, Health(metrics)).split(b"\r\n\r\n", 1)
-    status_line, *lines = head.decode().split("\r\n")
-    headers = {name.lower(): value for name, value in (line.split(": ", 1) for line in lines)}
+    response = await answer(Health(metrics), "GET", "/metrics", "Host: worker", *header_lines)
+    body = response.body
+    assert isinstance(body, bytes)
+    headers = {name.lower(): value for name, value in response.headers.items()}
     assert int(headers["content-length"]) == len(body)
-    return int(status_line.split(" ")[1]), headers, body
+    return response.status, headers, body
 
 
 def some_metrics() -> Metrics:
@@ -160,9 +188,9 @@ def test_average_series_are_capped() -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize("accept", [OPENMETRICS, PROMETHEUS_ACCEPT, f"text/html, {OPENMETRICS}"])
-def test_metrics_answers_openmetrics_when_asked(accept: str) -> None:
+async def test_metrics_answers_openmetrics_when_asked(accept: str) -> None:
     metrics = some_metrics()
-    status, headers, body = ask(metrics, f"Accept: {accept}")
+    status, headers, body = await ask(metrics, f"Accept: {accept}")
     assert status == 200
     assert headers["content-type"].startswith("application/openmetrics-text; version=1.0.0;")
     assert "content-encoding" not in headers
@@ -174,9 +202,9 @@ def test_metrics_answers_openmetrics_when_asked(accept: str) -> None:
 
 @pytest.mark.unit
 @pytest.mark.parametrize("header", [None, "Accept: */*", "Accept: text/plain"])
-def test_metrics_answers_the_classic_text_format_otherwise(header: str | None) -> None:
+async def test_metrics_answers_the_classic_text_format_otherwise(header: str | None) -> None:
     metrics = some_metrics()
-    status, headers, body = ask(metrics, *([header] if header else []))
+    status, headers, body = await ask(metrics, *([header] if header else []))
     assert status == 200
     assert headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
     assert "# EOF" not in body.decode()
@@ -186,12 +214,12 @@ def test_metrics_answers_the_classic_text_format_otherwise(header: str | None) -
 @pytest.mark.unit
 @pytest.mark.parametrize("accept", [None, OPENMETRICS])
 @pytest.mark.parametrize("encoding", ["gzip", "deflate, GZIP;q=0.8", "br, gzip"])
-def test_metrics_is_gzipped_when_accepted(accept: str | None, encoding: str) -> None:
+async def test_metrics_is_gzipped_when_accepted(accept: str | None, encoding: str) -> None:
     metrics = some_metrics()
     accept_line = [f"Accept: {accept}"] if accept else []
-    _, plain_headers, plain = ask(metrics, *accept_line)
+    _, plain_headers, plain = await ask(metrics, *accept_line)
     # Header names in any case, as HTTP allows.
-    status, headers, body = ask(metrics, *accept_line, f"accept-ENCODING: {encoding}")
+    status, headers, body = await ask(metrics, *accept_line, f"accept-ENCODING: {encoding}")
     assert status == 200
     assert headers["content-encoding"] == "gzip"
     assert headers["content-type"] == plain_headers["content-type"]
@@ -200,10 +228,41 @@ def test_metrics_is_gzipped_when_accepted(accept: str | None, encoding: str) -> 
 
 @pytest.mark.unit
 @pytest.mark.parametrize("encoding", ["identity", "deflate", "br", ""])
-def test_metrics_is_not_gzipped_unless_accepted(encoding: str) -> None:
-    _, headers, body = ask(some_metrics(), f"Accept-Encoding: {encoding}")
+async def test_metrics_is_not_gzipped_unless_accepted(encoding: str) -> None:
+    _, headers, body = await ask(some_metrics(), f"Accept-Encoding: {encoding}")
     assert "content-encoding" not in headers
     assert body.startswith(b"# HELP ")
+
+
+@pytest.mark.unit
+async def test_health_readiness_unknown_paths_and_other_methods() -> None:
+    health = Health(some_metrics())
+    said = {}
+    for method, path in [
+        ("GET", "/healthz"),
+        ("GET", "/readyz"),
+        ("GET", "/nope"),
+        ("GET", "/metrics/extra"),
+        ("POST", "/metrics"),
+        ("DELETE", "/nope"),
+    ]:
+        response = await answer(health, method, path)
+        said[method, path] = (response.status, response.text)
+    assert said == {
+        ("GET", "/healthz"): (200, "ok\n"),
+        ("GET", "/readyz"): (503, "not ready: starting\n"),
+        ("GET", "/nope"): (404, "not found\n"),
+        ("GET", "/metrics/extra"): (404, "not found\n"),
+        ("POST", "/metrics"): (405, "method not allowed\n"),
+        ("DELETE", "/nope"): (405, "method not allowed\n"),
+    }
+    health.set_ready(True)
+    ready = await answer(health, "GET", "/readyz")
+    assert (ready.status, ready.text) == (200, "ready\n")
+    assert health.metrics.value("wait_times_ready") == 1.0
+    head = await answer(health, "HEAD", "/metrics", "Accept-Encoding: gzip")
+    assert head.status == 200
+    assert head.headers["Content-Encoding"] == "gzip"
 
 
 @pytest.mark.integration
@@ -476,3 +535,32 @@ def test_estimate_series_are_capped_per_tenant_and_drink() -> None:
     metrics.observe_average(("LDN", "Latte"), 60.0, 1)
     assert len(next(iter(metrics.average_wait.collect())).samples) == 2
     assert metrics.value("wait_times_metric_series_dropped_total") == 2
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("code", "status", "counted"),
+    [
+        ("ProvisionedThroughputExceededException", 400, "throttling"),
+        ("TooManyRequestsException", 429, "throttling"),
+        ("ThrottlingException", 400, "throttling"),
+        ("InternalServerError", 500, "InternalServerError"),
+    ],
+)
+def test_retries_are_counted_by_the_kind_the_error_carries(
+    code: str, status: int, counted: str
+) -> None:
+    """The metrics read throttling off the error (service.aws.errors decided it): botocore's
+    throttling codes count as ``throttling``, the others under their code."""
+    response: Any = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+    failure = ClientError(response, "PutItem")
+    error = translate(failure, "dynamodb.PutItem")
+    assert isinstance(error, DependencyError)
+    metrics = Metrics()
+    health = Health(metrics)
+    PrometheusObserver(metrics, health).retrying("commit", error)
+    assert (
+        metrics.value("wait_times_aws_retries_total", operation="dynamodb.PutItem", error=counted)
+        == 1.0
+    )
+    assert health.reason == f"dynamodb.PutItem failing: {code}"

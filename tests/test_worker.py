@@ -104,7 +104,7 @@ def leaves(error: BaseException) -> list[BaseException]:
 @pytest.fixture(autouse=True)
 def instant_retries(monkeypatch: pytest.MonkeyPatch) -> None:
     """The worker's dependency retries without their backoff delays."""
-    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.0, cap=0.0))
+    monkeypatch.setattr("service.retry.DEPENDENCY_RETRY", Backoff(base=0.0, cap=0.0))
 
 
 @pytest.fixture
@@ -588,7 +588,7 @@ async def test_stop_cancels_a_flush_that_outlasts_the_drain_budget(fakes: Fakes)
 async def test_stop_while_a_dependency_keeps_failing_abandons_the_flush(
     fakes: Fakes, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
+    monkeypatch.setattr("service.retry.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
     fakes.store.fail("apply", times=None)  # an outage that does not end
     ids = send_order(fakes, "o1", T0, 60)
     worker = make_worker(fakes, drain_seconds=30.0)
@@ -612,7 +612,7 @@ async def test_stop_in_burst_mode_while_the_queue_keeps_failing_returns(
 ) -> None:
     # Burst mode asks is_drained between receives; a stop during that outage must end
     # run like any other stop ("Run until stop()"), not raise out of it.
-    monkeypatch.setattr("service.worker.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
+    monkeypatch.setattr("service.retry.DEPENDENCY_RETRY", Backoff(base=0.01, cap=0.01))
     fakes.queue.fail("is_drained", times=None)
     worker = make_worker(fakes)
     with anyio.fail_after(2):

@@ -105,17 +105,31 @@ def is_retriable(exc: BaseException) -> bool:
             # A single-item write that met another worker's transaction on the same item
             # (the tenant's puts and the orders' updates do): sending it again can succeed.
             return True
+    context = _retry_context(exc)
+    if context is None:
+        return isinstance(exc, OSError | TimeoutError)
+    return bool(_TRANSIENT.is_retryable(context) or _THROTTLED.is_retryable(context))
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether AWS throttled the call: botocore's throttling checker (its codes are listed
+    in docs/decisions.md), the service's one answer; metrics read it from the error."""
+    context = _retry_context(exc)
+    return context is not None and bool(_THROTTLED.is_retryable(context))
+
+
+def _retry_context(exc: BaseException) -> RetryContext | None:
+    """What botocore's retry checkers read of a failure; None for one botocore did not raise."""
+    if isinstance(exc, ClientError):
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-        context = RetryContext(
+        return RetryContext(
             attempt_number=1,
             parsed_response=dict(exc.response),
             http_response=_Status(status) if status else None,
         )
-    elif isinstance(exc, BotoCoreError):
-        context = RetryContext(attempt_number=1, caught_exception=exc)
-    else:
-        return isinstance(exc, OSError | TimeoutError)
-    return bool(_TRANSIENT.is_retryable(context) or _THROTTLED.is_retryable(context))
+    if isinstance(exc, BotoCoreError):
+        return RetryContext(attempt_number=1, caught_exception=exc)
+    return None
 
 
 def aws_message(exc: BaseException) -> str:
@@ -163,6 +177,7 @@ def translate(exc: BaseException, operation: str) -> WaitTimesError | None:
             operation=operation,
             code=code[:60],
             retriable=is_retriable(exc),
+            throttling=is_throttling(exc),
             unreachable=isinstance(
                 exc, BotoConnectionError | HTTPClientError | OSError | TimeoutError
             ),

@@ -6,7 +6,8 @@ A message is an EventBridge envelope of ``OrderManager.DrinkAverageTime`` or
 deleted once taken, kept or stale. A malformed one is poison, treated as the worker treats
 poison (``service.flush``): made visible again at once so the redrive policy moves it to
 the board's dead-letter queue after ``maxReceiveCount`` receives, counted, and logged on
-one line on the receive that sends it there. Nothing good in the same receive waits for it.
+one line on the receive that sends it there (``service.ports.final_poison``, the worker's
+own rule). Nothing good in the same receive waits for it.
 """
 
 from __future__ import annotations
@@ -17,12 +18,12 @@ from dataclasses import dataclass, field
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from service.board.retry import answered
 from service.board.state import BoardState, TakeResult, read_published
 from service.board.streams import Streams
 from service.core.events import Published
 from service.errors import PoisonMessageError, WaitTimesError
-from service.ports import Message, OrderQueue
+from service.ports import Message, OrderQueue, final_poison
+from service.retry import until_done
 
 log = structlog.get_logger(__name__)
 
@@ -74,22 +75,15 @@ class Board:
                 value = read_published(message.body)
             except PoisonMessageError as exc:
                 found.malformed.append((message, exc))
-                self._malformed(message, exc, redrive_limit)
+                self.messages.labels(MALFORMED).inc()
                 continue
             if value is None:
                 self.messages.labels(IGNORED).inc()
             else:
                 self.take_values([value])
             found.done.append(message)
-        return found
-
-    def _malformed(
-        self, message: Message, error: PoisonMessageError, redrive_limit: int | None
-    ) -> None:
-        self.messages.labels(MALFORMED).inc()
-        final = redrive_limit is None or message.receive_count >= redrive_limit
         # One line per message, on the receive after which the redrive policy moves it.
-        if final:
+        for message, error in final_poison(found.malformed, redrive_limit):
             log.error(
                 "board_message_malformed",
                 message_id=message.message_id,
@@ -98,12 +92,14 @@ class Board:
                 receive_count=message.receive_count,
                 dead_letter=redrive_limit is not None,
             )
+        return found
 
 
 async def consume(queue: OrderQueue, board: Board, redrive_limit: int | None) -> None:
-    """Receive from the board's queue until cancelled, each receive ``answered``."""
+    """Receive from the board's queue until cancelled, each receive through the service's
+    one retry loop (``until_done``)."""
     while True:
-        messages = await answered("board_receive_retry", queue.receive)
+        messages = await until_done("board.receive", queue.receive)
         found = board.take(messages, redrive_limit)
         await _settle(queue, found, release=redrive_limit is not None)
 

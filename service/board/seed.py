@@ -22,8 +22,8 @@ import structlog
 
 from service.aws import items
 from service.aws.errors import call
-from service.board.retry import answered
 from service.core.events import Published, average_event, estimate_detail
+from service.retry import until_done
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
@@ -49,8 +49,8 @@ async def current_values(
         }
         if start:
             request["ExclusiveStartKey"] = start
-        page = await answered(
-            "board_seed_retry", partial(call, "dynamodb.Scan", partial(client.scan, **request))
+        page = await until_done(
+            "board.scan", partial(call, "dynamodb.Scan", partial(client.scan, **request))
         )
         for item in page.get("Items", []):
             value = value_of(item, window_size)

@@ -32,7 +32,8 @@ from service.core.events import (
     DrinkAverageTime,
     WaitEstimate,
 )
-from service.metrics import Health, Metrics
+from service.metrics import Metrics
+from service.readiness import Health
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import play_generated

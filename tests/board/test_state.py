@@ -159,6 +159,20 @@ def test_a_receive_keeps_the_good_and_leaves_the_malformed() -> None:
     assert counted == {"kept": 1, "malformed": 1, "ignored": 1}
 
 
+def test_malformed_messages_are_logged_on_the_worker_rules_final_receive() -> None:
+    """The board reports poison when ``final_poison`` (the worker's rule) says: on the
+    receive that reaches the redrive limit, or on every receive without a DLQ."""
+    board = Board(BoardState(100), Streams(2))
+    messages = [Message(f"m{n}", f"r{n}", "{broken", n) for n in (1, 2, 3)]
+    for limit, logged in ((2, ["m2", "m3"]), (None, ["m1", "m2", "m3"])):
+        with capture_logs() as logs:
+            found = board.take(messages, redrive_limit=limit)
+        assert [m.message_id for m, _ in found.malformed] == ["m1", "m2", "m3"]
+        lines = [e for e in logs if e["event"] == "board_message_malformed"]
+        assert [e["message_id"] for e in lines] == logged
+        assert {e["dead_letter"] for e in lines} == {limit is not None}
+
+
 def test_streams_are_bounded_and_woken_by_their_tenant() -> None:
     streams = Streams(2)
     nyc, index = streams.open("NYC"), streams.open(None)

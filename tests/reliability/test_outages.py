@@ -8,7 +8,8 @@ import anyio
 import pytest
 
 from service.app import run_worker
-from service.metrics import Health, Metrics
+from service.metrics import Metrics
+from service.readiness import Health
 from tests.helpers import Aws, aws_calls, wait_until
 from tests.reliability.harness import (
     burst_worker,

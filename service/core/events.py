@@ -8,6 +8,7 @@ published schema of what is consumed).
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -18,6 +19,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -69,6 +71,21 @@ Name = Annotated[
 ]
 
 
+def rfc3339_only(value: object) -> object:
+    """Refuse an envelope ``time`` that is not an RFC 3339 string before pydantic reads it:
+    its lax datetime would take a number, or a string of digits, as epoch seconds (a
+    completion stamped 1970 would then win "earliest"). The rest of the format (and the
+    timezone it must name) is pydantic's to check."""
+    if not isinstance(value, str) or _FULL_DATE.match(value) is None:
+        raise ValueError("not an RFC 3339 date-time such as 2022-10-14T12:52:21Z")
+    return value
+
+
+_FULL_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")  # RFC 3339's full-date
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]
+
+
 class DrinkOrder(BaseModel):
     """The part of ``detail.drinkOrder`` the service reads."""
 
@@ -103,7 +120,7 @@ class _Envelope(BaseModel):
     id: str = ""
     detail_type: str = Field(alias="detail-type")
     source: str
-    time: AwareDatetime
+    time: EventTime
     account: str | None = None
 
 
@@ -413,16 +430,21 @@ _SUBMITTED: Final = Role.SUBMITTED  # a global, not an attribute look-up on the 
 
 
 _TIME_CACHE: dict[str, int] = {}
+_CANONICAL_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def _epoch(value: object) -> int | None:
-    """Epoch seconds of a canonical ``YYYY-MM-DDTHH:MM:SSZ`` string, else None."""
+    """Epoch seconds of a canonical ``YYYY-MM-DDTHH:MM:SSZ`` string, else None.
+
+    The shape is matched before ``fromisoformat`` (once per distinct string), which also
+    takes other ISO 8601 forms of that length (a week date, ``2022-W41-5T12:52:21Z``)
+    that RFC 3339, and so the models, refuse."""
     if type(value) is not str:
         return None
     cached = _TIME_CACHE.get(value)
     if cached is not None:
         return cached
-    if len(value) != 20 or value[10] != "T" or value[19] != "Z":
+    if _CANONICAL_TIME.fullmatch(value) is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)

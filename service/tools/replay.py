@@ -22,7 +22,7 @@ from service.core.events import (
     parse_envelope,
 )
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, OrderBook, outcome, top
+from service.core.pairing import OrderRecord, top
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -233,10 +233,13 @@ def estimate_changes(
     the worker publishes the same sequence, ``version`` aside (docs/design.md, "The wait
     estimate").
 
-    Events are joined with ``join_event`` (through ``OrderBook``), as in the worker;
-    tenants' states and estimates come from ``EstimateBook``; the clock is the latest
+    Which events count is decided as ``replay`` decides it, in the files' order (the
+    delivery order, for both modes): a half delivered after its order expired is late and
+    left out, whatever its time (``delivered``), so the two modes give the same summary
+    for the same lines. The rest are joined in time order, as records (``OrderRecord``),
+    into the tenants' states and estimates of ``EstimateBook``; the clock is the latest
     accepted event time. ``result``, when given, receives the counts of the summary
-    (events, ignored, unprocessable, late halves).
+    (events, ignored, unprocessable, anomalies, late halves).
     """
     summary = result if result is not None else ReplayResult({})
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
@@ -256,24 +259,48 @@ def estimate_changes(
             summary.ignored += 1
         else:
             accepted.append(event)
+    joined = delivered(accepted, summary, ttl_seconds, max_wait_seconds)
     # Ties in time (whole seconds) by order id, then role: the output is the same whatever
-    # the order of the files' lines.
-    accepted.sort(key=lambda e: (e.time, e.order_id, e.role.value))
-    book = OrderBook(ttl_seconds)
+    # the order of the files' lines within the expiry horizon.
+    joined.sort(key=lambda e: (e.time, e.order_id, e.role.value))
+    records: dict[str, OrderRecord] = {}
     estimates = EstimateBook(max_wait_seconds)
+    now = 0
+    for event in joined:
+        now = max(now, event.time)
+        current = records.get(event.order_id)
+        # No expiry here: ``delivered`` has left out every late half, and in time order
+        # an order can look expired that its delivery did not expire (a half stamped
+        # more than the TTL before its partner but delivered after it).
+        record = (current or OrderRecord(event.order_id)).merge(event, now + ttl_seconds)
+        if record is current:
+            continue
+        records[event.order_id] = record
+        yield from estimates.update([record], now)
+
+
+def delivered(
+    accepted: list[OrderEvent], summary: ReplayResult, ttl_seconds: int, max_wait_seconds: int
+) -> list[OrderEvent]:
+    """The accepted events that join their order, in the order they were delivered, by
+    ``replay``'s book and clock (``EarliestBook``; the clock is the latest event time so
+    far): every event but the halves delivered after their order expired. Counts those
+    (``late_halves``) and the anomalous orders (``anomalies``, as replay settles them)
+    into ``summary``."""
+    book = EarliestBook(ttl_seconds)
+    joined = []
     now = 0
     for event in accepted:
         now = max(now, event.time)
-        record = book.apply(event, now)
-        if record is None:
-            continue
-        yield from estimates.update([record], now)
+        late = book.late_halves
+        book.apply(event, now)
+        if book.late_halves == late:
+            joined.append(event)
     summary.late_halves = book.late_halves
-    summary.anomalies = sum(
-        1
-        for record in (*book.records.values(), *book.take_stale())
-        if type(outcome(record, max_wait_seconds)) is Anomalous
+    _, summary.anomalies = top_by_key(
+        [*book.records.values(), *book.take_stale()], max_wait_seconds, 0
     )
+    return joined
 
 
 class NotEventsError(ValueError):

@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import orjson
 from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.events import (
     COMPLETED,
+    MAX_BODY_BYTES,
     WaitEstimate,
     estimate_detail,
     known_roles,
@@ -317,7 +319,8 @@ def read_events(path: Path) -> Iterator[Any]:
     """Envelopes from a JSON array, a single (possibly pretty-printed) object, or JSON Lines.
 
     JSON Lines are streamed, so a large file is never held in memory twice. An
-    undecodable line is yielded as a PoisonMessageError, so one bad line is counted and
+    undecodable line, or one over the limit of a message body (``MAX_BODY_BYTES``, the
+    worker's), is yielded as a PoisonMessageError, so one bad line is counted and
     skipped instead of ending the replay. A file of which nothing decodes (truncated
     JSON, random bytes) raises NotEventsError.
     """
@@ -334,6 +337,9 @@ def read_events(path: Path) -> Iterator[Any]:
             yield from decoded
             return
         first = handle.readline()
+        if _oversized(first):
+            yield from _lines(path, chain([first], handle))
+            return
         try:
             decoded = orjson.loads(first)
         except orjson.JSONDecodeError as exc:
@@ -353,8 +359,19 @@ def read_events(path: Path) -> Iterator[Any]:
 def _lines(path: Path, lines: Iterable[bytes], start: int = 1) -> Iterator[Any]:
     loads = orjson.loads
     for number, line in enumerate(lines, start):
+        if len(line) > MAX_BODY_BYTES and _oversized(line):
+            yield PoisonMessageError(
+                "oversized", f"{path}:{number}: line of {len(line)} bytes > {MAX_BODY_BYTES}"
+            )
+            continue
         try:
             yield loads(line)
         except orjson.JSONDecodeError as exc:
             if line.strip():
                 yield PoisonMessageError("not_json", f"{path}:{number}: {exc}")
+
+
+def _oversized(line: bytes) -> bool:
+    """Whether a line is over the limit of a message body (``decode_body``): the worker
+    refuses such a message as ``oversized``, and so does replay, whatever it holds."""
+    return len(line.rstrip(b"\r\n")) > MAX_BODY_BYTES

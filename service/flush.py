@@ -33,8 +33,8 @@ from dataclasses import dataclass, field
 
 import structlog
 
+from service.core.consumed import parse_body
 from service.core.estimate import Estimate
-from service.core.events import average_event, estimate_detail, parse_body
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import (
     Anomalous,
@@ -44,6 +44,7 @@ from service.core.pairing import (
     join_event,
     outcome,
 )
+from service.core.published import average_event, estimate_detail
 from service.core.queueing import counted_wait
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError

@@ -9,16 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.core.consumed import consumed_event_pattern, parse_body, parse_envelope, role_of
 from service.core.estimate import DrinkEstimate, Estimate
-from service.core.events import (
-    consumed_event_pattern,
-    estimate_detail,
-    estimate_json,
-    parse_body,
-    parse_envelope,
-    role_of,
-)
 from service.core.orders import Role
+from service.core.published import estimate_detail, estimate_json
 from service.errors import PoisonMessageError
 from tests import envelopes
 from tests.helpers import DATA

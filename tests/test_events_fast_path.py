@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from service.core.events import _fast_path, _validated, role_of
+from service.core.consumed import _fast_path, _validated, role_of
 from service.core.orders import Role
 from service.errors import PoisonMessageError
 from tests.envelopes import envelope as make_envelope

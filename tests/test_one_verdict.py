@@ -22,7 +22,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from service.core.events import (
+from service.core.consumed import (
     COMPLETED,
     LEGACY_CANCELLED_DETAIL_TYPE,
     LEGACY_COMPLETED_DETAIL_TYPE,

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from service.cli import build_parser, conflicting_options, play_options
-from service.core.events import parse_body
+from service.core.consumed import parse_body
 from service.core.orders import Role
 from service.settings import Settings
 from service.tools.coffeebar import BARISTAS, OrderRecord, Outcome, PlannedEvent

@@ -22,7 +22,7 @@ from service.aws import items
 from service.aws.errors import call
 from service.board.retry import answered
 from service.board.state import Published
-from service.core.events import average_event, estimate_detail
+from service.core.published import average_event, estimate_detail
 from service.core.queueing import TenantState, view_of
 
 if TYPE_CHECKING:

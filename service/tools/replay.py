@@ -13,18 +13,17 @@ from typing import Any
 
 import orjson
 
-from service.core.earliest import Earliest, EarliestBook, top_by_key
-from service.core.events import (
+from service.core.consumed import (
     COMPLETED,
     MAX_BODY_BYTES,
-    WaitEstimate,
-    estimate_detail,
     known_roles,
     parse_classified,
     parse_envelope,
 )
+from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord, top
+from service.core.published import WaitEstimate, estimate_detail
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError

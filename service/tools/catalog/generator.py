@@ -20,18 +20,20 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from service.core.events import (
-    AVERAGE_DETAIL_TYPE,
-    ESTIMATE_DETAIL_TYPE,
-    DrinkAverageTime,
+from service.core.consumed import (
     OrderRefEnvelope,
     SubmittedEnvelope,
-    WaitEstimate,
     consumed_event_pattern,
-    published_event_pattern,
     role_of,
 )
 from service.core.orders import Role
+from service.core.published import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
+    DrinkAverageTime,
+    WaitEstimate,
+    published_event_pattern,
+)
 from service.settings import Settings
 from service.tools.catalog.examples import (
     Example,

@@ -189,9 +189,9 @@ def parse_envelope(
     detail_type = envelope.get("detail-type")
     if type(detail_type) is not str:
         raise PoisonMessageError("not_an_envelope", "no string 'detail-type'")
-    # Most traffic is of ignored types: one dict look-up decides, without classifying.
-    role = known_roles(completion).get(detail_type, _UNCLASSIFIED)
-    if role is _UNCLASSIFIED:
+    # Most traffic is of ignored types: one dict look-up decides, without a call.
+    role: Role | None = _ROLE_CACHES[completion].get(detail_type, _MISSING)  # type: ignore[arg-type]
+    if role is _MISSING:
         role = role_of(detail_type, completion)
     if role is None:
         return None
@@ -272,7 +272,6 @@ def _fast_path(envelope: dict[str, Any], role: Role) -> OrderEvent | None:
     return _new_tuple(OrderEvent, (role, order_id, time, "", None, event_id))
 
 
-_UNCLASSIFIED: Final[Any] = object()  # a detail-type not looked up yet
 # A NamedTuple built by tuple.__new__ skips its generated Python-level __new__: half the
 # cost, on replay's hot path (the fields are given in full, in order).
 _new_tuple: Final = tuple.__new__

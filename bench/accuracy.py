@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from service.core import queueing
-from service.core.events import WaitEstimate
+from service.core.published import WaitEstimate
 from service.settings import DEFAULT_SOURCE
 from service.tools.coffeebar import OrderEnd, OrderRecord, Rush, TrafficGenerator
 from service.tools.replay import replay_estimates

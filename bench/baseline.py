@@ -15,7 +15,12 @@ from collections import Counter
 from typing import Any
 
 from service.aws.provision import ensure_queue, ensure_rule
-from service.core.events import consumed_event_pattern, parse_body
+
+# bench.compare carries this module into older trees, whose events were one module.
+try:
+    from service.core.consumed import consumed_event_pattern, parse_body
+except ImportError:
+    from service.core.events import consumed_event_pattern, parse_body  # type: ignore[import-untyped,no-redef]
 from service.core.orders import Role
 from service.errors import PoisonMessageError
 

@@ -37,7 +37,12 @@ from bench.messy import messy_planned
 from service.app import run_worker
 from service.aws.clients import open_clients
 from service.aws.provision import provision
-from service.core.events import role_of
+
+# bench.compare carries this module into older trees, whose events were one module.
+try:
+    from service.core.consumed import role_of
+except ImportError:
+    from service.core.events import role_of  # type: ignore[import-untyped,no-redef]
 from service.core.orders import Role
 from service.logs import configure_logging
 from service.metrics import Metrics

@@ -129,8 +129,12 @@ def estimates_to_null(path: Path) -> int:
     built as the model and dumped."""
     details = 0
     try:
-        from service.core.events import estimate_json  # noqa: PLC0415
         from service.tools.replay import estimate_changes  # noqa: PLC0415
+
+        try:
+            from service.core.published import estimate_json  # noqa: PLC0415
+        except ImportError:  # a tree whose events were one module
+            from service.core.events import estimate_json  # type: ignore[import-untyped,no-redef]  # noqa: PLC0415
     except ImportError:
         from service.tools.replay import replay_estimates  # noqa: PLC0415
 

@@ -26,7 +26,7 @@ from service.aws.clients import open_clients
 from service.aws.items import window_put
 from service.aws.provision import provision
 from service.core.commit import MAX_LIVE_ORDERS
-from service.core.events import role_of
+from service.core.consumed import role_of
 from service.core.orders import Role
 from service.core.pairing import KeyState, OrderBook, OrderRecord
 from service.core.window import WindowKey
@@ -90,7 +90,7 @@ async def seed_service(clients: Any, settings: Settings, history: list[PlannedEv
     layout it writes (``service.aws.items``), computed with its own rules: events joined
     with ``join_event`` (through ``OrderBook``), key states with ``KeyState`` as a commit
     leaves them (``MAX_LIVE_ORDERS``)."""
-    from service.core.events import parse_envelope  # noqa: PLC0415
+    from service.core.consumed import parse_envelope  # noqa: PLC0415
 
     book = OrderBook(settings.pending_ttl_seconds)
     now = 0

@@ -61,7 +61,17 @@ from bench.common import (
 )
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import ensure_queue, ensure_rule, provision
-from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE, SUBMITTED_DETAIL_TYPE
+
+# bench.compare carries this module into older trees, whose events were one module.
+try:
+    from service.core.consumed import SUBMITTED_DETAIL_TYPE
+    from service.core.published import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
+except ImportError:
+    from service.core.events import (  # type: ignore[import-untyped,no-redef]
+        AVERAGE_DETAIL_TYPE,
+        ESTIMATE_DETAIL_TYPE,
+        SUBMITTED_DETAIL_TYPE,
+    )
 from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.emulator import Emulator
 from service.tools.player import MENU, put_entries

@@ -20,7 +20,7 @@ import anyio
 
 from bench.calls import STARTUP, calls_of, worker_on_emulator
 from bench.common import dummy_credentials
-from service.core.events import role_of
+from service.core.consumed import role_of
 from service.core.orders import Role
 from service.metrics import Metrics
 from service.tools.player import TrafficGenerator, put_entries, to_entry

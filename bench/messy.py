@@ -16,7 +16,11 @@ from typing import TypeVar
 
 import orjson
 
-from service.core.events import role_of
+# bench.compare carries this module into older trees, whose events were one module.
+try:
+    from service.core.consumed import role_of
+except ImportError:
+    from service.core.events import role_of  # type: ignore[import-untyped,no-redef]
 from service.tools.coffeebar import PlannedEvent
 
 DUPLICATES = 0.10

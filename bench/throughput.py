@@ -56,7 +56,7 @@ from bench.common import (
 )
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
-from service.core.events import role_of
+from service.core.consumed import role_of
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import TrafficGenerator, put_entries, to_entry

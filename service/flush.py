@@ -35,8 +35,8 @@ from typing import Protocol, TypeVar
 
 import structlog
 
+from service.core.consumed import parse_body
 from service.core.estimate import Estimate
-from service.core.events import Published, average_event, estimate_detail, parse_body
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import (
     Anomalous,
@@ -46,6 +46,7 @@ from service.core.pairing import (
     join_event,
     outcome,
 )
+from service.core.published import Published, average_event, estimate_detail
 from service.core.queueing import counted_wait
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from service.core.estimate import Estimate
-from service.core.events import Published
 from service.core.pairing import Anomalous, OrderRecord
+from service.core.published import Published
 from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from service.core.events import (
+from service.core.consumed import (
     LEGACY_CANCELLED_DETAIL_TYPE,
     LEGACY_COMPLETED_DETAIL_TYPE,
     ORDER_FINISHED_DETAIL_TYPE,

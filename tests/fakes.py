@@ -33,8 +33,8 @@ from anyio.lowlevel import checkpoint
 from service.aws.store import committed
 from service.core.commit import StoredKey, WindowCommit
 from service.core.estimate import Estimate
-from service.core.events import DrinkAverageTime, Published, WaitEstimate
 from service.core.pairing import OrderRecord
+from service.core.published import DrinkAverageTime, Published, WaitEstimate
 from service.core.queueing import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
 from service.core.rounds import Proposals, Reread, Subjects, Written, drive_commit
 from service.core.window import WindowKey

@@ -16,7 +16,7 @@ from service.aws import items
 from service.aws.clients import AwsClients
 from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
-from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
+from service.core.published import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.window import WindowKey
 from service.metrics import Metrics
 from service.ports import WindowState

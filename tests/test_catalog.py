@@ -19,21 +19,23 @@ import pytest
 import yaml
 
 from service.app import run_worker
-from service.core.events import (
-    AVERAGE_DETAIL_TYPE,
-    ESTIMATE_DETAIL_TYPE,
-    DrinkAverageTime,
+from service.core.consumed import (
     DrinkOrder,
-    DrinkWait,
     OrderRefDetail,
     SubmittedDetail,
-    WaitEstimate,
     consumed_event_pattern,
     parse_envelope,
-    published_event_pattern,
     role_of,
 )
 from service.core.orders import Role
+from service.core.published import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
+    DrinkAverageTime,
+    DrinkWait,
+    WaitEstimate,
+    published_event_pattern,
+)
 from service.errors import PoisonMessageError
 from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.catalog.asyncapi import asyncapi_document

@@ -11,7 +11,8 @@ pytestmark = pytest.mark.integration
 
 CORE = (
     "service.core.orders",
-    "service.core.events",
+    "service.core.consumed",
+    "service.core.published",
     "service.core.window",
     "service.core.pairing",
     "service.core.commit",

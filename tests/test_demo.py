@@ -17,7 +17,7 @@ import anyio
 import pytest
 
 from service.aws.publisher import EventBridgePublisher
-from service.core.events import (
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,

@@ -28,7 +28,7 @@ import yaml
 
 from service.aws.clients import open_clients
 from service.aws.provision import provision
-from service.core.events import AVERAGE_DETAIL_TYPE
+from service.core.published import AVERAGE_DETAIL_TYPE
 from service.settings import Settings
 from tests.helpers import Cloud, latest_by_key, make_settings, scan_windows
 

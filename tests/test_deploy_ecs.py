@@ -38,7 +38,8 @@ from service.aws.provision import (
     ensure_table,
     provision,
 )
-from service.core.events import consumed_event_pattern, published_event_pattern
+from service.core.consumed import consumed_event_pattern
+from service.core.published import published_event_pattern
 from service.metrics import Metrics
 from service.settings import DEFAULT_SOURCE, Settings
 from service.tools.emulator import Emulator

@@ -11,7 +11,7 @@ from structlog.testing import capture_logs
 from service.app import run_worker
 from service.aws.provision import provision
 from service.aws.queue import SqsQueue
-from service.core.events import consumed_event_pattern
+from service.core.consumed import consumed_event_pattern
 from service.metrics import Metrics
 from service.ports import Message
 from service.tools.player import play_recording

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.core.events import ORDER_FINISHED, parse_body, parse_envelope
+from service.core.consumed import ORDER_FINISHED, parse_body, parse_envelope
 from service.core.orders import OrderEvent, Role
 from service.errors import PoisonMessageError
 from service.settings import DEFAULT_SOURCE

@@ -16,7 +16,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from service.core.events import WaitEstimate, parse_envelope
+from service.core.consumed import parse_envelope
+from service.core.published import WaitEstimate
 from service.flush import Flush
 from service.ports import Message
 from service.settings import Settings, worker_options

@@ -9,16 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service.core.consumed import consumed_event_pattern, parse_body, parse_envelope, role_of
 from service.core.estimate import DrinkEstimate, Estimate
-from service.core.events import (
-    consumed_event_pattern,
-    estimate_detail,
-    estimate_json,
-    parse_body,
-    parse_envelope,
-    role_of,
-)
 from service.core.orders import Role
+from service.core.published import estimate_detail, estimate_json
 from service.errors import PoisonMessageError
 from tests import envelopes
 from tests.helpers import DATA
@@ -116,6 +110,14 @@ def _submission(**detail_overrides: object) -> dict[str, object]:
         (json.dumps(_submission(orderId="x" * 10_000)).encode(), "invalid_order_id"),
         (json.dumps(_submission(drinkOrder={})).encode(), "missing_drink"),
         (json.dumps({**_submission(), "time": "yesterday"}).encode(), "invalid_time"),
+        # RFC 3339 strings only: pydantic's lax datetime would read these as epoch seconds.
+        (json.dumps({**_submission(), "time": 12345}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": 1665751941.5}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "12345"}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "1.5e3"}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": True}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "2022-W41-5T12:52:21Z"}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "2022-10-14T12:52:21"}).encode(), "invalid_time"),
         (json.dumps({**_submission(), "time": "2999-01-01T00:00:00Z"}).encode(), "time_in_future"),
         (b" " * 300_000, "oversized"),
     ],

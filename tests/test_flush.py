@@ -20,8 +20,8 @@ from service.app import build_worker
 from service.aws.clients import open_clients
 from service.aws.queue import resolve_queue
 from service.aws.store import DynamoStore
+from service.core.consumed import role_of
 from service.core.estimate import Estimate
-from service.core.events import role_of
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.window import WindowKey

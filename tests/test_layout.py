@@ -77,7 +77,7 @@ def test_the_worker_imports_no_adapter_and_no_tool_even_indirectly() -> None:
     reached = closure("service.worker")
     forbidden = sorted(m for m in reached if m.startswith(("service.aws", "service.tools")))
     assert not forbidden, forbidden
-    assert {"service.ports", "service.core.events", "service.settings"} <= reached
+    assert {"service.ports", "service.core.published", "service.settings"} <= reached
 
 
 def test_the_core_and_the_ports_import_nothing_above_them() -> None:

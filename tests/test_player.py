@@ -16,7 +16,7 @@ import yaml
 
 from service.cli import build_parser, conflicting_options
 from service.commands.aws import play_options
-from service.core.events import parse_body
+from service.core.consumed import parse_body
 from service.core.orders import Role
 from service.settings import Settings
 from service.tools.coffeebar import BARISTAS, OrderEnd, OrderRecord, PlannedEvent

@@ -11,7 +11,7 @@ import pytest
 
 from service.aws.publisher import EventBridgePublisher
 from service.backoff import Backoff
-from service.core.events import DrinkAverageTime, average_event, estimate_event
+from service.core.published import DrinkAverageTime, average_event, estimate_event
 from service.core.window import Window, WindowEntry
 from service.errors import DependencyError
 from tests.helpers import Aws, latest_by_key, latest_by_tenant

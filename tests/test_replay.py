@@ -16,7 +16,7 @@ import service.tools.replay as replay_module
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord, join_event
 from service.errors import PoisonMessageError
-from service.tools.replay import replay
+from service.tools.replay import ReplayResult, estimate_changes, replay
 from tests.envelopes import envelope, iso
 
 pytestmark = pytest.mark.unit
@@ -174,3 +174,66 @@ def test_merging_keeps_every_distinct_half_sorted(sequence: list[OrderEvent]) ->
         False,
         tuple(sorted({e.time for e in by_role[Role.CANCELLED]})),
     )
+
+
+def _both_summaries(lines: list[Any], **options: Any) -> tuple[tuple[object, ...], ...]:
+    """The summary counts of ``replay`` and of ``replay --estimates`` for the same lines."""
+    windows = replay(lines, wall_clock=AT + 10**6, **options)
+    summary = ReplayResult({})
+    for _ in estimate_changes(lines, result=summary, wall_clock=AT + 10**6, **options):
+        pass
+    return tuple(
+        (r.events, r.ignored, r.poison, r.anomalies, r.late_halves) for r in (windows, summary)
+    )
+
+
+def test_the_issues_line_is_refused_by_both_modes() -> None:
+    """Issue 29: a submission and a completion stamped with the number 12345 gave
+    ``1 anomalies, 0 halves after ...`` from replay and ``0 anomalies, 1 halves ...``
+    from replay --estimates. The number is no time: both refuse it."""
+    lines = [envelope("submitted", "o", at=AT, tenant="NYC"), envelope("completed", "o", at=AT)]
+    lines[1]["time"] = 12345
+    by_replay, by_estimates = _both_summaries(lines)
+    assert by_replay == by_estimates == (2, 0, {"invalid_time": 1}, 0, 0)
+
+
+def test_a_half_stamped_a_ttl_before_its_partner_but_delivered_after_it_pairs_in_both() -> None:
+    """The same disagreement with valid times: in time order the completion comes first
+    and the submission looks late; delivered after the submission, it is not late, and
+    the order is an anomaly (a negative wait) in both modes."""
+    lines = [
+        envelope("submitted", "o", at=AT + 200_000, tenant="NYC"),
+        envelope("completed", "o", at=AT),
+    ]
+    by_replay, by_estimates = _both_summaries(lines)
+    assert by_replay == by_estimates == (2, 0, {}, 1, 0)
+
+
+def test_a_duplicate_after_its_order_expired_is_late_in_both_modes() -> None:
+    submitted = envelope("submitted", "a", at=AT)
+    later = envelope("submitted", "b", at=AT + 200)
+    by_replay, by_estimates = _both_summaries(
+        [submitted, later, submitted, submitted], ttl_seconds=100
+    )
+    assert by_replay == by_estimates == (4, 0, {}, 0, 2)
+
+
+delivered_events = st.lists(
+    st.tuples(
+        st.sampled_from(["submitted", "completed", "cancelled"]),
+        st.sampled_from(["a", "b", "c"]),
+        st.integers(0, 400),
+    ),
+    max_size=12,
+)
+
+
+@given(delivered_events, st.sampled_from([50, 150, 1000]))
+def test_both_modes_count_the_same_anomalies_and_late_halves_in_any_delivery_order(
+    sequence: list[tuple[str, str, int]], ttl: int
+) -> None:
+    """Delivery order matters only through expiry, and both modes read the files' order as
+    the delivery order."""
+    lines = [envelope(kind, order, at=AT + at, tenant="NYC") for kind, order, at in sequence]  # type: ignore[arg-type]
+    by_replay, by_estimates = _both_summaries(lines, ttl_seconds=ttl, max_wait_seconds=40)
+    assert by_replay == by_estimates

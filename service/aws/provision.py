@@ -14,7 +14,8 @@ from botocore.exceptions import ClientError
 
 from service.aws.clients import AwsClients
 from service.aws.errors import error_code
-from service.core.events import consumed_event_pattern, published_event_pattern
+from service.core.consumed import consumed_event_pattern
+from service.core.published import published_event_pattern
 from service.settings import Settings
 
 if TYPE_CHECKING:

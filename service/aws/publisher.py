@@ -17,7 +17,7 @@ import structlog
 
 from service.aws.errors import call
 from service.backoff import CONTENTION
-from service.core.events import (
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from service.board.state import BoardState, TakeResult, read_published
 from service.board.streams import Streams
-from service.core.events import Published
+from service.core.published import Published
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import Message, OrderQueue, final_poison
 from service.retry import until_done

@@ -22,7 +22,7 @@ import structlog
 
 from service.aws import items
 from service.aws.errors import call
-from service.core.events import Published, average_event, estimate_detail
+from service.core.published import Published, average_event, estimate_detail
 from service.retry import until_done
 
 if TYPE_CHECKING:

@@ -15,15 +15,13 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
-from service.core.events import (
+from service.core.consumed import MAX_NAME_LENGTH, decode_body, normalize_name
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
-    MAX_NAME_LENGTH,
     DrinkAverageTime,
     Published,
     WaitEstimate,
-    decode_body,
-    normalize_name,
 )
 from service.errors import PoisonMessageError
 from service.lru import Lru

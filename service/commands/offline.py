@@ -75,7 +75,7 @@ def _summarize(result: ReplayResult) -> None:
 
 def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayResult) -> None:
     """``replay --estimates``: each WaitEstimate detail as one JSON line on stdout."""
-    from service.core.events import estimate_json  # noqa: PLC0415
+    from service.core.published import estimate_json  # noqa: PLC0415
     from service.tools.replay import estimate_changes  # noqa: PLC0415
 
     out = sys.stdout.buffer

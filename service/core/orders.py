@@ -1,6 +1,6 @@
 """What the core knows of an order's events: their role and the fields the window needs.
 
-The parsing of raw envelopes into these is ``service.core.events``; pairing and windows
+The parsing of raw envelopes into these is ``service.core.consumed``; pairing and windows
 (``service.core.pairing``, ``service.core.window``) work on these alone.
 """
 

@@ -26,7 +26,7 @@ from service.app import run_worker
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
 from service.board.app import run_board
-from service.core.events import (
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,

@@ -7,21 +7,22 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from service.core.earliest import Earliest, EarliestBook, top_by_key
-from service.core.events import (
-    WaitEstimate,
-    estimate_detail,
+from service.core.consumed import (
+    MAX_BODY_BYTES,
     known_roles,
     parse_classified,
     parse_envelope,
 )
+from service.core.earliest import Earliest, EarliestBook, top_by_key
 from service.core.orders import OrderEvent, Role
-from service.core.pairing import Anomalous, OrderBook, outcome, top
+from service.core.pairing import OrderRecord, top
+from service.core.published import WaitEstimate, estimate_detail
 from service.core.queueing import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
@@ -233,10 +234,13 @@ def estimate_changes(
     the worker publishes the same sequence, ``version`` aside (docs/design.md, "The wait
     estimate").
 
-    Events are joined with ``join_event`` (through ``OrderBook``), as in the worker;
-    tenants' states and estimates come from ``EstimateBook``; the clock is the latest
+    Which events count is decided as ``replay`` decides it, in the files' order (the
+    delivery order, for both modes): a half delivered after its order expired is late and
+    left out, whatever its time (``delivered``), so the two modes give the same summary
+    for the same lines. The rest are joined in time order, as records (``OrderRecord``),
+    into the tenants' states and estimates of ``EstimateBook``; the clock is the latest
     accepted event time. ``result``, when given, receives the counts of the summary
-    (events, ignored, unprocessable, late halves).
+    (events, ignored, unprocessable, anomalies, late halves).
     """
     summary = result if result is not None else ReplayResult({})
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
@@ -256,24 +260,48 @@ def estimate_changes(
             summary.ignored += 1
         else:
             accepted.append(event)
+    joined = delivered(accepted, summary, ttl_seconds, max_wait_seconds)
     # Ties in time (whole seconds) by order id, then role: the output is the same whatever
-    # the order of the files' lines.
-    accepted.sort(key=lambda e: (e.time, e.order_id, e.role.value))
-    book = OrderBook(ttl_seconds)
+    # the order of the files' lines within the expiry horizon.
+    joined.sort(key=lambda e: (e.time, e.order_id, e.role.value))
+    records: dict[str, OrderRecord] = {}
     estimates = EstimateBook(max_wait_seconds)
+    now = 0
+    for event in joined:
+        now = max(now, event.time)
+        current = records.get(event.order_id)
+        # No expiry here: ``delivered`` has left out every late half, and in time order
+        # an order can look expired that its delivery did not expire (a half stamped
+        # more than the TTL before its partner but delivered after it).
+        record = (current or OrderRecord(event.order_id)).merge(event, now + ttl_seconds)
+        if record is current:
+            continue
+        records[event.order_id] = record
+        yield from estimates.update([record], now)
+
+
+def delivered(
+    accepted: list[OrderEvent], summary: ReplayResult, ttl_seconds: int, max_wait_seconds: int
+) -> list[OrderEvent]:
+    """The accepted events that join their order, in the order they were delivered, by
+    ``replay``'s book and clock (``EarliestBook``; the clock is the latest event time so
+    far): every event but the halves delivered after their order expired. Counts those
+    (``late_halves``) and the anomalous orders (``anomalies``, as replay settles them)
+    into ``summary``."""
+    book = EarliestBook(ttl_seconds)
+    joined = []
     now = 0
     for event in accepted:
         now = max(now, event.time)
-        record = book.apply(event, now)
-        if record is None:
-            continue
-        yield from estimates.update([record], now)
+        late = book.late_halves
+        book.apply(event, now)
+        if book.late_halves == late:
+            joined.append(event)
     summary.late_halves = book.late_halves
-    summary.anomalies = sum(
-        1
-        for record in (*book.records.values(), *book.take_stale())
-        if type(outcome(record, max_wait_seconds)) is Anomalous
+    _, summary.anomalies = top_by_key(
+        [*book.records.values(), *book.take_stale()], max_wait_seconds, 0
     )
+    return joined
 
 
 class NotEventsError(ValueError):
@@ -290,7 +318,8 @@ def read_events(path: Path) -> Iterator[Any]:
     """Envelopes from a JSON array, a single (possibly pretty-printed) object, or JSON Lines.
 
     JSON Lines are streamed, so a large file is never held in memory twice. An
-    undecodable line is yielded as a PoisonMessageError, so one bad line is counted and
+    undecodable line, or one over the limit of a message body (``MAX_BODY_BYTES``, the
+    worker's), is yielded as a PoisonMessageError, so one bad line is counted and
     skipped instead of ending the replay. A file of which nothing decodes (truncated
     JSON, random bytes) raises NotEventsError.
     """
@@ -307,6 +336,9 @@ def read_events(path: Path) -> Iterator[Any]:
             yield from decoded
             return
         first = handle.readline()
+        if _oversized(first):
+            yield from _lines(path, chain([first], handle))
+            return
         try:
             decoded = orjson.loads(first)
         except orjson.JSONDecodeError as exc:
@@ -326,8 +358,19 @@ def read_events(path: Path) -> Iterator[Any]:
 def _lines(path: Path, lines: Iterable[bytes], start: int = 1) -> Iterator[Any]:
     loads = orjson.loads
     for number, line in enumerate(lines, start):
+        if len(line) > MAX_BODY_BYTES and _oversized(line):
+            yield PoisonMessageError(
+                "oversized", f"{path}:{number}: line of {len(line)} bytes > {MAX_BODY_BYTES}"
+            )
+            continue
         try:
             yield loads(line)
         except orjson.JSONDecodeError as exc:
             if line.strip():
                 yield PoisonMessageError("not_json", f"{path}:{number}: {exc}")
+
+
+def _oversized(line: bytes) -> bool:
+    """Whether a line is over the limit of a message body (``decode_body``): the worker
+    refuses such a message as ``oversized``, and so does replay, whatever it holds."""
+    return len(line.rstrip(b"\r\n")) > MAX_BODY_BYTES

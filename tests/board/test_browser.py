@@ -23,7 +23,7 @@ from structlog.testing import capture_logs
 
 from service.aws.provision import provision
 from service.board.app import run_board
-from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
+from service.core.published import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.settings import Settings
 from tests.helpers import ROOT, Aws, burst, generated, put_planned, scan_windows
 

@@ -12,7 +12,7 @@ import pytest
 from service.aws import items
 from service.aws.store import DynamoStore
 from service.board.seed import current_values, value_of
-from service.core.events import WaitEstimate
+from service.core.published import WaitEstimate
 from service.flush import Flush
 from service.ports import Message
 from service.settings import Settings, worker_options

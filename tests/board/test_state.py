@@ -15,7 +15,7 @@ from service.board.seed import value_of
 from service.board.server import script_json
 from service.board.state import BoardState, TakeResult, read_published, served_tenants
 from service.board.streams import Streams
-from service.core.events import (
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
     DrinkAverageTime,

@@ -6,10 +6,10 @@ from __future__ import annotations
 import json
 from typing import Any, Final
 
-from service.core.events import (
+from service.core.consumed import consumed_event_pattern
+from service.core.published import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
-    consumed_event_pattern,
     published_event_pattern,
 )
 from service.settings import Settings

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Final
 
-from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.orders import Role
+from service.core.published import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.settings import Settings
 
 EXAMPLE_ACCOUNT: Final = "123456789012"

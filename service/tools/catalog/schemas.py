@@ -10,17 +10,19 @@ from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
-from service.core.events import (
-    AVERAGE_DETAIL_TYPE,
-    ESTIMATE_DETAIL_TYPE,
-    DrinkAverageTime,
+from service.core.consumed import (
     OrderRefEnvelope,
     SubmittedEnvelope,
-    WaitEstimate,
     consumed_event_pattern,
     role_of,
 )
 from service.core.orders import Role
+from service.core.published import (
+    AVERAGE_DETAIL_TYPE,
+    ESTIMATE_DETAIL_TYPE,
+    DrinkAverageTime,
+    WaitEstimate,
+)
 from service.settings import Settings
 
 JSON_SCHEMA_DIALECT: Final = "https://json-schema.org/draft/2020-12/schema"

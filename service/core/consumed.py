@@ -1,16 +1,21 @@
-"""Event models: the EventBridge envelopes the service consumes and the one it publishes.
+"""The events the service consumes: their detail-types and the role each plays for an
+order's wait, the EventBridge rule pattern that routes them, and the parsing of their
+envelopes into ``OrderEvent``s (or the poison reason that says why one can never be
+processed).
 
-Parsing is the hot path of both the worker and ``replay``: a message is decoded once,
-its detail-type decides its role with a dictionary look-up, and only the events the
-service consumes are validated (by the pydantic models below, which are also the
-published schema of what is consumed).
+Parsing is the hot path of both the worker and ``replay``: a message is decoded once, its
+detail-type decides its role with one dictionary look-up (``known_roles``; most traffic
+is of types the service ignores, never parsed further), and only the events the service
+consumes are validated, by a fast path for the common well-formed shape or by the
+pydantic models below (which are also the published schema of what is consumed).
 """
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Final
 
 import orjson
@@ -18,15 +23,14 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
     ValidationError,
 )
 
-from service.core.estimate import Estimate
 from service.core.orders import OrderEvent, Role
-from service.core.window import Window, WindowKey
 from service.errors import PoisonMessageError
 
 SUBMITTED_DETAIL_TYPE: Final = "OrderManager.WaitingCompletion"
@@ -34,8 +38,6 @@ LEGACY_COMPLETED_DETAIL_TYPE: Final = "OrderManager.OrderCompleted"
 LEGACY_CANCELLED_DETAIL_TYPE: Final = "OrderManager.OrderCancelled"
 TIMED_OUT_DETAIL_TYPE: Final = "OrderProcessor.OrderTimeOut"
 ORDER_FINISHED_DETAIL_TYPE: Final = "OrderProcessor.orderFinished"
-AVERAGE_DETAIL_TYPE: Final = "OrderManager.DrinkAverageTime"
-ESTIMATE_DETAIL_TYPE: Final = "OrderManager.WaitEstimate"
 # Which event ends an order's wait (WAIT_TIMES_COMPLETION_EVENT): the barista's
 # completion, or, as the first version of this extension did, the workflow's end.
 COMPLETED: Final = "completed"
@@ -67,6 +69,21 @@ Name = Annotated[
     StringConstraints(strip_whitespace=True, max_length=MAX_NAME_LENGTH),
     AfterValidator(normalize_name),
 ]
+
+
+def rfc3339_only(value: object) -> object:
+    """Refuse an envelope ``time`` that is not an RFC 3339 string before pydantic reads it:
+    its lax datetime would take a number, or a string of digits, as epoch seconds (a
+    completion stamped 1970 would then win "earliest"). The rest of the format (and the
+    timezone it must name) is pydantic's to check."""
+    if not isinstance(value, str) or _FULL_DATE.match(value) is None:
+        raise ValueError("not an RFC 3339 date-time such as 2022-10-14T12:52:21Z")
+    return value
+
+
+_FULL_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")  # RFC 3339's full-date
+
+EventTime = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]
 
 
 class DrinkOrder(BaseModel):
@@ -103,7 +120,7 @@ class _Envelope(BaseModel):
     id: str = ""
     detail_type: str = Field(alias="detail-type")
     source: str
-    time: AwareDatetime
+    time: EventTime
     account: str | None = None
 
 
@@ -117,166 +134,6 @@ class OrderRefEnvelope(_Envelope):
     """EventBridge envelope of a completion or cancellation."""
 
     detail: OrderRefDetail
-
-
-class DrinkAverageTime(BaseModel):
-    """``detail`` of ``OrderManager.DrinkAverageTime``, the event the service publishes."""
-
-    model_config = ConfigDict(frozen=True)
-    eventId: str = Field(description="tenant")
-    drink: str
-    duration: float = Field(
-        ge=0, description="mean wait in seconds of the orders in the window (3 decimals)"
-    )
-    samples: int = Field(ge=1, description="orders averaged")
-    window: int = Field(ge=1, description="configured window size N")
-    version: int = Field(ge=1, description="rises with every change of this key's window")
-    updatedAt: datetime
-
-
-class DrinkWait(BaseModel):
-    """A drink's line in a ``WaitEstimate``: the predicted wait and its p90, in seconds."""
-
-    model_config = ConfigDict(frozen=True)
-    estimate: float = Field(ge=0, description="predicted wait of an order placed now (s)")
-    p90: float = Field(ge=0, description="the wait 90% of such orders stay under (s)")
-
-
-class WaitEstimate(BaseModel):
-    """A tenant's queue-aware estimate, the detail of ``OrderManager.WaitEstimate`` (what
-    the worker publishes, and ``replay --estimates`` prints)."""
-
-    model_config = ConfigDict(frozen=True)
-    eventId: str = Field(description="tenant")
-    asOf: datetime = Field(description="the event time the estimate is for (UTC)")
-    openOrders: int = Field(ge=0, description="the tenant's orders open at asOf")
-    drinks: dict[str, DrinkWait] = Field(
-        description="per drink the tenant has completed counted orders of"
-    )
-    version: int = Field(ge=1, description="rises with every change of this tenant's estimate")
-
-
-Published = DrinkAverageTime | WaitEstimate  # the details the service puts on the bus
-
-
-def estimate_event(
-    tenant: str,
-    as_of: int,
-    open_orders: int,
-    drinks: dict[str, tuple[float, float]],
-    version: int,
-) -> WaitEstimate:
-    """The detail of a tenant's estimate at ``version``."""
-    return WaitEstimate(
-        eventId=tenant,
-        asOf=datetime.fromtimestamp(as_of, UTC),
-        openOrders=open_orders,
-        drinks={d: DrinkWait(estimate=e, p90=p) for d, (e, p) in sorted(drinks.items())},
-        version=version,
-    )
-
-
-def estimate_detail(estimate: Estimate, version: int) -> WaitEstimate:
-    """The detail of a tenant's estimate (``service.core.estimate``) at ``version``: what
-    the worker publishes and ``replay --estimates`` prints."""
-    drinks = {drink: (e.estimate, e.p90) for drink, e in estimate.drinks.items()}
-    return estimate_event(estimate.tenant, estimate.as_of, estimate.open_orders, drinks, version)
-
-
-def estimate_json(estimate: Estimate, version: int) -> bytes:
-    """``estimate_detail(estimate, version).model_dump_json()``, byte for byte, without
-    building the models: ``replay --estimates`` prints one per changed estimate, and the
-    models' construction cost five times the parse of the events behind them
-    (docs/performance.md, section 13). The estimate's values come from the model, already
-    within the models' bounds; a test holds the two encodings equal."""
-    as_of = estimate.as_of
-    stamp = _STAMPS.get(as_of)
-    if stamp is None:
-        stamp = datetime.fromtimestamp(as_of, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if len(_STAMPS) >= 4096:
-            _STAMPS.clear()
-        _STAMPS[as_of] = stamp
-    return _dumps(
-        {
-            "eventId": estimate.tenant,
-            "asOf": stamp,
-            "openOrders": estimate.open_orders,
-            "drinks": {
-                drink: {"estimate": e.estimate, "p90": e.p90}
-                for drink, e in sorted(estimate.drinks.items())
-            },
-            "version": version,
-        }
-    )
-
-
-_STAMPS: dict[int, str] = {}  # epoch seconds -> the detail's asOf: an event time repeats
-_dumps = orjson.dumps
-
-
-def average_event(
-    key: WindowKey, window: Window, version: int, window_size: int, now: datetime | None = None
-) -> DrinkAverageTime:
-    """The published detail for a key's window at ``version`` (it has a counted order: a
-    window with none is never published)."""
-    tenant, drink = key
-    duration = window.duration
-    if duration is None:
-        raise ValueError(f"no counted order in the window of {key}: nothing to publish")
-    return DrinkAverageTime(
-        eventId=tenant,
-        drink=drink,
-        duration=duration,
-        samples=window.samples,
-        window=window_size,
-        version=version,
-        updatedAt=(now or datetime.now(UTC)).replace(microsecond=0),
-    )
-
-
-def role_of(detail_type: str, completion: str = COMPLETED) -> Role | None:
-    """The role of a detail-type, or None for the ones the service ignores.
-
-    ``completion``: ``completed`` (the barista's ``-COMPLETED``) or ``order-finished``
-    (``OrderProcessor.orderFinished``, which also fires for cancelled orders: a
-    cancellation seen still excludes the order); the other one is then ignored.
-    """
-    cache = _ROLE_CACHES[completion]
-    role = cache.get(detail_type, _MISSING)
-    if role is _MISSING:
-        role = _classify_detail_type(detail_type, completion)
-        if len(cache) < 4096:  # bounded: detail-types are attacker-controlled strings
-            cache[detail_type] = role
-    return role  # type: ignore[return-value]
-
-
-def _classify_detail_type(detail_type: str, completion: str) -> Role | None:
-    if detail_type == SUBMITTED_DETAIL_TYPE:
-        return Role.SUBMITTED
-    if detail_type in (LEGACY_CANCELLED_DETAIL_TYPE, TIMED_OUT_DETAIL_TYPE):
-        return Role.CANCELLED
-    if detail_type == ORDER_FINISHED_DETAIL_TYPE:
-        return Role.COMPLETED if completion == ORDER_FINISHED else None
-    if detail_type == LEGACY_COMPLETED_DETAIL_TYPE:
-        return Role.COMPLETED if completion == COMPLETED else None
-    if detail_type.startswith(TENANT_ORDER_PREFIX):
-        if detail_type.endswith("-COMPLETED"):
-            return Role.COMPLETED if completion == COMPLETED else None
-        if detail_type.endswith("-CANCELLED"):
-            return Role.CANCELLED
-    return None
-
-
-_MISSING: Final = object()
-_ROLE_CACHES: dict[str, dict[str, Role | None]] = {COMPLETED: {}, ORDER_FINISHED: {}}
-
-
-def known_roles(completion: str = COMPLETED) -> Mapping[str, Role | None]:
-    """The detail-types classified so far and their roles (None: ignored), live: a loop
-    over many envelopes (replay's) skips one of an ignored type without calling
-    ``parse_envelope``, which would return None for it. Empty for an unknown
-    ``completion`` (``parse_envelope`` then refuses it as before)."""
-    return _ROLE_CACHES.get(completion, {})
 
 
 def tenant_of(event_id: object, state: object) -> str:
@@ -297,9 +154,15 @@ def tenant_of(event_id: object, state: object) -> str:
 
 
 def decode_body(body: str | bytes) -> Any:
-    """Decode a message body as JSON, or raise PoisonMessageError saying why not."""
-    if len(body) > MAX_BODY_BYTES:
-        raise PoisonMessageError("oversized", f"body of {len(body)} bytes > {MAX_BODY_BYTES}")
+    """Decode a message body as JSON, or raise PoisonMessageError saying why not.
+
+    Its size is counted in UTF-8 bytes, as SQS and a replayed file count it: a body of
+    few characters but many bytes is as oversized in the worker as in ``replay``."""
+    size = len(body)
+    if type(body) is str and size * 4 > MAX_BODY_BYTES and not body.isascii():
+        size = len(body.encode(errors="surrogatepass"))
+    if size > MAX_BODY_BYTES:
+        raise PoisonMessageError("oversized", f"body of {size} bytes > {MAX_BODY_BYTES}")
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -416,16 +279,21 @@ _SUBMITTED: Final = Role.SUBMITTED  # a global, not an attribute look-up on the 
 
 
 _TIME_CACHE: dict[str, int] = {}
+_CANONICAL_TIME: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}Z")
 
 
 def _epoch(value: object) -> int | None:
-    """Epoch seconds of a canonical ``YYYY-MM-DDTHH:MM:SSZ`` string, else None."""
+    """Epoch seconds of a canonical ``YYYY-MM-DDTHH:MM:SSZ`` string, else None.
+
+    The shape is matched before ``fromisoformat`` (once per distinct string), which also
+    takes other ISO 8601 forms of that length (a week date, ``2022-W41-5T12:52:21Z``)
+    that RFC 3339, and so the models, refuse."""
     if type(value) is not str:
         return None
     cached = _TIME_CACHE.get(value)
     if cached is not None:
         return cached
-    if len(value) != 20 or value[10] != "T" or value[19] != "Z":
+    if _CANONICAL_TIME.fullmatch(value) is None:
         return None
     try:
         parsed = datetime.fromisoformat(value)
@@ -493,6 +361,51 @@ def _poison_from(exc: ValidationError) -> PoisonMessageError:
     return PoisonMessageError(f"{kind}_{field}", f"{'.'.join(loc)}: {error['msg']}")
 
 
+def role_of(detail_type: str, completion: str = COMPLETED) -> Role | None:
+    """The role of a detail-type, or None for the ones the service ignores.
+
+    ``completion``: ``completed`` (the barista's ``-COMPLETED``) or ``order-finished``
+    (``OrderProcessor.orderFinished``, which also fires for cancelled orders: a
+    cancellation seen still excludes the order); the other one is then ignored.
+    """
+    cache = _ROLE_CACHES[completion]
+    role = cache.get(detail_type, _MISSING)
+    if role is _MISSING:
+        role = _classify_detail_type(detail_type, completion)
+        if len(cache) < 4096:  # bounded: detail-types are attacker-controlled strings
+            cache[detail_type] = role
+    return role  # type: ignore[return-value]
+
+
+def _classify_detail_type(detail_type: str, completion: str) -> Role | None:
+    if detail_type == SUBMITTED_DETAIL_TYPE:
+        return Role.SUBMITTED
+    if detail_type in (LEGACY_CANCELLED_DETAIL_TYPE, TIMED_OUT_DETAIL_TYPE):
+        return Role.CANCELLED
+    if detail_type == ORDER_FINISHED_DETAIL_TYPE:
+        return Role.COMPLETED if completion == ORDER_FINISHED else None
+    if detail_type == LEGACY_COMPLETED_DETAIL_TYPE:
+        return Role.COMPLETED if completion == COMPLETED else None
+    if detail_type.startswith(TENANT_ORDER_PREFIX):
+        if detail_type.endswith("-COMPLETED"):
+            return Role.COMPLETED if completion == COMPLETED else None
+        if detail_type.endswith("-CANCELLED"):
+            return Role.CANCELLED
+    return None
+
+
+_MISSING: Final = object()
+_ROLE_CACHES: dict[str, dict[str, Role | None]] = {COMPLETED: {}, ORDER_FINISHED: {}}
+
+
+def known_roles(completion: str = COMPLETED) -> Mapping[str, Role | None]:
+    """The detail-types classified so far and their roles (None: ignored), live: a loop
+    over many envelopes (replay's) skips one of an ignored type without calling
+    ``parse_envelope``, which would return None for it. Empty for an unknown
+    ``completion`` (``parse_envelope`` then refuses it as before)."""
+    return _ROLE_CACHES.get(completion, {})
+
+
 def consumed_event_pattern(source: str, completion: str = COMPLETED) -> dict[str, Any]:
     """The EventBridge rule pattern: only the detail-types the service consumes."""
     if completion == ORDER_FINISHED:
@@ -514,10 +427,3 @@ def consumed_event_pattern(source: str, completion: str = COMPLETED) -> dict[str
         "detail-type": [t for t in types if isinstance(t, str)]
         + [t for t in types if not isinstance(t, str)],
     }
-
-
-def published_event_pattern(source: str) -> dict[str, Any]:
-    """A pattern matching both events the service publishes, ``OrderManager.DrinkAverageTime``
-    and ``OrderManager.WaitEstimate`` (for capture queues and consumers; a consumer of one
-    of them lists its detail-type alone)."""
-    return {"source": [source], "detail-type": [AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE]}

@@ -27,12 +27,15 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import anyio
 import structlog
 
+from service.core.estimators.base import EstimateOptions
+from service.core.estimators.registry import UnknownEstimatorError, estimate_options
 from service.errors import (
     EXIT_CODES,
     EXIT_OK,
     EXIT_USAGE,
     ConfigurationError,
     DependencyError,
+    SettingsError,
     WaitTimesError,
     find_error,
 )
@@ -299,6 +302,17 @@ def conflicting_options(args: argparse.Namespace) -> str | None:
     return None
 
 
+def tenant_options(settings: Settings) -> EstimateOptions:
+    """The tenants' and their estimator's options; an unknown estimator is an invalid
+    setting, refused as one before any command runs."""
+    try:
+        return estimate_options(settings.max_wait_seconds, settings.estimator)
+    except UnknownEstimatorError as exc:
+        raise SettingsError(
+            f"invalid setting WAIT_TIMES_ESTIMATOR={settings.estimator!r}: {exc}"
+        ) from None
+
+
 def _main(args: argparse.Namespace) -> int:
     conflict = conflicting_options(args)
     if conflict is not None:  # worded and returned as argparse refuses a single option
@@ -309,6 +323,7 @@ def _main(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         settings = load_settings()
+        tenant_options(settings)
     except ConfigurationError as exc:
         print(f"wait-times: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -553,6 +568,7 @@ def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayRe
         source=settings.source,
         completion=settings.completion_event,
         result=result,
+        estimates=tenant_options(settings),
     ):
         out.write(estimate_json(found.estimate, found.version) + b"\n")
     out.flush()

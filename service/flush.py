@@ -44,7 +44,7 @@ from service.core.pairing import (
     join_event,
     outcome,
 )
-from service.core.queueing import counted_wait
+from service.core.tenant import counted_wait, tenants_named
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import (
@@ -182,7 +182,7 @@ def sort_records(
             found.late_halves += len(messages)
             continue
         again = any(message.receive_count > 1 for message in messages)
-        for tenant in {tenant for _, tenant, _ in record.submissions}:
+        for tenant in tenants_named(record):
             by_tenant[tenant].append(record)
             if again:
                 found.redelivered_tenants.add(tenant)

@@ -20,7 +20,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder, gzip_accepted
 
 from service.core.estimate import Estimate
-from service.core.queueing import MAX_TENANT_ORDERS
+from service.core.tenant import MAX_TENANT_ORDERS
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth

@@ -16,6 +16,7 @@ from service.aws import items
 from service.aws.clients import AwsClients
 from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
+from service.core.estimators.registry import estimate_options
 from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.window import WindowKey
 from service.metrics import Metrics
@@ -143,6 +144,8 @@ class Aws:
             self.settings.table_name,
             window_size=self.settings.window_size,
             ttl_seconds=self.settings.pending_ttl_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
+            estimates=estimate_options(self.settings.max_wait_seconds, self.settings.estimator),
         )
 
     async def stored_rows(self) -> list[dict[str, Any]]:

@@ -21,6 +21,7 @@ from service.aws.clients import open_clients
 from service.aws.queue import resolve_queue
 from service.aws.store import DynamoStore
 from service.core.estimate import Estimate
+from service.core.estimators.registry import estimate_options
 from service.core.events import role_of
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
@@ -246,7 +247,11 @@ async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> Non
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             store = DynamoStore(
-                clients.dynamodb, settings.table_name, window_size=10, ttl_seconds=86_400
+                clients.dynamodb,
+                settings.table_name,
+                window_size=10,
+                ttl_seconds=86_400,
+                estimates=estimate_options(7200),
             )
             with pytest.raises(DependencyError) as caught:
                 await store.apply_all([submitted("x", 1), completed("y", 2)], now=10)

@@ -28,8 +28,9 @@ from service.aws.errors import call, cancellation_reasons
 from service.backoff import CONTENTION
 from service.core.commit import StoredKey, WindowCommit
 from service.core.estimate import Estimate
+from service.core.estimators.base import EstimateOptions
 from service.core.pairing import OrderRecord
-from service.core.queueing import StoredTenant, TenantCommit, TenantCommitted, TenantState
+from service.core.tenant import StoredTenant, TenantCommit, TenantCommitted, TenantState
 from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
 from service.lru import PackedLru
@@ -86,6 +87,7 @@ class DynamoStore:
         window_size: int,
         ttl_seconds: int,
         max_wait_seconds: int = 7200,
+        estimates: EstimateOptions,
         observer: Observer | None = None,
         max_cached_windows: int = 100_000,
         max_cached_tenants: int = 50_000,
@@ -97,6 +99,7 @@ class DynamoStore:
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
         self.max_wait_seconds = max_wait_seconds
+        self.estimates = estimates  # the tenants' and their estimator's options
         self.observer = observer
         # Windows and tenant states as last written, the least recently used packed.
         self.cache: PackedLru[WindowKey, StoredKey, bytes] = PackedLru(
@@ -254,7 +257,7 @@ class DynamoStore:
             return StoredTenant.empty(tenant)
         _, orders, version = found
         return StoredTenant.of(
-            TenantState(tenant, orders), version, now=now, max_wait_seconds=self.max_wait_seconds
+            TenantState(tenant, orders), version, now=now, options=self.estimates
         )
 
     async def commit(
@@ -279,7 +282,7 @@ class DynamoStore:
                     tenants,
                     await self._tenant_states(tenants, now),
                     now=now,
-                    max_wait_seconds=self.max_wait_seconds,
+                    options=self.estimates,
                 ),
                 now,
             )

@@ -18,6 +18,7 @@ from service.board.seed import current_values
 from service.board.server import build_app
 from service.board.state import BoardState, served_tenants
 from service.board.streams import Streams
+from service.core.estimators.registry import estimate_options
 from service.errors import EXIT_OK, MissingResourceError
 from service.settings import Settings
 
@@ -53,7 +54,7 @@ async def run_board(
                 clients.dynamodb,
                 settings.table_name,
                 window_size=settings.window_size,
-                max_wait_seconds=settings.max_wait_seconds,
+                estimates=estimate_options(settings.max_wait_seconds, settings.estimator),
                 now=int(time.time()),
             ),
             messages=False,

@@ -3,7 +3,7 @@
 A board started after the worker would otherwise be blank until each key changes again.
 The table holds what the worker published from (``service.aws.items``): a window item's
 view is the average of its (tenant, drink), at the window's version; a tenant item's view
-(``service.core.queueing.view_of``) is its estimate, at the tenant's version. Both are the
+(``service.core.tenant.view_of``) is its estimate, at the tenant's version. Both are the
 versions the worker published them at, so the highest-version rule of ``BoardState``
 applies to them and to the events that follow alike. One paginated Scan, filtered to the
 window and tenant items.
@@ -23,16 +23,23 @@ from service.aws.errors import call
 from service.board.retry import answered
 from service.board.state import Published
 from service.core.events import average_event, estimate_detail
-from service.core.queueing import TenantState, view_of
+from service.core.tenant import TenantState, view_of
 
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
+
+    from service.core.estimators.base import EstimateOptions
 
 log = structlog.get_logger(__name__)
 
 
 async def current_values(
-    client: DynamoDBClient, table: str, *, window_size: int, max_wait_seconds: int, now: int
+    client: DynamoDBClient,
+    table: str,
+    *,
+    window_size: int,
+    estimates: EstimateOptions,
+    now: int,
 ) -> list[Published]:
     """Every average and estimate the table holds now (a Scan: DynamoDB's ``Scan`` only)."""
     found: list[Published] = []
@@ -53,7 +60,7 @@ async def current_values(
             "board_seed_retry", partial(call, "dynamodb.Scan", partial(client.scan, **request))
         )
         for item in page.get("Items", []):
-            value = value_of(item, window_size, max_wait_seconds, now)
+            value = value_of(item, window_size, estimates, now)
             if value is not None:
                 found.append(value)
         start = page.get("LastEvaluatedKey")
@@ -62,7 +69,7 @@ async def current_values(
 
 
 def value_of(
-    item: items.Item, window_size: int, max_wait_seconds: int, now: int
+    item: items.Item, window_size: int, estimates: EstimateOptions, now: int
 ) -> Published | None:
     """The published value a window or tenant item stands for (None: nothing published)."""
     pk = str(item.get(items.KEY, {}).get("S", ""))
@@ -79,7 +86,7 @@ def value_of(
         if tenant is None:
             return None
         name, orders, version = tenant
-        estimate = view_of(TenantState(name, orders), now, max_wait_seconds)
+        estimate = view_of(TenantState(name, orders), now, estimates)
         return None if estimate is None else estimate_detail(estimate, version)
     except (KeyError, ValueError, TypeError, zlib.error) as exc:
         # An item this version cannot read: the board shows the key once it changes.

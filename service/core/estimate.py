@@ -1,4 +1,4 @@
-"""A tenant's estimate as a value: what the queue model (``service.core.queueing``) says
+"""A tenant's estimate as a value: what the tenant state (``service.core.tenant``) says
 at an event time, and what the worker publishes and reports. Pure: no I/O here.
 """
 
@@ -30,3 +30,11 @@ class Estimate:
         return self.open_orders, tuple(
             (drink, round(e.estimate), round(e.p90)) for drink, e in sorted(self.drinks.items())
         )
+
+
+def changed(before: Estimate | None, after: Estimate | None) -> bool:
+    """Whether a view changed, as published: in whole seconds (``Estimate.rounded``), or
+    from none to some or back; ``as_of`` moving alone is no change."""
+    if before is None or after is None:
+        return before is not after
+    return before.rounded() != after.rounded()

@@ -13,6 +13,8 @@ from typing import Any
 import orjson
 
 from service.core.earliest import Earliest, EarliestBook, top_by_key
+from service.core.estimators.base import EstimateOptions
+from service.core.estimators.registry import estimate_options
 from service.core.events import (
     COMPLETED,
     WaitEstimate,
@@ -23,7 +25,7 @@ from service.core.events import (
 )
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import Anomalous, OrderBook, outcome, top
-from service.core.queueing import EstimateBook, Versioned
+from service.core.tenant_index import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 
@@ -227,6 +229,7 @@ def estimate_changes(
     wall_clock: float | None = None,
     completion: str = COMPLETED,
     result: ReplayResult | None = None,
+    estimates: EstimateOptions | None = None,
 ) -> Iterator[Versioned]:
     """Every estimate the estimate's rules publish for these events, at its version, replayed in
     time order (ties: by order id, then role) one at a time, as one message per flush:
@@ -236,7 +239,8 @@ def estimate_changes(
     Events are joined with ``join_event`` (through ``OrderBook``), as in the worker;
     tenants' states and estimates come from ``EstimateBook``; the clock is the latest
     accepted event time. ``result``, when given, receives the counts of the summary
-    (events, ignored, unprocessable, late halves).
+    (events, ignored, unprocessable, late halves). ``estimates``: the tenants' options
+    (None: the default estimator at ``max_wait_seconds``).
     """
     summary = result if result is not None else ReplayResult({})
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
@@ -260,14 +264,14 @@ def estimate_changes(
     # the order of the files' lines.
     accepted.sort(key=lambda e: (e.time, e.order_id, e.role.value))
     book = OrderBook(ttl_seconds)
-    estimates = EstimateBook(max_wait_seconds)
+    estimates_book = EstimateBook(estimates or estimate_options(max_wait_seconds))
     now = 0
     for event in accepted:
         now = max(now, event.time)
         record = book.apply(event, now)
         if record is None:
             continue
-        yield from estimates.update([record], now)
+        yield from estimates_book.update([record], now)
     summary.late_halves = book.late_halves
     summary.anomalies = sum(
         1

@@ -15,6 +15,7 @@ from service.board.seed import value_of
 from service.board.server import script_json
 from service.board.state import BoardState, Outcome, read_published, served_tenants
 from service.board.streams import Streams
+from service.core.estimators.registry import estimate_options
 from service.core.events import (
     AVERAGE_DETAIL_TYPE,
     ESTIMATE_DETAIL_TYPE,
@@ -192,5 +193,5 @@ def test_an_unreadable_table_item_is_left_out_not_fatal() -> None:
         "to": {"B": b"not zlib at all"},
     }
     with capture_logs() as logs:
-        assert value_of(corrupt, 10, 7200, 2_000_000_000) is None
+        assert value_of(corrupt, 10, estimate_options(7200), 2_000_000_000) is None
     assert [entry["event"] for entry in logs] == ["board_item_unreadable"]

@@ -131,7 +131,8 @@ def stored_record(
     from service.aws import items  # noqa: PLC0415
     from service.core.pairing import OrderRecord  # noqa: PLC0415
 
-    record = OrderRecord.of(order_id, tenant, drink, submitted, completed)
+    completions = () if completed is None else (completed,)
+    record = OrderRecord(order_id, ((submitted, tenant, drink),), completions, False, None)
     return items.record_from_item(order_id, items.order_item(record, expires))
 
 

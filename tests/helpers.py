@@ -18,6 +18,7 @@ from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
 from service.core.estimators.registry import estimate_options
 from service.core.events import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
+from service.core.pairing import OrderRecord
 from service.core.window import WindowKey
 from service.metrics import Metrics
 from service.ports import WindowState
@@ -300,3 +301,20 @@ async def scan_windows(clients: AwsClients, settings: Settings) -> dict[WindowKe
         if "LastEvaluatedKey" not in page:
             return windows
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def order_record(
+    order_id: str,
+    tenant: str | None = None,
+    drink: str | None = None,
+    submitted_at: int | None = None,
+    completed_at: int | None = None,
+    cancelled: bool = False,
+    expires_at: int | None = None,
+) -> OrderRecord:
+    """A record of at most one submission and one completion."""
+    submissions: tuple[tuple[int, str, str], ...] = ()
+    if submitted_at is not None:
+        submissions = ((submitted_at, tenant or "", drink or ""),)
+    completions = () if completed_at is None else (completed_at,)
+    return OrderRecord(order_id, submissions, completions, cancelled, expires_at)

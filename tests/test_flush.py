@@ -38,6 +38,7 @@ from tests.helpers import (
     burst,
     expected_rows,
     generated,
+    order_record,
     put_planned,
     scan_windows,
 )
@@ -112,7 +113,7 @@ async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws
 
     def records(prefix: str, at: int) -> dict[WindowKey, list[OrderRecord]]:
         return {
-            key: [OrderRecord.of(f"{prefix}-{key[1]}", *key, at - 60, at, expires_at=10**9)]
+            key: [order_record(f"{prefix}-{key[1]}", *key, at - 60, at, expires_at=10**9)]
             for key in keys
         }
 

@@ -22,6 +22,7 @@ from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.tenant import StoredTenant, TenantCommit, TenantState
 from service.lru import Lru, PackedLru
+from tests.helpers import order_record
 
 pytestmark = pytest.mark.unit
 
@@ -145,7 +146,7 @@ def test_a_tenant_estimate_comes_back_from_its_packed_form_with_every_drink() ->
     records = []
     for i in range(40):
         drink = ("Latte", "Mocha", "Espresso")[i % 3]
-        record = OrderRecord.of(f"o{i}", "NYC", drink, 1000 + 30 * i, 1000 + 30 * i + 60 + 7 * i)
+        record = order_record(f"o{i}", "NYC", drink, 1000 + 30 * i, 1000 + 30 * i + 60 + 7 * i)
         records.append(record)
     stored = StoredTenant.of(
         TenantState("NYC").add(records), 3, now=5000, options=estimate_options(MAX_WAIT)

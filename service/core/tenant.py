@@ -166,20 +166,16 @@ class TenantState:
         kept: list[OrderRecord] = list(self.orders.values())
         if bound is not None:
             earliest = unended_kept_from(bound, as_of, options.max_wait_seconds)
-            kept = [
-                record
-                for record in kept
-                if (
-                    (record.submitted_at or 0) >= earliest
-                    if record.ended_at is None
-                    else ended_kept(
-                        record.ended_at,
-                        record.completions[0] if record.completions else None,
-                        bound,
-                        as_of,
-                    )
-                )
-            ]
+            every, kept = kept, []
+            for record in every:
+                ended = record.ended_at
+                if ended is None:
+                    if (record.submitted_at or 0) >= earliest:
+                        kept.append(record)
+                elif ended_kept(
+                    ended, record.completions[0] if record.completions else None, bound, as_of
+                ):
+                    kept.append(record)
         dropped = over_caps(kept, cap)
         if dropped:
             # Ended orders first (oldest end first), then open ones (oldest submission).
@@ -194,9 +190,9 @@ class TenantState:
         mine = [r for r in self.orders.values() if r.tenant == self.tenant]
         if not mine:
             return None
-        queue = _Queue(mine, options.max_wait_seconds)
+        queue = _Queue(mine, options.max_wait_seconds, as_of)
         model = options.estimator.learn(training(self, queue, options))
-        snapshot = QueueSnapshot(as_of, open_orders_at(mine, as_of, options.max_wait_seconds))
+        snapshot = QueueSnapshot(as_of, queue.open_now)
         drinks = {} if model is None else model.predict(snapshot)
         return Estimate(self.tenant, as_of, len(snapshot.open_orders), drinks)
 
@@ -303,35 +299,30 @@ def _recent(records: Iterable[OrderRecord], training_orders: int) -> list[OrderR
 
 
 class _Queue:
-    """Open counts at any time, in O(log n): each order open on its ``open_interval``."""
+    """Open counts at any time, in O(log n): each order open on its ``open_interval``; and
+    the orders open at ``at`` (``open_now``, by (submission, order id); one pass for both)."""
 
-    def __init__(self, records: Sequence[OrderRecord], max_wait_seconds: int) -> None:
+    def __init__(
+        self, records: Sequence[OrderRecord], max_wait_seconds: int, at: int | None = None
+    ) -> None:
         starts, ends = [], []
+        open_now = []
         for record in records:
-            start, stop = open_interval(record.submissions[0][0], record.ended_at, max_wait_seconds)
+            first = record.submissions[0]
+            start, stop = open_interval(first[0], record.ended_at, max_wait_seconds)
             starts.append(start)
             ends.append(stop)
+            if at is not None and start <= at < stop:
+                open_now.append(OpenOrder(record.order_id, start, first[2]))
         starts.sort()
         ends.sort()
         self.starts, self.ends = starts, ends
+        open_now.sort(key=lambda o: (o.submitted_at, o.order_id))
+        self.open_now = tuple(open_now)
 
     def open_at(self, t: int) -> int:
         """How many of the orders are open at ``t``."""
         return open_count(self.starts, self.ends, t)
-
-
-def open_orders_at(
-    records: Iterable[OrderRecord], t: int, max_wait_seconds: int
-) -> tuple[OpenOrder, ...]:
-    """The records open at ``t`` (the tenant's own), by (submission, order id)."""
-    found = []
-    for record in records:
-        first = record.submissions[0]
-        start, stop = open_interval(first[0], record.ended_at, max_wait_seconds)
-        if start <= t < stop:
-            found.append(OpenOrder(record.order_id, start, first[2]))
-    found.sort(key=lambda o: (o.submitted_at, o.order_id))
-    return tuple(found)
 
 
 def training(state: TenantState, queue: _Queue, options: EstimateOptions) -> list[Sample]:

@@ -343,7 +343,7 @@ class LiveTenant:
 
 
 def _open_orders(live: LiveTenant, t: int) -> tuple[OpenOrder, ...]:
-    """A ``LiveTenant``'s ``open_orders_at``, from its indexes: the unended ones submitted
+    """A ``LiveTenant``'s ``TenantState``'s open orders, from its indexes: the unended ones submitted
     in the maximum wait up to ``t``, and the few ended after ``t`` whose interval holds it."""
     opened = live.opened
     unended = live.unended

@@ -17,7 +17,7 @@ from bisect import bisect_left, insort
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from service.core.estimate import Estimate, changed
+from service.core.estimate import Estimate, Rounded, rounded_of
 from service.core.estimators.base import Model, OpenOrder, QueueSnapshot, Sample
 from service.core.pairing import OrderRecord
 from service.core.tenant import (
@@ -72,6 +72,7 @@ class EstimateBook:
         self.live: dict[str, LiveTenant] = {}
         self.published: dict[str, Versioned] = {}
         self.dropped = 0
+        self._rounded: dict[str, Rounded | None] = {}  # each published estimate's
 
     def update(self, records: Iterable[OrderRecord], now: int) -> list[Versioned]:
         """Join records and return each changed tenant's new estimate."""
@@ -89,11 +90,13 @@ class EstimateBook:
             found = live.view(now)
             if found is None:
                 continue
-            last = self.published.get(tenant)
-            if not changed(None if last is None else last.estimate, found):
+            rounded = rounded_of(found)  # (``changed``, the last published one's kept)
+            if self._rounded.get(tenant) == rounded:
                 continue
+            last = self.published.get(tenant)
             versioned = Versioned(found, next_version(0 if last is None else last.version))
             self.published[tenant] = versioned
+            self._rounded[tenant] = rounded
             found_changed.append(versioned)
         return found_changed
 
@@ -106,7 +109,8 @@ class LiveTenant:
     - ``times``: the earliest submission, completion and cancellation of each of the
       tenant's own records (``own_event_times``, for ``latest_event``);
     - ``starts``, ``stops``: its own records' open intervals (``open_interval``), and
-      ``opened``: each own record as an ``OpenOrder`` (a snapshot's open orders);
+      ``waiting`` and ``waiting_orders``: the unended own records' (submission, id) and,
+      in the same order, each as an ``OpenOrder`` (a snapshot's open orders are a slice);
     - ``completed``: every record's (earliest completion, order id), the last
       ``training_orders`` of which are ``TenantState``'s recent ones (the training
       orders, the horizon);
@@ -134,7 +138,8 @@ class LiveTenant:
         self.times: list[int] = []
         self.starts: list[int] = []
         self.stops: list[int] = []
-        self.opened: dict[str, OpenOrder] = {}
+        self.waiting: list[tuple[int, str]] = []
+        self.waiting_orders: list[OpenOrder] = []
         self.completed: list[tuple[int, str]] = []
         self.ended: list[tuple[int, str]] = []
         self.unended: list[tuple[int, str]] = []
@@ -205,10 +210,14 @@ class LiveTenant:
             _change(self.times, at, remove)
         _change(self.starts, interval[0], remove)
         _change(self.stops, interval[1], remove)
-        if remove:
-            del self.opened[order_id]
-        else:
-            self.opened[order_id] = OpenOrder(order_id, submitted, first[2])
+        if ended is None:
+            key = (submitted, order_id)
+            at = bisect_left(self.waiting, key)
+            if remove:
+                del self.waiting[at], self.waiting_orders[at]
+            else:
+                self.waiting.insert(at, key)
+                self.waiting_orders.insert(at, OpenOrder(order_id, submitted, first[2]))
 
     def _recent_change(self, key: tuple[int, str], remove: bool) -> None:
         """A (completion, id) enters or leaves ``completed``: below the latest
@@ -343,27 +352,24 @@ class LiveTenant:
 
 
 def _open_orders(live: LiveTenant, t: int) -> tuple[OpenOrder, ...]:
-    """A ``LiveTenant``'s ``TenantState``'s open orders, from its indexes: the unended ones submitted
-    in the maximum wait up to ``t``, and the few ended after ``t`` whose interval holds it."""
-    opened = live.opened
-    unended = live.unended
-    low = bisect_left(unended, (t - live.max_wait_seconds,))
-    high = bisect_left(unended, (t + 1,))
-    found = [opened[i] for _, i in unended[low:high] if i in opened]
+    """A ``LiveTenant``'s open orders at ``t``, as ``TenantState`` finds them, from its
+    indexes: the unended own ones submitted in the maximum wait up to ``t`` (a slice), and
+    the few ended after ``t`` whose open interval holds it."""
+    waiting = live.waiting
+    low = bisect_left(waiting, (t - live.max_wait_seconds,))
+    high = bisect_left(waiting, (t + 1,))
     ended = live.ended
-    later = [
-        opened[i]
-        for _, i in ended[bisect_left(ended, (t + 1,)) :]
-        if i in opened and _holds(live._interval(live.orders[i]), t)
-    ]
-    if later:
-        found += later
-        found.sort(key=lambda o: (o.submitted_at, o.order_id))
+    later = []
+    for _, order_id in ended[bisect_left(ended, (t + 1,)) :]:
+        record = live.orders[order_id]
+        interval = live._interval(record)
+        if interval is not None and interval[0] <= t < interval[1]:
+            later.append(OpenOrder(order_id, interval[0], record.submissions[0][2]))
+    if not later:
+        return tuple(live.waiting_orders[low:high])
+    found = live.waiting_orders[low:high] + later
+    found.sort(key=lambda o: (o.submitted_at, o.order_id))
     return tuple(found)
-
-
-def _holds(interval: tuple[int, int] | None, t: int) -> bool:
-    return interval is not None and interval[0] <= t < interval[1]
 
 
 def _change(index: list[Any], value: Any, remove: bool) -> None:

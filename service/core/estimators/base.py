@@ -33,17 +33,16 @@ class Sample(NamedTuple):
     wait: int
 
 
-@dataclass(frozen=True, slots=True)
-class OpenOrder:
-    """One of a tenant's orders open at a snapshot's time."""
+class OpenOrder(NamedTuple):
+    """One of a tenant's orders open at a snapshot's time (a named tuple: replay makes
+    one for every open order it indexes, and a tuple is the cheapest frozen value)."""
 
     order_id: str
     submitted_at: int
     drink: str
 
 
-@dataclass(frozen=True, slots=True)
-class QueueSnapshot:
+class QueueSnapshot(NamedTuple):
     """A tenant's queue at ``as_of``: its open orders, by (submission, order id)."""
 
     as_of: int

@@ -26,12 +26,10 @@ import math
 import sys
 import time
 from bisect import bisect_left
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.core import queueing
+from service.core.estimators.registry import estimate_options
 from service.core.published import WaitEstimate
 from service.settings import DEFAULT_SOURCE
 from service.tools.coffeebar import OrderEnd, OrderRecord, Rush, TrafficGenerator
@@ -63,17 +61,6 @@ def simulate(seed: int, *, steady: bool) -> tuple[list[dict[str, Any]], list[Ord
             envelope(detail_type=planned.detail_type, detail=planned.detail, at=planned.at)
         )
     return envelopes, [r for r in generator.records or () if r.submitted_at <= end]
-
-
-@contextmanager
-def candidate(name: str) -> Iterator[None]:
-    """The service's model (``hinge``) or the plain regression (``linear``: knee 1)."""
-    saved = queueing.MAX_SERVERS
-    queueing.MAX_SERVERS = saved if name == "hinge" else 1
-    try:
-        yield
-    finally:
-        queueing.MAX_SERVERS = saved
 
 
 @dataclass
@@ -189,11 +176,15 @@ def open_at_submission(truth: list[OrderRecord]) -> dict[str, int]:
 def score(name: str, envelopes: list[dict[str, Any]], truth: list[OrderRecord]) -> dict[str, Any]:
     """One candidate on one stream: all orders and the rush subset."""
     board = Board()
-    with candidate(name):
-        for detail in replay_estimates(
-            envelopes, max_wait_seconds=MAX_WAIT, source=DEFAULT_SOURCE, wall_clock=START + 1e7
-        ):
-            board.add(detail)
+    # The service's model (``hinge``) or the plain regression (``linear``: knee 1), by name.
+    for detail in replay_estimates(
+        envelopes,
+        max_wait_seconds=MAX_WAIT,
+        source=DEFAULT_SOURCE,
+        wall_clock=START + 1e7,
+        estimates=estimate_options(MAX_WAIT, name),
+    ):
+        board.add(detail)
     averages = last10_in_force(truth)
     ahead = open_at_submission(truth)
     every, rush = Scores(), Scores()

@@ -6,7 +6,8 @@ worktree (nothing here changes) and the bench modules of CARRIED copied into it;
 ROUNDS times, each part of PARTS (calls per completed order at 1,000 orders of history and
 at issue 20's 400 orders, replay and `replay --estimates` against parse time on the clean
 and messy streams of 300,000 events, latency over the
-forwarder, peak RSS at issue 20's scale) runs on REV and on this tree, alternating which
+forwarder, peak RSS at issue 20's scale, a worker's CPU per consumed event from ``bench
+throughput`` on moto) runs on REV and on this tree, alternating which
 goes first, each in a fresh process with this tree's virtual environment. Two separate runs of ``bench cost`` vary by
 more than the change being measured (flush sizes follow timing), so only ratios taken in
 the same run, on the same machine, mean anything.
@@ -68,6 +69,12 @@ PARTS = {
         None,
     ),
     "peak RSS (MB) at issue 20's memory scale": ("bench.memory", [], "loaded_worker_peak_mb", None),
+    "worker CPU per consumed event (us), 1 worker on moto, start-up excluded": (
+        "bench.throughput",
+        ["1000", "moto"],
+        "worker_cpu_us_per_consumed_event",
+        1.05,
+    ),
 }
 # Bench modules newer than some trees: copied into the old tree when it lacks them or
 # holds an older version (they only use what every version of the service has; settings
@@ -79,6 +86,7 @@ CARRIED = (
     "bench/messy.py",
     "bench/latency.py",
     "bench/memory.py",
+    "bench/throughput.py",
 )
 
 

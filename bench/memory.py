@@ -132,7 +132,8 @@ def stored_record(
     from service.aws import items  # noqa: PLC0415
     from service.core.pairing import OrderRecord  # noqa: PLC0415
 
-    record = OrderRecord.of(order_id, tenant, drink, submitted, completed)
+    completions = () if completed is None else (completed,)
+    record = OrderRecord(order_id, ((submitted, tenant, drink),), completions, False, None)
     return items.record_from_item(order_id, order_item(record, expires))
 
 
@@ -179,9 +180,18 @@ def fill_windows(worker: Any, rng: random.Random) -> None:
 
 def fill_tenants(worker: Any, rng: random.Random) -> None:
     """TENANTS tenant states holding OPEN_ORDERS open orders, committed and cached."""
-    from service.core.queueing import StoredTenant, TenantCommit  # noqa: PLC0415
+    try:  # (carried by bench.compare into older trees, before the tenant module)
+        from service.core.tenant import StoredTenant, TenantCommit  # noqa: PLC0415
+    except ImportError:
+        from service.core.queueing import StoredTenant, TenantCommit  # type: ignore[no-redef,import-untyped]  # noqa: PLC0415
 
     store = worker.flush.store
+    estimates = getattr(store, "estimates", None)
+    options: dict[str, Any] = (
+        {"options": estimates}
+        if estimates is not None
+        else {"max_wait_seconds": store.max_wait_seconds}
+    )
     drinks = list(MENU)
     counts = open_counts(rng)
     for start in range(0, TENANTS, BATCH):
@@ -204,7 +214,7 @@ def fill_tenants(worker: Any, rng: random.Random) -> None:
             by_tenant,
             {tenant: StoredTenant.empty(tenant) for tenant in by_tenant},
             now=BASE_TIME,
-            max_wait_seconds=store.max_wait_seconds,
+            **options,
         )
         commit.landed(commit.proposals())
         for committed in commit.result():

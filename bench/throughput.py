@@ -4,6 +4,11 @@ Entry point: ``run(report)`` is a plain (synchronous) function; it starts its ow
 with ``anyio.run``, prints as it goes and fills ``report["throughput"]``. Run alone:
 ``python -m bench.throughput [EVENTS]``.
 
+``python -m bench.throughput EVENTS SETUPS`` (SETUPS: comma-separated, ``moto`` or
+``localstack``) measures only those. The report's ``worker_cpu_us_per_consumed_event`` is
+one worker process's CPU per consumed event, its start-up excluded, on the first setup
+measured: the figure ``bench.compare`` holds old against new.
+
 Two setups in the same run: everything on moto, and SQS and EventBridge on LocalStack with
 DynamoDB on moto (``Settings.dynamodb_endpoint_url``; the workers get
 ``AWS_ENDPOINT_URL_DYNAMODB``). moto serves every request in one GIL-bound process and is
@@ -190,7 +195,7 @@ async def run_workers(
     }
 
 
-async def measure(report: dict[str, Any], events: int) -> None:
+async def measure(report: dict[str, Any], events: int, setups: tuple[str, ...] = SETUPS) -> None:
     dummy_credentials()
     nproc = os.cpu_count() or 1
     print(
@@ -200,11 +205,13 @@ async def measure(report: dict[str, Any], events: int) -> None:
     )
     rows: list[dict[str, Any]] = []
     startups: dict[str, Any] = {}
-    for setup in SETUPS:
+    for setup in setups:
         rows.extend(await measure_setup(setup, events, startups))
     print_table(rows)
+    one_worker = next(r for r in rows if r["consumer"] == "worker" and r["workers"] == 1)
     report["throughput"] = {
         "events": events,
+        "worker_cpu_us_per_consumed_event": one_worker["workers_cpu_us_per_event_excl_startup"],
         "nproc": nproc,
         "worker_startup": startups,
         "runs": rows,
@@ -306,6 +313,9 @@ async def measure_setup(setup: str, events: int, startups: dict[str, Any]) -> li
                     "workers_cpu_ms_per_event_excl_startup": round(
                         steady_workers_cpu / queued * 1e3, 2
                     ),
+                    "workers_cpu_us_per_event_excl_startup": round(
+                        steady_workers_cpu / queued * 1e6, 1
+                    ),
                     "emulator_bound_ceiling_events_per_s": round(
                         queued / figures["emulator_cpu_s"], 1
                     ),
@@ -360,14 +370,18 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         )
 
 
-def run(report: dict[str, Any], events: int = 1000) -> None:
+def run(report: dict[str, Any], events: int = 1000, setups: tuple[str, ...] = SETUPS) -> None:
     """Measure and fill ``report["throughput"]`` (synchronous; starts its own event loop)."""
     quiet_logs()
     report.setdefault("machine", print_machine())
-    anyio.run(measure, report, events)
+    anyio.run(measure, report, events, setups)
 
 
 if __name__ == "__main__":
     results: dict[str, Any] = {}
-    run(results, int(sys.argv[1]) if len(sys.argv) > 1 else 1000)
+    run(
+        results,
+        int(sys.argv[1]) if len(sys.argv) > 1 else 1000,
+        tuple(sys.argv[2].split(",")) if len(sys.argv) > 2 else SETUPS,
+    )
     print(json.dumps(results, indent=2))

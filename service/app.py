@@ -16,6 +16,7 @@ from service.aws.errors import call
 from service.aws.publisher import EventBridgePublisher
 from service.aws.queue import ResolvedQueue, SqsDepth, SqsQueue, resolve_queue
 from service.aws.store import DynamoStore
+from service.core.estimators.registry import estimate_options
 from service.endpoints import serve_endpoints
 from service.errors import EXIT_OK, MissingResourceError
 from service.flush import Flush
@@ -49,6 +50,7 @@ def build_worker(
         window_size=settings.window_size,
         ttl_seconds=settings.pending_ttl_seconds,
         max_wait_seconds=settings.max_wait_seconds,
+        estimates=estimate_options(settings.max_wait_seconds, settings.estimator),
         observer=observer,
         max_cached_windows=settings.max_windows_in_memory,
         max_cached_tenants=settings.max_tenants_in_memory,

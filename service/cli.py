@@ -25,7 +25,7 @@ import anyio
 import structlog
 
 from service.commands import aws, offline
-from service.commands.base import Command, UsageError
+from service.commands.base import Command, UsageError, tenant_options
 from service.commands.options import add_duration, add_seed, add_traffic
 from service.commands.stop import STOP_SIGNALS, StopRequested, raise_on_stop_signals
 from service.errors import (
@@ -159,6 +159,7 @@ def _main(command: Command, args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         settings = load_settings()
+        tenant_options(settings)
     except ConfigurationError as exc:
         print(f"wait-times: {exc}", file=sys.stderr)
         return EXIT_USAGE

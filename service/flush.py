@@ -47,7 +47,7 @@ from service.core.pairing import (
     outcome,
 )
 from service.core.published import Published, average_event, estimate_detail
-from service.core.queueing import counted_wait
+from service.core.tenant import counted_wait, tenants_named
 from service.core.window import WindowKey
 from service.errors import PoisonMessageError, WaitTimesError
 from service.ports import (
@@ -185,7 +185,7 @@ def sort_records(
             found.late_halves += len(messages)
             continue
         again = any(message.receive_count > 1 for message in messages)
-        for tenant in {tenant for _, tenant, _ in record.submissions}:
+        for tenant in tenants_named(record):
             by_tenant[tenant].append(record)
             if again:
                 found.redelivered_tenants.add(tenant)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.core.estimate import Estimate
-from service.core.queueing import MAX_TENANT_ORDERS
+from service.core.tenant import MAX_TENANT_ORDERS
 from service.core.window import WindowKey
 from service.errors import WaitTimesError
 from service.ports import QueueDepth

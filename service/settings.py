@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     max_wait_seconds: int = Field(
         7200, ge=1, description="longer waits are anomalies, never averaged"
     )
+    estimator: str = Field(
+        "hinge", min_length=1, description="the wait estimate's model, by its registered name"
+    )
     pending_ttl_seconds: int = Field(
         86400, ge=60, description="unpaired halves expire (must exceed the max wait)"
     )

@@ -33,10 +33,12 @@ from anyio.lowlevel import checkpoint
 from service.aws.store import committed
 from service.core.commit import StoredKey, WindowCommit
 from service.core.estimate import Estimate
+from service.core.estimators.base import EstimateOptions
+from service.core.estimators.registry import estimate_options
 from service.core.pairing import OrderRecord
 from service.core.published import DrinkAverageTime, Published, WaitEstimate
-from service.core.queueing import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
 from service.core.rounds import Proposals, Reread, Subjects, Written, drive_commit
+from service.core.tenant import MAX_TENANT_ORDERS, StoredTenant, TenantCommit
 from service.core.window import WindowKey
 from service.errors import DependencyError, WaitTimesError
 from service.ports import (
@@ -422,6 +424,7 @@ class FakeStore(Injectable):
         window_size: int = 10,
         ttl_seconds: int = 86400,
         max_wait_seconds: int = 7200,
+        estimates: EstimateOptions | None = None,
         journal: Journal | None = None,
         observer: Observer | None = None,
         tenant_cap: int = MAX_TENANT_ORDERS,
@@ -430,6 +433,7 @@ class FakeStore(Injectable):
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
         self.max_wait_seconds = max_wait_seconds
+        self.estimates = estimates or estimate_options(max_wait_seconds)
         self.observer = observer
         self.records: dict[str, OrderRecord] = {}
         self.keys: dict[WindowKey, StoredKey] = {}
@@ -462,7 +466,7 @@ class FakeStore(Injectable):
             stored.state,
             stored.version,
             now=latest if now is None else now,
-            max_wait_seconds=self.max_wait_seconds,
+            options=self.estimates,
         )
 
     def bump_tenant(self, tenant: str, records: Iterable[OrderRecord], now: int) -> None:
@@ -470,7 +474,7 @@ class FakeStore(Injectable):
         current = self.tenant(tenant, now)
         state = current.state.add(records)
         self.tenant_states[tenant] = StoredTenant.of(
-            state, current.version + 1, now=now, max_wait_seconds=self.max_wait_seconds
+            state, current.version + 1, now=now, options=self.estimates
         )
         self.journal.record("bump", [tenant])
 
@@ -558,7 +562,7 @@ class FakeStore(Injectable):
             tenants,
             tenant_states,
             now=now,
-            max_wait_seconds=self.max_wait_seconds,
+            options=self.estimates,
             cap=self.tenant_cap,
         )
         result = await drive_commit(window_commit, tenant_commit, FakeWrites(self, now))

@@ -16,6 +16,8 @@ from service.aws import items
 from service.aws.clients import AwsClients
 from service.aws.provision import Provisioned
 from service.aws.store import DynamoStore
+from service.core.estimators.registry import estimate_options
+from service.core.pairing import OrderRecord
 from service.core.published import AVERAGE_DETAIL_TYPE, ESTIMATE_DETAIL_TYPE
 from service.core.window import WindowKey
 from service.metrics import Metrics
@@ -143,6 +145,8 @@ class Aws:
             self.settings.table_name,
             window_size=self.settings.window_size,
             ttl_seconds=self.settings.pending_ttl_seconds,
+            max_wait_seconds=self.settings.max_wait_seconds,
+            estimates=estimate_options(self.settings.max_wait_seconds, self.settings.estimator),
         )
 
     async def stored_rows(self) -> list[dict[str, Any]]:
@@ -297,3 +301,20 @@ async def scan_windows(clients: AwsClients, settings: Settings) -> dict[WindowKe
         if "LastEvaluatedKey" not in page:
             return windows
         request["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+
+
+def order_record(
+    order_id: str,
+    tenant: str | None = None,
+    drink: str | None = None,
+    submitted_at: int | None = None,
+    completed_at: int | None = None,
+    cancelled: bool = False,
+    expires_at: int | None = None,
+) -> OrderRecord:
+    """A record of at most one submission and one completion."""
+    submissions: tuple[tuple[int, str, str], ...] = ()
+    if submitted_at is not None:
+        submissions = ((submitted_at, tenant or "", drink or ""),)
+    completions = () if completed_at is None else (completed_at,)
+    return OrderRecord(order_id, submissions, completions, cancelled, expires_at)

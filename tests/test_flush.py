@@ -22,6 +22,7 @@ from service.aws.queue import resolve_queue
 from service.aws.store import DynamoStore
 from service.core.consumed import role_of
 from service.core.estimate import Estimate
+from service.core.estimators.registry import estimate_options
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
 from service.core.window import WindowKey
@@ -38,6 +39,7 @@ from tests.helpers import (
     burst,
     expected_rows,
     generated,
+    order_record,
     put_planned,
     scan_windows,
 )
@@ -112,7 +114,7 @@ async def test_a_window_transaction_that_loses_a_race_rereads_and_joins(aws: Aws
 
     def records(prefix: str, at: int) -> dict[WindowKey, list[OrderRecord]]:
         return {
-            key: [OrderRecord.of(f"{prefix}-{key[1]}", *key, at - 60, at, expires_at=10**9)]
+            key: [order_record(f"{prefix}-{key[1]}", *key, at - 60, at, expires_at=10**9)]
             for key in keys
         }
 
@@ -247,7 +249,11 @@ async def test_a_failing_write_of_two_orders_surfaces_as_itself(aws: Aws) -> Non
         async with AsyncExitStack() as stack:
             clients = await open_clients(settings, stack)
             store = DynamoStore(
-                clients.dynamodb, settings.table_name, window_size=10, ttl_seconds=86_400
+                clients.dynamodb,
+                settings.table_name,
+                window_size=10,
+                ttl_seconds=86_400,
+                estimates=estimate_options(7200),
             )
             with pytest.raises(DependencyError) as caught:
                 await store.apply_all([submitted("x", 1), completed("y", 2)], now=10)

@@ -15,6 +15,7 @@ from service.flush import join_records, sort_records, to_publish, triage
 from service.ports import Message, TenantChange, WindowChange, WindowState, final_poison
 from service.settings import WorkerOptions
 from tests.envelopes import envelope
+from tests.helpers import order_record
 
 pytestmark = pytest.mark.unit
 
@@ -72,11 +73,11 @@ def test_sort_records_once_per_order_with_late_halves_redeliveries_and_anomalies
     ]
     expires = NOW + 100
     stored = {
-        "paired": OrderRecord.of("paired", "NYC", "Latte", 100, 160, expires_at=expires),
-        "open": OrderRecord.of("open", "NYC", "Latte", 100, expires_at=expires),
-        "late": OrderRecord.of("late", "NYC", "Latte", 100, 200, expires_at=NOW),
-        "odd": OrderRecord.of("odd", "NYC", "Latte", 100, 50, expires_at=expires),
-        "told": OrderRecord.of("told", "NYC", "Latte", 100, 50, expires_at=expires)._replace(
+        "paired": order_record("paired", "NYC", "Latte", 100, 160, expires_at=expires),
+        "open": order_record("open", "NYC", "Latte", 100, expires_at=expires),
+        "late": order_record("late", "NYC", "Latte", 100, 200, expires_at=NOW),
+        "odd": order_record("odd", "NYC", "Latte", 100, 50, expires_at=expires),
+        "told": order_record("told", "NYC", "Latte", 100, 50, expires_at=expires)._replace(
             anomaly_reported=True
         ),
     }
@@ -91,8 +92,8 @@ def test_sort_records_once_per_order_with_late_halves_redeliveries_and_anomalies
 
 
 def test_an_order_submitted_under_two_drinks_is_sorted_to_both_keys() -> None:
-    record = OrderRecord.of("o", "NYC", "Latte", 100, 160, expires_at=NOW + 1).join(
-        OrderRecord.of("o", "NYC", "Mocha", 110)
+    record = order_record("o", "NYC", "Latte", 100, 160, expires_at=NOW + 1).join(
+        order_record("o", "NYC", "Mocha", 110)
     )
     orders = [(message({}, "m1"), event(Role.COMPLETED, "o", 160))]
     found = sort_records(orders, {"o": record}, now=NOW, max_wait_seconds=7200)
@@ -109,7 +110,7 @@ def test_to_publish_takes_changed_windows_and_those_holding_a_redelivered_order(
     empty: WindowKey = ("NYC", "Tea")
     changes = [change(KEY, ["a"], True), change(other, ["b"], False), change(empty, [], True)]
     orders = [(message({}, "m1"), event(Role.COMPLETED, "b", 160))]
-    stored = {"b": OrderRecord.of("b", "NYC", "Mocha", 100, 160, expires_at=NOW + 1)}
+    stored = {"b": order_record("b", "NYC", "Mocha", 100, 160, expires_at=NOW + 1)}
     plain = sort_records(orders, stored, now=NOW, max_wait_seconds=7200)
     assert [c.key for c in to_publish(changes, plain.by_key, plain.redelivered, retried=False)] == [
         KEY
@@ -163,7 +164,7 @@ def test_a_redelivered_order_republishes_a_key_it_names_even_out_of_its_window()
     """A cancelled order left its window before a crash lost the publish: when its
     cancellation comes again, the key still goes out at its current version."""
     stored = {
-        "gone": OrderRecord.of("gone", "NYC", "Latte", 100, 160, expires_at=NOW + 1)._replace(
+        "gone": order_record("gone", "NYC", "Latte", 100, 160, expires_at=NOW + 1)._replace(
             cancelled=True, cancellations=(170,)
         )
     }

@@ -28,6 +28,7 @@ from service.aws.clients import open_clients
 from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
 from service.core.estimate import Estimate
+from service.core.estimators.registry import estimate_options
 from service.flush import Flush
 from service.ports import Message
 from service.settings import worker_options
@@ -204,6 +205,7 @@ async def _race(settings_: Any, flushes: list[list[Message]]) -> None:
                 window_size=settings_.window_size,
                 ttl_seconds=settings_.pending_ttl_seconds,
                 max_wait_seconds=settings_.max_wait_seconds,
+                estimates=estimate_options(settings_.max_wait_seconds),
             )
             observer = RecordingObserver()
             flush = Flush(queue, store, RecordingPublisher(), observer, options)
@@ -276,6 +278,7 @@ def test_two_workers_racing_on_one_table_store_replays_windows(
                 window_size=window_size,
                 ttl_seconds=10**7,
                 max_wait_seconds=MAX_WAIT,
+                estimates=estimate_options(MAX_WAIT),
             )
             stored = await store.load_tenants(tenants, now=10**10)
         rows = [

@@ -17,10 +17,12 @@ from service.aws.store import (
     unpack_tenant,
 )
 from service.core.commit import StoredKey, WindowCommit
+from service.core.estimators.registry import estimate_options
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord
-from service.core.queueing import StoredTenant, TenantCommit, TenantState
+from service.core.tenant import StoredTenant, TenantCommit, TenantState
 from service.lru import Lru, PackedLru
+from tests.helpers import order_record
 
 pytestmark = pytest.mark.unit
 
@@ -132,7 +134,7 @@ def test_a_tenant_state_comes_back_from_its_packed_form_as_it_was(planned: list,
             {tenant: named},
             {tenant: StoredTenant.empty(tenant)},
             now=now,
-            max_wait_seconds=MAX_WAIT,
+            options=estimate_options(MAX_WAIT),
         )
         commit.landed(commit.proposals())
         (committed,) = commit.result()
@@ -144,10 +146,10 @@ def test_a_tenant_estimate_comes_back_from_its_packed_form_with_every_drink() ->
     records = []
     for i in range(40):
         drink = ("Latte", "Mocha", "Espresso")[i % 3]
-        record = OrderRecord.of(f"o{i}", "NYC", drink, 1000 + 30 * i, 1000 + 30 * i + 60 + 7 * i)
+        record = order_record(f"o{i}", "NYC", drink, 1000 + 30 * i, 1000 + 30 * i + 60 + 7 * i)
         records.append(record)
     stored = StoredTenant.of(
-        TenantState("NYC").add(records), 3, now=5000, max_wait_seconds=MAX_WAIT
+        TenantState("NYC").add(records), 3, now=5000, options=estimate_options(MAX_WAIT)
     )
     assert stored.view is not None and len(stored.view.drinks) == 3
     assert unpack_tenant("NYC", pack_tenant(stored)) == stored

@@ -33,6 +33,7 @@ CHANGED: dict[str, Any] = {
     "source": "other.source",
     "window_size": 25,
     "max_wait_seconds": 3600,
+    "estimator": "linear",
     "pending_ttl_seconds": 7200,
     "max_clock_skew_seconds": 0,
     "completion_event": "order-finished",

@@ -17,6 +17,7 @@ import pytest
 
 from service.aws.provision import ensure_table
 from service.aws.store import DynamoStore
+from service.core.estimators.registry import estimate_options
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import InForce, OrderRecord
 from service.core.window import WindowKey
@@ -76,6 +77,7 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
             window_size=10,
             ttl_seconds=TTL,
             max_wait_seconds=MAX_WAIT,
+            estimates=estimate_options(MAX_WAIT),
             observer=observer,
         )
 
@@ -303,6 +305,7 @@ async def test_a_store_commits_from_its_packed_states_as_from_objects(aws: Aws) 
             window_size=10,
             ttl_seconds=TTL,
             max_wait_seconds=MAX_WAIT,
+            estimates=estimate_options(MAX_WAIT),
             observer=observer,
             hot_windows=hot,
             hot_tenants=hot,

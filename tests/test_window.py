@@ -47,11 +47,6 @@ def test_empty_window_has_no_duration() -> None:
     assert Window(3).samples == 0
 
 
-def test_contains_names_the_orders_holding_a_slot() -> None:
-    window = window_of(1, [entry("a", 1), entry("b", 2)])
-    assert window.contains("b") and not window.contains("a")
-
-
 entries = st.builds(
     lambda order: WindowEntry(order % 7, f"o{order}", order % 4), st.integers(0, 11)
 )

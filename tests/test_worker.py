@@ -34,7 +34,7 @@ from service.settings import Settings, worker_options
 from service.worker import DEPTH_POLL_SECONDS, Worker, watch_queue_depths
 from tests.envelopes import envelope
 from tests.fakes import Fakes, Injectable, QueuedMessage, join_record
-from tests.helpers import wait_until
+from tests.helpers import order_record, wait_until
 
 pytestmark = pytest.mark.unit
 
@@ -137,7 +137,7 @@ async def test_the_fake_queue_redrives_and_ignores_stale_receipts() -> None:
 
 def test_the_fake_store_joins_records_like_the_set_update() -> None:
     def record(**fields: Any) -> OrderRecord:
-        return OrderRecord.of("o1", **fields)
+        return order_record("o1", **fields)
 
     stored = join_record(record(), record(completed_at=T0 + 60), expires_at=100)
     stored = join_record(stored, record(tenant="NYC", drink="Latte", submitted_at=T0), 200)
@@ -327,7 +327,7 @@ async def test_a_lost_window_race_is_reread_and_joined(fakes: Fakes) -> None:
     # Another worker writes the same window behind this one's cache.
     fakes.store.bump(
         LATTE,
-        [OrderRecord.of("theirs", "NYC", "Latte", T0 + 100, T0 + 200, expires_at=T0 + 86_400)],
+        [order_record("theirs", "NYC", "Latte", T0 + 100, T0 + 200, expires_at=T0 + 86_400)],
     )
     send_order(fakes, "o2", T0 + 300, 30)
     await burst(worker)

@@ -28,8 +28,8 @@ from service.aws.errors import call
 from service.backoff import CONTENTION
 from service.core.commit import KeyCommitted, StoredKey, WindowCommit
 from service.core.estimate import Estimate
+from service.core.estimators.base import EstimateOptions
 from service.core.pairing import OrderRecord
-from service.core.queueing import StoredTenant, TenantCommit, TenantCommitted, TenantState
 from service.core.rounds import (
     CommitResult,
     Proposals,
@@ -38,6 +38,7 @@ from service.core.rounds import (
     Written,
     drive_commit,
 )
+from service.core.tenant import StoredTenant, TenantCommit, TenantCommitted, TenantState
 from service.core.window import WindowKey
 from service.errors import DependencyError, first_error
 from service.lru import PackedLru
@@ -89,6 +90,7 @@ class DynamoStore:
         window_size: int,
         ttl_seconds: int,
         max_wait_seconds: int = setting_default("max_wait_seconds"),
+        estimates: EstimateOptions,
         observer: Observer | None = None,
         max_cached_windows: int = setting_default("max_windows_in_memory"),
         max_cached_tenants: int = setting_default("max_tenants_in_memory"),
@@ -100,6 +102,7 @@ class DynamoStore:
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
         self.max_wait_seconds = max_wait_seconds
+        self.estimates = estimates  # the tenants' and their estimator's options
         self.observer = observer
         # Windows and tenant states as last written, the least recently used packed.
         self.cache: PackedLru[WindowKey, StoredKey, bytes] = PackedLru(
@@ -251,7 +254,7 @@ class DynamoStore:
             return StoredTenant.empty(tenant)
         _, orders, version = found
         return StoredTenant.of(
-            TenantState(tenant, orders), version, now=now, max_wait_seconds=self.max_wait_seconds
+            TenantState(tenant, orders), version, now=now, options=self.estimates
         )
 
     async def commit(
@@ -274,7 +277,7 @@ class DynamoStore:
                 tenants,
                 await self._tenant_states(tenants, now),
                 now=now,
-                max_wait_seconds=self.max_wait_seconds,
+                options=self.estimates,
             )
             result = await drive_commit(window_commit, tenant_commit, _TableWrites(self, now))
             for key_committed in result.windows:

@@ -28,6 +28,7 @@ from service.retry import until_done
 if TYPE_CHECKING:
     from types_aiobotocore_dynamodb import DynamoDBClient
 
+
 log = structlog.get_logger(__name__)
 
 

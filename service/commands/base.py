@@ -6,6 +6,9 @@ import argparse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from service.core.estimators.base import EstimateOptions
+from service.core.estimators.registry import UnknownEstimatorError, estimate_options
+from service.errors import SettingsError
 from service.settings import Settings
 
 Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
@@ -13,6 +16,17 @@ Handler = Callable[[argparse.Namespace, Settings], Awaitable[int]]
 
 class UsageError(Exception):
     """Bad input to a command (a file it cannot read, ...): one line, exit 2."""
+
+
+def tenant_options(settings: Settings) -> EstimateOptions:
+    """The tenants' and their estimator's options; an unknown estimator is an invalid
+    setting, refused as one before any command runs."""
+    try:
+        return estimate_options(settings.max_wait_seconds, settings.estimator)
+    except UnknownEstimatorError as exc:
+        raise SettingsError(
+            f"invalid setting WAIT_TIMES_ESTIMATOR={settings.estimator!r}: {exc}"
+        ) from None
 
 
 def no_options(_parser: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from itertools import chain
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from service.commands.base import Command, UsageError
+from service.commands.base import Command, UsageError, tenant_options
 from service.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,7 +80,9 @@ def _write_estimates(events: Iterable[Any], settings: Settings, result: ReplayRe
 
     out = sys.stdout.buffer
     sys.stdout.flush()
-    for found in estimate_changes(events, result=result, **replay_options(settings)):
+    for found in estimate_changes(
+        events, result=result, estimates=tenant_options(settings), **replay_options(settings)
+    ):
         out.write(estimate_json(found.estimate, found.version) + b"\n")
     out.flush()
 

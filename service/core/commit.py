@@ -7,7 +7,7 @@ proposal conditionally on the version it was made from; and, for the keys whose 
 lost to another writer, re-reads the stored state and proposes again. The state is a
 join-semilattice, so every writer converges (docs/decisions.md, "Earliest wins"). Every
 limit of that loop is defined here, once (the bound on rounds, shared with the tenants'
-rule ``service.core.queueing.TenantCommit``, in ``service.errors``). Pure: no I/O here.
+rule ``service.core.tenant.TenantCommit``, in ``service.errors``). Pure: no I/O here.
 """
 
 from __future__ import annotations

@@ -66,24 +66,6 @@ class OrderRecord(NamedTuple):
     # state that holds the order keeps it.
     in_force: InForce | None = None
 
-    @classmethod
-    def of(
-        cls,
-        order_id: str,
-        tenant: str | None = None,
-        drink: str | None = None,
-        submitted_at: int | None = None,
-        completed_at: int | None = None,
-        cancelled: bool = False,
-        expires_at: int | None = None,
-    ) -> OrderRecord:
-        """A record of at most one submission and one completion (tests, benchmarks)."""
-        submissions: tuple[Submission, ...] = ()
-        if submitted_at is not None:
-            submissions = ((submitted_at, tenant or "", drink or ""),)
-        completions = () if completed_at is None else (completed_at,)
-        return cls(order_id, submissions, completions, cancelled, expires_at)
-
     def merge(self, event: OrderEvent, expires_at: int | None = None) -> OrderRecord:
         """The record after one more event; applying an event twice changes nothing."""
         # One unpacking of each tuple and a tuple.__new__, not attribute look-ups and the

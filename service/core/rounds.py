@@ -1,7 +1,7 @@
 """The commit driver: the one loop both stores run over a flush's two commit rules.
 
 A commit joins a flush's records into their keys' states (``service.core.commit.
-WindowCommit``) and their tenants' states (``service.core.queueing.TenantCommit``). Both
+WindowCommit``) and their tenants' states (``service.core.tenant.TenantCommit``). Both
 rules propose, round by round, each changed state at its version + 1; ``drive_commit``
 hands every proposal of a round to the store's writes (``CommitWrites``), each written
 only over the version it was proposed from, then tells each rule what landed and, for what

@@ -45,7 +45,3 @@ class Window:
         """Arithmetic mean of the waits in seconds (3 decimals), None for an empty window."""
         entries = self.entries
         return round(sum(e.wait for e in entries) / len(entries), 3) if entries else None
-
-    def contains(self, order_id: str) -> bool:
-        """Whether an order currently holds a slot."""
-        return any(entry.order_id == order_id for entry in self.entries)

@@ -20,10 +20,12 @@ from service.core.consumed import (
     parse_envelope,
 )
 from service.core.earliest import Earliest, EarliestBook, top_by_key
+from service.core.estimators.base import EstimateOptions
+from service.core.estimators.registry import estimate_options
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import OrderRecord, top
 from service.core.published import WaitEstimate, estimate_detail
-from service.core.queueing import EstimateBook, Versioned
+from service.core.tenant_index import EstimateBook, Versioned
 from service.core.window import Window, WindowEntry, WindowKey
 from service.errors import PoisonMessageError
 from service.settings import setting_default
@@ -228,6 +230,7 @@ def estimate_changes(
     wall_clock: float | None = None,
     completion: str = setting_default("completion_event"),
     result: ReplayResult | None = None,
+    estimates: EstimateOptions | None = None,
 ) -> Iterator[Versioned]:
     """Every estimate the estimate's rules publish for these events, at its version, replayed in
     time order (ties: by order id, then role) one at a time, as one message per flush:
@@ -240,7 +243,8 @@ def estimate_changes(
     for the same lines. The rest are joined in time order, as records (``OrderRecord``),
     into the tenants' states and estimates of ``EstimateBook``; the clock is the latest
     accepted event time. ``result``, when given, receives the counts of the summary
-    (events, ignored, unprocessable, anomalies, late halves).
+    (events, ignored, unprocessable, anomalies, late halves). ``estimates``: the tenants'
+    options (None: the default estimator at ``max_wait_seconds``).
     """
     summary = result if result is not None else ReplayResult({})
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
@@ -265,7 +269,7 @@ def estimate_changes(
     # the order of the files' lines within the expiry horizon.
     joined.sort(key=lambda e: (e.time, e.order_id, e.role.value))
     records: dict[str, OrderRecord] = {}
-    estimates = EstimateBook(max_wait_seconds)
+    estimates_book = EstimateBook(estimates or estimate_options(max_wait_seconds))
     now = 0
     for event in joined:
         now = max(now, event.time)
@@ -277,7 +281,7 @@ def estimate_changes(
         if record is current:
             continue
         records[event.order_id] = record
-        yield from estimates.update([record], now)
+        yield from estimates_book.update([record], now)
 
 
 def delivered(

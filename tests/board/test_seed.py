@@ -12,6 +12,7 @@ import pytest
 from service.aws import items
 from service.aws.store import DynamoStore
 from service.board.seed import current_values, value_of
+from service.core.estimators.registry import estimate_options
 from service.core.published import WaitEstimate
 from service.flush import Flush
 from service.ports import Message
@@ -38,6 +39,7 @@ async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
         window_size=aws.settings.window_size,
         ttl_seconds=aws.settings.pending_ttl_seconds,
         max_wait_seconds=MAX_WAIT,
+        estimates=estimate_options(MAX_WAIT),
     )
     now = float(START)
     options = worker_options(

@@ -1,5 +1,7 @@
-"""A tenant's queue (service/core/queueing.py): open orders and the estimate, against a
-brute-force reference, whatever the delivery order, duplication and pruning."""
+"""A tenant's queue (service/core/tenant.py, its indexed shape service/core/tenant_index.py,
+its rules over plain values service/core/tenant_rules.py, the hinge service/core/estimators/hinge.py): open
+orders and the estimate, against a brute-force reference, whatever the delivery order,
+duplication and pruning."""
 
 from __future__ import annotations
 
@@ -10,29 +12,47 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.aws.items import encode_tenant_orders
-from service.core import queueing
+from service.core import tenant as tenant_rules
+from service.core.estimators import hinge
+from service.core.estimators.base import EstimateOptions, Sample
+from service.core.estimators.hinge import MIN_TRAINING, HingeEstimator, Model
+from service.core.estimators.registry import estimate_options
 from service.core.orders import OrderEvent, Role
 from service.core.pairing import InForce, OrderRecord
-from service.core.queueing import (
-    LONE_EVENT_GAP,
+from service.core.tenant import (
     MAX_TENANT_BYTES,
-    MIN_TRAINING,
-    EstimateBook,
-    Sample,
+    MAX_TENANT_ORDERS,
     StoredTenant,
     TenantCommit,
     TenantState,
-    Versioned,
-    fit,
     stored_size,
     view_of,
 )
+from service.core.tenant_index import EstimateBook, LiveTenant, Versioned
+from service.core.tenant_rules import LONE_EVENT_GAP
 from service.flush import scores
 from service.ports import TenantChange
 
 pytestmark = pytest.mark.unit
 
 MAX_WAIT = 600
+OPTIONS = estimate_options(MAX_WAIT)
+
+
+def training_options(training: int, min_training: int | None = None) -> EstimateOptions:
+    """The options with ``training`` training orders (at most that many needed)."""
+    least = min(training, MIN_TRAINING) if min_training is None else min_training
+    return estimate_options(MAX_WAIT, training_orders=training, min_training=least)
+
+
+def fit(samples: list[Sample]) -> Model | None:
+    """The hinge's fit, by a fresh estimator (nothing cached)."""
+    return HingeEstimator(MAX_WAIT).learn(samples)
+
+
+def states_of(book: EstimateBook) -> dict[str, TenantState]:
+    """Every tenant's state in a book, as a ``TenantState``."""
+    return {tenant: live.state() for tenant, live in book.live.items()}
 
 
 def record(order_id: str, *events: OrderEvent) -> OrderRecord:
@@ -107,13 +127,10 @@ def test_open_orders_are_the_definitions_whatever_the_delivery(
     step at a clock that never goes back: the open count at ``as_of`` and the training
     samples are those of the set of events. With 3 training orders, pruning drops ended
     orders as in a busy bar."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", training)
-        patch.setattr(queueing, "MIN_TRAINING", min(training, queueing.MIN_TRAINING))
-        check_delivery(planned, rng, as_of)
+    check_delivery(planned, rng, as_of, training_options(training))
 
 
-def check_delivery(planned: list, rng: random.Random, as_of: int) -> None:
+def check_delivery(planned: list, rng: random.Random, as_of: int, options: EstimateOptions) -> None:
     events = events_of(planned)
     delivered = events + rng.sample(events, len(events) // 3)
     rng.shuffle(delivered)
@@ -130,11 +147,11 @@ def check_delivery(planned: list, rng: random.Random, as_of: int) -> None:
             ).merge(event)
             touched.append(records[event.order_id])
         clock = min(as_of, max(clock, *(e.time for e in flush)))
-        state, _ = state.add(touched).prune(clock, MAX_WAIT)
-    state, _ = state.prune(as_of, MAX_WAIT)
+        state, _ = state.add(touched).prune(clock, options)
+    state, _ = state.prune(as_of, options)
     reference = TenantState("NYC").add(records.values())
-    found = state.estimate(as_of, MAX_WAIT)
-    expected = reference.estimate(as_of, MAX_WAIT)
+    found = state.estimate(as_of, options)
+    expected = reference.estimate(as_of, options)
     if found is None or expected is None:
         assert found is None or found.open_orders == 0
         assert open_brute_force(events, "NYC", as_of) == 0
@@ -152,14 +169,14 @@ def test_orders_ahead_count_cancellations_until_they_happen() -> None:
             record("x", sub("x", 130, tenant="LDN")),
         ]
     )
-    assert [state.estimate(t, MAX_WAIT).open_orders for t in (99, 100, 149, 150, 200)] == [  # type: ignore[union-attr]
+    assert [state.estimate(t, OPTIONS).open_orders for t in (99, 100, 149, 150, 200)] == [  # type: ignore[union-attr]
         0,
         1,
         3,
         2,
         1,
     ]
-    assert state.estimate(100 + MAX_WAIT + 1, MAX_WAIT).open_orders == 0  # type: ignore[union-attr]
+    assert state.estimate(100 + MAX_WAIT + 1, OPTIONS).open_orders == 0  # type: ignore[union-attr]
 
 
 def queue_of(waits: list[tuple[int, int, int]], drink: str = "Latte") -> list[OrderRecord]:
@@ -171,11 +188,11 @@ def queue_of(waits: list[tuple[int, int, int]], drink: str = "Latte") -> list[Or
 
 def test_no_estimate_before_enough_counted_orders_and_none_for_an_unknown_drink() -> None:
     few = TenantState("NYC").add(queue_of([(i, i * 100, 60) for i in range(MIN_TRAINING - 1)]))
-    assert few.estimate(10_000, MAX_WAIT).drinks == {}  # type: ignore[union-attr]
+    assert few.estimate(10_000, OPTIONS).drinks == {}  # type: ignore[union-attr]
     enough = TenantState("NYC").add(queue_of([(i, i * 100, 60) for i in range(MIN_TRAINING)]))
-    drinks = enough.estimate(10_000, MAX_WAIT).drinks  # type: ignore[union-attr]
+    drinks = enough.estimate(10_000, OPTIONS).drinks  # type: ignore[union-attr]
     assert set(drinks) == {"Latte"} and drinks["Latte"].estimate == 60.0
-    assert TenantState("LDN").add(queue_of([(0, 0, 60)])).estimate(100, MAX_WAIT) is None
+    assert TenantState("LDN").add(queue_of([(0, 0, 60)])).estimate(100, OPTIONS) is None
 
 
 def test_cancelled_and_anomalous_orders_never_train_it() -> None:
@@ -185,8 +202,8 @@ def test_cancelled_and_anomalous_orders_never_train_it() -> None:
         record("x2", sub("x2", 60), done("x2", 60 + MAX_WAIT + 1)),
         record("x3", sub("x3", 70), done("x3", 10)),
     ]
-    clean = TenantState("NYC").add(base).estimate(20_000, MAX_WAIT)
-    dirty = TenantState("NYC").add([*base, *noisy]).estimate(20_000, MAX_WAIT)
+    clean = TenantState("NYC").add(base).estimate(20_000, OPTIONS)
+    dirty = TenantState("NYC").add([*base, *noisy]).estimate(20_000, OPTIONS)
     assert clean is not None and dirty is not None and clean.drinks == dirty.drinks
 
 
@@ -195,16 +212,16 @@ def test_the_fit_learns_the_knee_and_the_rate_of_a_queue() -> None:
     samples = [Sample("Latte", ahead, 100 + 50 * max(0, ahead - 1)) for ahead in range(12)]
     model = fit(samples)
     assert model is not None and model.knee == 2
-    assert model.predict("Latte", 0) == pytest.approx(100)
-    assert model.predict("Latte", 9) == pytest.approx(100 + 50 * 8)
+    assert model.wait("Latte", 0) == pytest.approx(100)
+    assert model.wait("Latte", 9) == pytest.approx(100 + 50 * 8)
     assert model.p90_ratio == pytest.approx(1.0)
 
 
-def reference_fits(samples: list[Sample]) -> list[tuple[queueing.Model, float]]:
+def reference_fits(samples: list[Sample]) -> list[tuple[Model, float]]:
     """The fit as first written, knee by knee: each knee's whole model, p90 included,
     and its squared error, from a walk of every sample."""
 
-    def one_knee(knee: int) -> tuple[queueing.Model, float]:
+    def one_knee(knee: int) -> tuple[Model, float]:
         by_drink: dict[str, list[tuple[float, float]]] = {}
         for sample in samples:
             by_drink.setdefault(sample.drink, []).append(
@@ -224,7 +241,7 @@ def reference_fits(samples: list[Sample]) -> list[tuple[queueing.Model, float]]:
         raw = {d: means[d][1] - per_order * means[d][0] for d in by_drink}
         pooled = sum(raw[d] * len(xs) for d, xs in by_drink.items()) / len(samples)
         offsets = {
-            d: (raw[d] * len(xs) + pooled * queueing.SHRINK) / (len(xs) + queueing.SHRINK)
+            d: (raw[d] * len(xs) + pooled * hinge.SHRINK) / (len(xs) + hinge.SHRINK)
             for d, xs in by_drink.items()
         }
         error = 0.0
@@ -235,10 +252,10 @@ def reference_fits(samples: list[Sample]) -> list[tuple[queueing.Model, float]]:
                 error += (w - predicted) ** 2
                 ratios.append(w / max(predicted, 1.0))
         ordered = sorted(ratios)
-        p90 = ordered[min(len(ordered) - 1, int(queueing.P90 * len(ordered)))]
-        return queueing.Model(offsets, per_order, knee, p90), error
+        p90 = ordered[min(len(ordered) - 1, int(hinge.P90 * len(ordered)))]
+        return Model(offsets, per_order, knee, p90, MAX_WAIT), error
 
-    return [one_knee(k) for k in range(1, queueing.MAX_SERVERS + 1)]
+    return [one_knee(k) for k in range(1, hinge.MAX_SERVERS + 1)]
 
 
 @settings(max_examples=400, deadline=None)
@@ -258,7 +275,6 @@ def test_the_fit_is_the_first_written_fit_from_integer_sums(samples: list[Sample
     """The fit from each drink's integer sums picks a knee of least error as the walk of
     every sample did (the smaller of equals; another only where the two errors agree to
     a billionth), and gives that knee's model: its offsets, rate and p90 to a billionth."""
-    queueing._FITTED.clear()
     model = fit(samples)
     fits = reference_fits(samples)
     least = min(error for _, error in fits)
@@ -294,14 +310,14 @@ def test_one_event_stamped_ahead_neither_freezes_nor_empties_the_estimate() -> N
     ahead = record("ahead", sub("ahead", 410 + LONE_EVENT_GAP + 3600))
     skewed = state.add([ahead])
     assert skewed.latest_event() == state.latest_event()
-    assert skewed.estimate(skewed.latest_event() or 0, MAX_WAIT).open_orders == 2  # type: ignore[union-attr]
+    assert skewed.estimate(skewed.latest_event() or 0, OPTIONS).open_orders == 2  # type: ignore[union-attr]
     moved = skewed.add([record("open3", sub("open3", 420))])
     assert moved.latest_event() == 420  # not frozen: the real events still move it
-    assert moved.estimate(420, MAX_WAIT).open_orders == 3  # type: ignore[union-attr]
+    assert moved.estimate(420, OPTIONS).open_orders == 3  # type: ignore[union-attr]
 
 
 def test_the_book_publishes_only_changes_at_rising_versions() -> None:
-    book = EstimateBook(MAX_WAIT)
+    book = EstimateBook(OPTIONS)
     first = book.update([record("a", sub("a", 100))], now=100)
     assert [(v.estimate.open_orders, v.version) for v in first] == [(1, 1)]
     assert book.update([record("a", sub("a", 100))], now=105) == []  # as_of alone: no change
@@ -313,7 +329,7 @@ def test_the_book_publishes_only_changes_at_rising_versions() -> None:
 
 
 def stored(state: TenantState, version: int) -> StoredTenant:
-    return StoredTenant.of(state, version, now=10**10, max_wait_seconds=MAX_WAIT)
+    return StoredTenant.of(state, version, now=10**10, options=OPTIONS)
 
 
 def commit_once(
@@ -323,7 +339,7 @@ def commit_once(
     reread: dict[str, StoredTenant] | None = None,
 ) -> TenantCommit:
     """One commit's rounds, as a store drives them: the first round lost to ``reread``."""
-    commit = TenantCommit(records, states, now=10**10, max_wait_seconds=MAX_WAIT)
+    commit = TenantCommit(records, states, now=10**10, options=OPTIONS)
     first = True
     while proposals := commit.proposals():
         if first and reread:
@@ -371,7 +387,7 @@ def test_a_tenant_state_stays_under_its_byte_cap_whatever_its_names() -> None:
         record(f"{long_id}{i}", sub(f"{long_id}{i}", 1000 + i, drink="☕" * 128))
         for i in range(2000)
     ]
-    state, dropped = TenantState("NYC").add(records).prune(3000, MAX_WAIT)
+    state, dropped = TenantState("NYC").add(records).prune(3000, OPTIONS)
     assert dropped > 0
     assert sum(stored_size(r) for r in state.orders.values()) <= MAX_TENANT_BYTES
     assert len(encode_tenant_orders(state.orders)) < 400_000
@@ -400,21 +416,19 @@ def test_an_order_that_stops_training_leaves_the_same_estimate_in_any_delivery_o
             ("d", 7000, 140),
         )
     }
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", 3)
-        patch.setattr(queueing, "MIN_TRAINING", 2)
-        late = TenantState("NYC").add(record(n, *e) for n, e in history.items())
-        late, _ = late.prune(7000, MAX_WAIT)
-        assert "a" not in late.orders  # pruned: behind the horizon
-        late, _ = late.add([record("d", *history["d"], stopper)]).prune(7100, MAX_WAIT)
-        early = TenantState("NYC").add(
-            record(n, *e, *([stopper] if n == "d" else [])) for n, e in history.items()
-        )
-        early, _ = early.prune(7100, MAX_WAIT)
-        assert "d" in late.orders and "d" in early.orders  # (a tombstone when it moved)
-        assert late.estimate(7100, MAX_WAIT) == early.estimate(7100, MAX_WAIT)
-        found = late.estimate(7100, MAX_WAIT)
-        assert found is not None and found.drinks["Latte"].estimate == 110.0  # b and c
+    options = training_options(3, 2)
+    late = TenantState("NYC").add(record(n, *e) for n, e in history.items())
+    late, _ = late.prune(7000, options)
+    assert "a" not in late.orders  # pruned: behind the horizon
+    late, _ = late.add([record("d", *history["d"], stopper)]).prune(7100, options)
+    early = TenantState("NYC").add(
+        record(n, *e, *([stopper] if n == "d" else [])) for n, e in history.items()
+    )
+    early, _ = early.prune(7100, options)
+    assert "d" in late.orders and "d" in early.orders  # (a tombstone when it moved)
+    assert late.estimate(7100, options) == early.estimate(7100, options)
+    found = late.estimate(7100, options)
+    assert found is not None and found.drinks["Latte"].estimate == 110.0  # b and c
 
 
 def test_an_order_is_counted_to_score_once_even_when_its_wait_stops_and_starts_counting() -> None:
@@ -467,8 +481,8 @@ class ReferenceBook:
     """``EstimateBook`` as first written, on the worker's own path: ``TenantState.add``,
     ``prune`` and ``view_of``, walking each tenant's whole state at every update."""
 
-    def __init__(self, max_wait_seconds: int, cap: int) -> None:
-        self.max_wait_seconds = max_wait_seconds
+    def __init__(self, options: EstimateOptions, cap: int) -> None:
+        self.options = options
         self.cap = cap
         self.states: dict[str, TenantState] = {}
         self.published: dict[str, Versioned] = {}
@@ -484,10 +498,10 @@ class ReferenceBook:
             state = (self.states.get(tenant) or TenantState(tenant)).add(named)
             latest = state.latest_event()
             as_of = now if latest is None else min(now, latest)
-            state, dropped = state.prune(as_of, self.max_wait_seconds, self.cap)
+            state, dropped = state.prune(as_of, self.options, self.cap)
             self.dropped += dropped
             self.states[tenant] = state
-            found = view_of(state, now, self.max_wait_seconds)
+            found = view_of(state, now, self.options)
             if found is None:
                 continue
             last = self.published.get(tenant)
@@ -541,11 +555,10 @@ def test_the_book_is_the_workers_tenant_state_at_every_update(
         delivered.sort(key=lambda e: (e.time, e.order_id, e.role.value))
     else:
         rng.shuffle(delivered)
+    options = training_options(training)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", training)
-        patch.setattr(queueing, "MIN_TRAINING", min(training, queueing.MIN_TRAINING))
-        patch.setattr(queueing, "MAX_TENANT_BYTES", max_bytes)
-        book, reference = EstimateBook(MAX_WAIT, cap), ReferenceBook(MAX_WAIT, cap)
+        patch.setattr(tenant_rules, "MAX_TENANT_BYTES", max_bytes)
+        book, reference = EstimateBook(options, cap), ReferenceBook(options, cap)
         records: dict[str, OrderRecord] = {}
         now = 0
         while delivered:
@@ -559,7 +572,7 @@ def test_the_book_is_the_workers_tenant_state_at_every_update(
             assert book.update(list(touched.values()), now) == reference.update(
                 list(touched.values()), now
             )
-            assert book.states == reference.states
+            assert states_of(book) == reference.states
             assert book.dropped == reference.dropped
 
 
@@ -584,17 +597,16 @@ def test_the_books_pruning_drops_what_the_states_drops_at_every_boundary() -> No
         record(f"edge{c}", sub(f"edge{c}", 1380), gone(f"edge{c}", 1390), done(f"edge{c}", c))
         for c in (1399, 1400)
     ]
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", 3)
-        kept: set[int] = set()
-        for as_of in [*range(990, 1011), *range(1395, 1411)]:
-            live = queueing.LiveTenant("NYC", MAX_WAIT)
-            live.add([*recent, *around])
-            assert live.prune(as_of) == 0
-            state, dropped = TenantState("NYC").add([*recent, *around]).prune(as_of, MAX_WAIT)
-            assert dropped == 0
-            assert live.state() == state, as_of
-            kept.add(len(live.orders))
+    options = estimate_options(MAX_WAIT, training_orders=3)
+    kept: set[int] = set()
+    for as_of in [*range(990, 1011), *range(1395, 1411)]:
+        live = LiveTenant("NYC", options)
+        live.add([*recent, *around])
+        assert live.prune(as_of) == 0
+        state, dropped = TenantState("NYC").add([*recent, *around]).prune(as_of, options)
+        assert dropped == 0
+        assert live.state() == state, as_of
+        kept.add(len(live.orders))
     assert len(kept) > 5  # (each boundary moved what was kept)
 
 
@@ -616,21 +628,17 @@ def test_a_late_event_ahead_of_the_training_orders_changes_their_samples(
         events += [sub(f"t{i}", 150 + 10 * i), done(f"t{i}", 400 + 37 * i)]
     events += [sub(f"q{i}", 540 + i) for i in range(6)]  # a queue now, to predict for
     events.sort(key=lambda e: e.time)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", 5)
-        book, reference = (
-            EstimateBook(MAX_WAIT),
-            ReferenceBook(MAX_WAIT, queueing.MAX_TENANT_ORDERS),
-        )
-        records: dict[str, OrderRecord] = {}
-        learned = []
-        for event in [*events, *late]:
-            joined = (records.get(event.order_id) or OrderRecord(event.order_id)).merge(event)
-            records[event.order_id] = joined
-            assert book.update([joined], 560) == reference.update([joined], 560)
-            state = reference.states["NYC"]
-            mine = [r for r in state.orders.values() if r.tenant == "NYC"]
-            learned.append(queueing.training(state, queueing._Queue(mine, MAX_WAIT), MAX_WAIT))
+    options = estimate_options(MAX_WAIT, training_orders=5)
+    book, reference = EstimateBook(options), ReferenceBook(options, MAX_TENANT_ORDERS)
+    records: dict[str, OrderRecord] = {}
+    learned = []
+    for event in [*events, *late]:
+        joined = (records.get(event.order_id) or OrderRecord(event.order_id)).merge(event)
+        records[event.order_id] = joined
+        assert book.update([joined], 560) == reference.update([joined], 560)
+        state = reference.states["NYC"]
+        mine = [r for r in state.orders.values() if r.tenant == "NYC"]
+        learned.append(tenant_rules.training(state, tenant_rules._Queue(mine, MAX_WAIT), options))
     assert learned[-1] != learned[-2]  # (the late event changed the samples)
 
 
@@ -661,12 +669,10 @@ def test_a_pruned_completion_leaves_no_sample_behind(updates: list[list[OrderRec
     sample the book held (a wait of 0: no interval of its own to notice it by) or was
     about to make (two completions in one update, the older pruned at once), leaves the
     book as it leaves the state (found by review, each failed before its fix)."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(queueing, "TRAINING_ORDERS", 1)
-        patch.setattr(queueing, "MIN_TRAINING", 1)
-        book, reference = EstimateBook(MAX_WAIT), ReferenceBook(MAX_WAIT, 2000)
-        now = 0
-        for records in updates:
-            now = max([now, *(t for r in records for t in (*r.submissions[0][:1], *r.completions))])
-            assert book.update(records, now) == reference.update(records, now)
-            assert book.states == reference.states
+    options = training_options(1, 1)
+    book, reference = EstimateBook(options), ReferenceBook(options, 2000)
+    now = 0
+    for records in updates:
+        now = max([now, *(t for r in records for t in (*r.submissions[0][:1], *r.completions))])
+        assert book.update(records, now) == reference.update(records, now)
+        assert states_of(book) == reference.states

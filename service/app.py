@@ -49,7 +49,6 @@ def build_worker(
         settings.table_name,
         window_size=settings.window_size,
         ttl_seconds=settings.pending_ttl_seconds,
-        max_wait_seconds=settings.max_wait_seconds,
         estimates=estimate_options(settings.max_wait_seconds, settings.estimator),
         observer=observer,
         max_cached_windows=settings.max_windows_in_memory,

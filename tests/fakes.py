@@ -49,6 +49,7 @@ from service.ports import (
     QueueDepth,
     WindowState,
 )
+from service.settings import setting_default
 
 
 def key_name(key: WindowKey) -> str:
@@ -421,9 +422,8 @@ class FakeStore(Injectable):
     def __init__(
         self,
         *,
-        window_size: int = 10,
-        ttl_seconds: int = 86400,
-        max_wait_seconds: int = 7200,
+        window_size: int = setting_default("window_size"),
+        ttl_seconds: int = setting_default("pending_ttl_seconds"),
         estimates: EstimateOptions | None = None,
         journal: Journal | None = None,
         observer: Observer | None = None,
@@ -432,8 +432,10 @@ class FakeStore(Injectable):
         super().__init__("dynamodb", journal)
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
-        self.max_wait_seconds = max_wait_seconds
-        self.estimates = estimates or estimate_options(max_wait_seconds)
+        self.estimates = estimates or estimate_options(
+            setting_default("max_wait_seconds"), setting_default("estimator")
+        )
+        self.max_wait_seconds = self.estimates.max_wait_seconds
         self.observer = observer
         self.records: dict[str, OrderRecord] = {}
         self.keys: dict[WindowKey, StoredKey] = {}

@@ -145,7 +145,6 @@ class Aws:
             self.settings.table_name,
             window_size=self.settings.window_size,
             ttl_seconds=self.settings.pending_ttl_seconds,
-            max_wait_seconds=self.settings.max_wait_seconds,
             estimates=estimate_options(self.settings.max_wait_seconds, self.settings.estimator),
         )
 

@@ -204,7 +204,6 @@ async def _race(settings_: Any, flushes: list[list[Message]]) -> None:
                 settings_.table_name,
                 window_size=settings_.window_size,
                 ttl_seconds=settings_.pending_ttl_seconds,
-                max_wait_seconds=settings_.max_wait_seconds,
                 estimates=estimate_options(settings_.max_wait_seconds),
             )
             observer = RecordingObserver()
@@ -277,7 +276,6 @@ def test_two_workers_racing_on_one_table_store_replays_windows(
                 settings_.table_name,
                 window_size=window_size,
                 ttl_seconds=10**7,
-                max_wait_seconds=MAX_WAIT,
                 estimates=estimate_options(MAX_WAIT),
             )
             stored = await store.load_tenants(tenants, now=10**10)

@@ -59,7 +59,7 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
     """Each store in turn (``aws``, freshly provisioned moto: only the real adapter uses it)."""
     observer = RecordingObserver()
     if request.param == "fake":
-        fake = FakeStore(ttl_seconds=TTL, max_wait_seconds=MAX_WAIT, observer=observer)
+        fake = FakeStore(ttl_seconds=TTL, estimates=estimate_options(MAX_WAIT), observer=observer)
 
         async def bump(key: WindowKey, records: Sequence[OrderRecord], now: int) -> None:
             fake.bump(key, records)
@@ -76,7 +76,6 @@ async def subject(request: pytest.FixtureRequest, aws: Aws) -> AsyncIterator[Sub
             aws.settings.table_name,
             window_size=10,
             ttl_seconds=TTL,
-            max_wait_seconds=MAX_WAIT,
             estimates=estimate_options(MAX_WAIT),
             observer=observer,
         )
@@ -304,7 +303,6 @@ async def test_a_store_commits_from_its_packed_states_as_from_objects(aws: Aws) 
             table,
             window_size=10,
             ttl_seconds=TTL,
-            max_wait_seconds=MAX_WAIT,
             estimates=estimate_options(MAX_WAIT),
             observer=observer,
             hot_windows=hot,

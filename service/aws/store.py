@@ -89,7 +89,6 @@ class DynamoStore:
         *,
         window_size: int,
         ttl_seconds: int,
-        max_wait_seconds: int = setting_default("max_wait_seconds"),
         estimates: EstimateOptions,
         observer: Observer | None = None,
         max_cached_windows: int = setting_default("max_windows_in_memory"),
@@ -101,8 +100,10 @@ class DynamoStore:
         self.table_name = table_name
         self.window_size = window_size
         self.ttl_seconds = ttl_seconds
-        self.max_wait_seconds = max_wait_seconds
-        self.estimates = estimates  # the tenants' and their estimator's options
+        # The tenants' and their estimator's options; the windows read its maximum wait
+        # too, so one value decides what counts for both.
+        self.estimates = estimates
+        self.max_wait_seconds = estimates.max_wait_seconds
         self.observer = observer
         # Windows and tenant states as last written, the least recently used packed.
         self.cache: PackedLru[WindowKey, StoredKey, bytes] = PackedLru(

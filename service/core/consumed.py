@@ -74,14 +74,19 @@ Name = Annotated[
 def rfc3339_only(value: object) -> object:
     """Refuse an envelope ``time`` that is not an RFC 3339 string before pydantic reads it:
     its lax datetime would take a number, or a string of digits, as epoch seconds (a
-    completion stamped 1970 would then win "earliest"). The rest of the format (and the
-    timezone it must name) is pydantic's to check."""
-    if not isinstance(value, str) or _FULL_DATE.match(value) is None:
+    completion stamped 1970 would then win "earliest"), and it reads shapes RFC 3339 does
+    not allow (no seconds, an offset without its colon). The ranges (month 13, hour 25)
+    are pydantic's to check."""
+    if not isinstance(value, str) or _DATE_TIME.fullmatch(value) is None:
         raise ValueError("not an RFC 3339 date-time such as 2022-10-14T12:52:21Z")
     return value
 
 
-_FULL_DATE: Final = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ]")  # RFC 3339's full-date
+# RFC 3339's date-time: full-date, "T" (or "t", or a space, which section 5.6 allows),
+# partial-time with seconds and an optional fraction, then "Z" or a numeric offset.
+_DATE_TIME: Final = re.compile(
+    r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]+)?(?:[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
 
 EventTime = Annotated[AwareDatetime, BeforeValidator(rfc3339_only)]
 

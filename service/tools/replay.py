@@ -244,7 +244,8 @@ def estimate_changes(
     into the tenants' states and estimates of ``EstimateBook``; the clock is the latest
     accepted event time. ``result``, when given, receives the counts of the summary
     (events, ignored, unprocessable, anomalies, late halves). ``estimates``: the tenants'
-    options (None: the default estimator at ``max_wait_seconds``).
+    options, whose maximum wait then decides for both (None: the configured estimator at
+    ``max_wait_seconds``).
     """
     summary = result if result is not None else ReplayResult({})
     not_after = int(time.time() if wall_clock is None else wall_clock) + max_clock_skew_seconds
@@ -264,12 +265,14 @@ def estimate_changes(
             summary.ignored += 1
         else:
             accepted.append(event)
-    joined = delivered(accepted, summary, ttl_seconds, max_wait_seconds)
+    # One maximum wait for both: what counts as an anomaly and what the tenants read.
+    options = estimates or estimate_options(max_wait_seconds, setting_default("estimator"))
+    joined = delivered(accepted, summary, ttl_seconds, options.max_wait_seconds)
     # Ties in time (whole seconds) by order id, then role: the output is the same whatever
     # the order of the files' lines within the expiry horizon.
     joined.sort(key=lambda e: (e.time, e.order_id, e.role.value))
     records: dict[str, OrderRecord] = {}
-    estimates_book = EstimateBook(estimates or estimate_options(max_wait_seconds))
+    estimates_book = EstimateBook(options)
     now = 0
     for event in joined:
         now = max(now, event.time)

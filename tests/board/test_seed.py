@@ -38,7 +38,6 @@ async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
         aws.settings.table_name,
         window_size=aws.settings.window_size,
         ttl_seconds=aws.settings.pending_ttl_seconds,
-        max_wait_seconds=MAX_WAIT,
         estimates=estimate_options(MAX_WAIT),
     )
     now = float(START)

@@ -118,6 +118,11 @@ def _submission(**detail_overrides: object) -> dict[str, object]:
         (json.dumps({**_submission(), "time": True}).encode(), "invalid_time"),
         (json.dumps({**_submission(), "time": "2022-W41-5T12:52:21Z"}).encode(), "invalid_time"),
         (json.dumps({**_submission(), "time": "2022-10-14T12:52:21"}).encode(), "invalid_time"),
+        (json.dumps({**_submission(), "time": "2022-10-14T12:52Z"}).encode(), "invalid_time"),
+        (
+            json.dumps({**_submission(), "time": "2022-10-14T12:52:21+0000"}).encode(),
+            "invalid_time",
+        ),
         (json.dumps({**_submission(), "time": "2999-01-01T00:00:00Z"}).encode(), "time_in_future"),
         (b" " * 300_000, "oversized"),
     ],

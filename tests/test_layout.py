@@ -186,6 +186,8 @@ def test_no_class_over_250_lines_and_no_function_over_40_statements() -> None:
     assert not long_classes, long_classes
     assert not long_functions, long_functions
 
+
+def test_every_client_an_adapter_holds_is_typed() -> None:
     """A client an adapter takes or keeps is annotated with its types_aiobotocore type.
 
     A client is what is called ``client`` (or ``*_client``) or carries the name of one of

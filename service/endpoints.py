@@ -9,7 +9,8 @@ Any other path is a 404, any method but GET or HEAD a 405, each with a one-line 
 every answer closes its connection.
 
 ``serve_endpoints`` runs in the worker's task group (``service.app``): it reports the
-bound port when listening and stops when that group is cancelled.
+bound port when listening and stops when that group is cancelled. The board's server
+(``service.board``) keeps its registry under the same key and shuts down in the same budget.
 """
 
 from __future__ import annotations
@@ -31,7 +32,9 @@ log = structlog.get_logger(__name__)
 
 REGISTRY_KEY: Final = web.AppKey("registry", CollectorRegistry)
 HEALTH_KEY: Final = web.AppKey("health", Health[Any])
-# Scrapes and probes answer at once: only a stuck write waits this long at shutdown.
+# The aiohttp servers' shutdown budget, the worker's and the board's: scrapes and probes
+# answer at once and the board ends its open streams at once, so only a stuck write waits
+# this long.
 SHUTDOWN_SECONDS: Final = 2.0
 
 

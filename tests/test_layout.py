@@ -228,8 +228,9 @@ def test_every_client_an_adapter_holds_is_typed() -> None:
 
 def test_the_board_runs_no_model_and_decodes_no_private_state() -> None:
     """What the board shows at start is what the worker published (the view each tenant
-    item keeps, service/board/seed.py): nothing in service/board/ reaches the tenant model,
-    even indirectly, nor decodes a tenant's orders (``items.tenant_from_item``)."""
+    and window item keeps, service/board/seed.py): nothing in service/board/ reaches the
+    tenant model, even indirectly, nor decodes a tenant's orders (``items.tenant_from_item``)
+    or a window's live records (``items.window_from_item``, ``items.decode_live``)."""
     defines_model = ("class TenantState", "def view_of", "class TenantCommit")
     model = {
         module
@@ -244,7 +245,9 @@ def test_the_board_runs_no_model_and_decodes_no_private_state() -> None:
     for module, path in MODULES.items():
         if module.startswith("service.board"):
             assert not (closure(module) | {module}) & model, module
-            assert "tenant_from_item" not in path.read_text(), module
+            text = path.read_text()
+            for private in ("tenant_from_item", "window_from_item", "decode_live"):
+                assert private not in text, (module, private)
 
 
 MAX_MODULE_LINES = 500

@@ -29,6 +29,9 @@ redeliveries write the same order. The window item holds the key's state (``o`` 
 ``s``, see ``service.core.pairing.KeyState``) and is written with a conditional put on
 ``v``; so is a tenant item. The worker computes a tenant's estimate again from its orders
 when it reads the item; the board reads the published view (``pv``) and nothing else of it.
+Of a window item the board reads the key, the view (``e``: the window the worker published,
+or would have had it changed, at ``v``), ``v`` and ``updatedAt`` (``published_average``),
+never ``o`` or ``s``.
 Records written before this layout (``tn``/``dr``/``st``/``ct``) and windows
 without ``o`` are still read.
 """
@@ -39,7 +42,7 @@ import json
 import zlib
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, NamedTuple
 
 from service.core.estimate import DrinkEstimate, Estimate
 from service.core.pairing import InForce, KeyState, OrderRecord, Submission, top
@@ -273,8 +276,8 @@ def window_from_item(item: Item | None, window_size: int) -> tuple[KeyState, Win
     """
     if not item:
         return None
-    key = (item[WINDOW_TENANT]["S"], item[WINDOW_DRINK]["S"])
-    view = Window(window_size, top(decode_entries(item[ENTRIES]["S"]), window_size))
+    key = _window_key(item)
+    view = _window_view(item, window_size)
     if LIVE not in item:
         return KeyState(key, window_size, {}, view.entries), view, int(item[VERSION]["N"])
     state = KeyState(
@@ -284,6 +287,38 @@ def window_from_item(item: Item | None, window_size: int) -> tuple[KeyState, Win
         top(decode_entries(item[SETTLED]["S"]), window_size),
     )
     return state, view, int(item[VERSION]["N"])
+
+
+def _window_key(item: Item) -> WindowKey:
+    return item[WINDOW_TENANT]["S"], item[WINDOW_DRINK]["S"]
+
+
+def _window_view(item: Item, window_size: int) -> Window:
+    """The window a window item keeps as its view (``e``)."""
+    return Window(window_size, top(decode_entries(item[ENTRIES]["S"]), window_size))
+
+
+class PublishedAverage(NamedTuple):
+    """A window item's published view: the window the worker published (or would have,
+    had it changed) at ``version``, and when the item was written (None: not kept)."""
+
+    key: WindowKey
+    view: Window
+    version: int
+    updated_at: datetime | None
+
+
+def published_average(item: Item, window_size: int) -> PublishedAverage:
+    """A window item's published view, read from its key, view (``e``), version and
+    ``updatedAt`` only: none of the key's live records (``o``) or settled entries (``s``),
+    the worker's private state, are decoded."""
+    stamp = item.get(UPDATED_AT, {}).get("S")
+    return PublishedAverage(
+        _window_key(item),
+        _window_view(item, window_size),
+        int(item[VERSION]["N"]),
+        datetime.fromisoformat(stamp) if stamp else None,
+    )
 
 
 def encode_tenant_orders(orders: Mapping[str, OrderRecord]) -> bytes:

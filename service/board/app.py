@@ -17,11 +17,11 @@ from service.board.seed import current_values
 from service.board.server import build_app
 from service.board.state import BoardState, served_tenants
 from service.board.streams import Streams
+from service.endpoints import SHUTDOWN_SECONDS
 from service.errors import EXIT_OK, MissingResourceError
 from service.settings import Settings
 
 log = structlog.get_logger(__name__)
-SHUTDOWN_SECONDS = 2.0  # open streams are ended at once; only a stuck write waits this long
 
 
 def build_board(settings: Settings) -> Board:

@@ -4,12 +4,13 @@ A board started after the worker would otherwise be blank until each key changes
 The table holds what the worker published (``service.aws.items``): a window item's view
 is the average of its (tenant, drink), at the window's version; a tenant item's published
 view (``pv``) is the estimate the worker published at the tenant's version, written with
-the tenant's state in the same put. The board reads those views only: it runs no model
-and decodes none of the worker's private state. Both are the versions the worker
-published them at, so the highest-version rule of ``BoardState`` applies to them and to
-the events that follow alike. A tenant item written before the view was kept shows
-nothing until the tenant's estimate changes. One paginated Scan, filtered to the window
-and tenant items.
+the tenant's state in the same put. The board reads those views only
+(``items.published_average``, ``items.published_estimate``): it runs no model and
+decodes none of the worker's private state (a window's live records and settled entries,
+a tenant's orders). Both are the versions the worker published them at, so the
+highest-version rule of ``BoardState`` applies to them and to the events that follow
+alike. A tenant item written before the view was kept shows nothing until the tenant's
+estimate changes. One paginated Scan, filtered to the window and tenant items.
 """
 
 from __future__ import annotations
@@ -67,13 +68,10 @@ def value_of(item: items.Item, window_size: int) -> Published | None:
     pk = str(item.get(items.KEY, {}).get("S", ""))
     try:
         if pk.startswith(items.WINDOW_PREFIX):
-            found = items.window_from_item(item, window_size)
-            if found is None or found[1].duration is None:
+            key, view, version, updated = items.published_average(item, window_size)
+            if view.duration is None:
                 return None
-            _, view, version = found
-            stamp = item.get(items.UPDATED_AT, {}).get("S")
-            updated = datetime.fromisoformat(stamp) if stamp else datetime.now(UTC)
-            return average_event(found[0].key, view, version, window_size, updated)
+            return average_event(key, view, version, window_size, updated or datetime.now(UTC))
         published = items.published_estimate(item)
         return None if published is None else estimate_detail(*published)
     except (KeyError, ValueError, TypeError) as exc:

@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from service.board.state import BoardState
 from service.board.streams import Stream, Streams
+from service.endpoints import REGISTRY_KEY
 
 STATIC: Final = resources.files("service.board") / "static"
 ASSETS: Final = {"board.js": "text/javascript", "board.css": "text/css"}
@@ -39,7 +40,6 @@ SECURITY_HEADERS: Final = {
 RETRY_AFTER_SECONDS: Final = 5
 STATE_KEY: Final = web.AppKey("state", BoardState)
 STREAMS_KEY: Final = web.AppKey("streams", Streams)
-REGISTRY_KEY: Final = web.AppKey("registry", CollectorRegistry)
 KEEPALIVE_KEY: Final = web.AppKey("keepalive", float)
 
 

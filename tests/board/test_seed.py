@@ -13,7 +13,7 @@ from service.aws import items
 from service.aws.store import DynamoStore
 from service.board.seed import current_values, value_of
 from service.core.estimators.registry import estimate_options
-from service.core.published import WaitEstimate
+from service.core.published import DrinkAverageTime, WaitEstimate
 from service.flush import Flush
 from service.ports import Message
 from service.settings import Settings, worker_options
@@ -31,7 +31,9 @@ async def no_retry(step: str, call: Any) -> Any:
     return await call()
 
 
-async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
+async def publish_in_two_tenants(aws: Aws) -> Fakes:
+    """Orders of 60 s, one at a time, in two tenants, flushed by the worker into the table:
+    the fakes that kept what it published."""
     fakes = Fakes.create()
     store = DynamoStore(
         aws.clients.dynamodb,
@@ -46,7 +48,7 @@ async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
     )
     flush = Flush(fakes.queue, store, fakes.publisher, fakes.observer, options, clock=lambda: now)
     count = 0
-    # Orders of 60 s, one at a time, in two tenants: each gets estimates, version by version.
+    # Each tenant gets estimates and averages, version by version.
     for index in range(6):
         roles: tuple[tuple[Literal["submitted", "completed"], int], ...] = (
             ("submitted", 0),
@@ -69,6 +71,11 @@ async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
                 count += 1
                 messages.append(Message(f"m{count}", f"r{count}", json.dumps(body), 1))
             await flush.run(messages, no_retry)
+    return fakes
+
+
+async def test_the_seeded_estimates_are_the_ones_published(aws: Aws) -> None:
+    fakes = await publish_in_two_tenants(aws)
     latest: dict[str, WaitEstimate] = {}
     for detail in fakes.publisher.estimates:
         latest[detail.eventId] = detail
@@ -91,3 +98,24 @@ def test_a_tenant_item_written_before_the_view_was_kept_shows_nothing() -> None:
         items.TENANT_ORDERS: {"B": items.encode_tenant_orders({})},
     }
     assert value_of(old, 10) is None
+
+
+async def test_the_seeded_averages_are_the_ones_published(aws: Aws) -> None:
+    """A window item's view (``e``) at its version is the average the worker published
+    there: the board reads it without decoding the window's live records."""
+    fakes = await publish_in_two_tenants(aws)
+    latest: dict[tuple[str, str], DrinkAverageTime] = {}
+    for detail in fakes.publisher.published:
+        latest[detail.eventId, detail.drink] = detail
+    assert sorted(t for t, _ in latest) == ["LDN", "NYC"]
+
+    seeded = await current_values(
+        aws.clients.dynamodb, aws.settings.table_name, window_size=aws.settings.window_size
+    )
+    averages = {(d.eventId, d.drink): d for d in seeded if isinstance(d, DrinkAverageTime)}
+    assert sorted(averages) == sorted(latest)
+    for key, published in latest.items():
+        # updatedAt: when the item was written, stamped a moment before the publish.
+        seen = averages[key]
+        assert abs((seen.updatedAt - published.updatedAt).total_seconds()) <= 5
+        assert seen.model_copy(update={"updatedAt": published.updatedAt}) == published

@@ -37,7 +37,10 @@ from service.core.tenant_rules import (
     next_version,
     open_count,
     open_interval,
+    recent_start,
+    unended_kept,
     unended_kept_from,
+    unended_open_at,
     view_time,
 )
 
@@ -111,8 +114,8 @@ class LiveTenant:
     - ``starts``, ``stops``: its own records' open intervals (``open_interval``), and
       ``waiting`` and ``waiting_orders``: the unended own records' (submission, id) and,
       in the same order, each as an ``OpenOrder`` (a snapshot's open orders are a slice);
-    - ``completed``: every record's (earliest completion, order id), the last
-      ``training_orders`` of which are ``TenantState``'s recent ones (the training
+    - ``completed``: every record's (earliest completion, order id), the latest
+      ``training_orders`` of which (``recent_start``) are ``TenantState``'s recent ones (the training
       orders, the horizon);
     - ``ended`` and ``unended``: (end, id) and (submission, id), the two kinds of record
       ``TenantState.prune`` drops, oldest first;
@@ -224,9 +227,8 @@ class LiveTenant:
         ``training_orders`` it changes no sample; newer than all it adds one in front;
         anything else makes them again."""
         completed = self.completed
-        training = self.training_orders
         if remove:
-            if len(completed) <= training or key >= completed[-training]:
+            if key >= completed[recent_start(len(completed), self.training_orders)]:
                 self._stale = True
             del completed[bisect_left(completed, key)]
         elif not completed or key > completed[-1]:
@@ -234,7 +236,7 @@ class LiveTenant:
             self._newer.append(key)
         else:
             insort(completed, key)
-            if len(completed) <= training or key >= completed[-training]:
+            if key >= completed[recent_start(len(completed), self.training_orders)]:
                 self._stale = True
 
     def latest_event(self) -> int | None:
@@ -252,13 +254,14 @@ class LiveTenant:
         completed = self.completed
         victims: list[OrderRecord] = []
         training = self.training_orders
-        oldest = completed[-training][0] if len(completed) >= training else 0
-        bound = horizon(len(completed), oldest, training, self.max_wait_seconds)
+        count = len(completed)
+        oldest = completed[recent_start(count, training)][0] if count >= training else 0
+        bound = horizon(count, oldest, training, self.max_wait_seconds)
         if bound is not None:
             orders = self.orders
             earliest = unended_kept_from(bound, as_of, self.max_wait_seconds)
             for submitted, order_id in self.unended:
-                if submitted >= earliest:
+                if unended_kept(submitted, earliest):
                     break
                 victims.append(orders[order_id])
             for ended, order_id in self.ended:
@@ -302,12 +305,12 @@ class LiveTenant:
     def _open_at(self, t: int) -> int:
         return open_count(self.starts, self.stops, t)
 
-    def _trim(self) -> None:
-        """Take off the back the samples no longer among the latest completed orders (an
-        order pruned from below them may have held one: a wait of 0 has an empty open
-        interval, so nothing else notices it)."""
+    def _trim(self, first: int) -> None:
+        """Take off the back the samples no longer among the recent orders, which start at
+        ``first`` in ``completed`` (an order pruned from below them may have held one: a
+        wait of 0 has an empty open interval, so nothing else notices it)."""
         if len(self.completed) >= self.training_orders:
-            oldest = self.completed[-self.training_orders]
+            oldest = self.completed[first]
             while self._keys and self._keys[-1] < oldest:
                 self._keys.pop()
                 self._samples.pop()
@@ -317,15 +320,16 @@ class LiveTenant:
         """``training`` and the estimator's ``learn``: the samples made again, or the newer
         completions' put in front and the ones no longer among the latest taken off the
         back."""
-        training = self.training_orders
+        completed = self.completed
+        first = recent_start(len(completed), self.training_orders)
         if self._stale:
-            keys = self.completed[-training:]
+            keys = completed[first:]
             self._samples, self._keys, self._submitted = [], [], []
         else:
             keys = self._newer
-            if len(self.completed) >= training:
-                # Only those still among the latest (one pruned since has no record).
-                keys = keys[bisect_left(keys, self.completed[-training]) :]
+            if len(completed) >= self.training_orders:
+                # Only those still among the recent (one pruned since has no record).
+                keys = keys[bisect_left(keys, completed[first]) :]
         samples: list[Sample] = []
         sample_keys: list[tuple[int, str]] = []
         submissions: list[int] = []
@@ -343,7 +347,7 @@ class LiveTenant:
         self._samples[:0] = samples
         self._keys[:0] = sample_keys
         self._submitted[:0] = submissions
-        self._trim()
+        self._trim(first)
         self._stale = False
         self._newer = []
         held = self._submitted
@@ -356,8 +360,9 @@ def _open_orders(live: LiveTenant, t: int) -> tuple[OpenOrder, ...]:
     indexes: the unended own ones submitted in the maximum wait up to ``t`` (a slice), and
     the few ended after ``t`` whose open interval holds it."""
     waiting = live.waiting
-    low = bisect_left(waiting, (t - live.max_wait_seconds,))
-    high = bisect_left(waiting, (t + 1,))
+    first, stop = unended_open_at(t, live.max_wait_seconds)
+    low = bisect_left(waiting, (first,))
+    high = bisect_left(waiting, (stop,))
     ended = live.ended
     later = []
     for _, order_id in ended[bisect_left(ended, (t + 1,)) :]:

@@ -157,12 +157,12 @@ class TenantState:
         back): every record while the tenant has fewer than ``training_orders`` completed
         ones; then only what can still be open at a training order's submission or at
         ``as_of``. The horizon is the earliest completion among the latest
-        ``training_orders`` completed records (``_recent``, ``recent_start``), less the maximum wait: every
-        order that can ever train the estimate is among those (the set only moves
-        forward), so it was submitted at or after the horizon. Dropped: records that ended
-        before the horizon (and completed before it, if at all), and open ones submitted
-        more than the maximum wait before both the horizon and ``as_of``. At most ``cap``
-        records and ``MAX_TENANT_BYTES`` of them are kept.
+        ``training_orders`` completed records (``_recent``, ``recent_start``), less the
+        maximum wait: every order that can ever train the estimate is among those (the set
+        only moves forward), so it was submitted at or after the horizon. Dropped: records
+        that ended before the horizon (and completed before it, if at all), and open ones
+        submitted more than the maximum wait before both the horizon and ``as_of``. At most
+        ``cap`` records and ``MAX_TENANT_BYTES`` of them are kept.
         """
         recent = _recent(self.orders.values(), options.training_orders)
         bound = horizon(

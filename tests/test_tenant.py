@@ -29,7 +29,14 @@ from service.core.tenant import (
     view_of,
 )
 from service.core.tenant_index import EstimateBook, LiveTenant, Versioned
-from service.core.tenant_rules import LONE_EVENT_GAP
+from service.core.tenant_rules import (
+    LONE_EVENT_GAP,
+    open_interval,
+    recent_start,
+    unended_kept,
+    unended_kept_from,
+    unended_open_at,
+)
 from service.flush import scores
 from service.ports import TenantChange
 
@@ -158,6 +165,32 @@ def check_delivery(planned: list, rng: random.Random, as_of: int, options: Estim
         return
     assert found.open_orders == expected.open_orders == open_brute_force(events, "NYC", as_of)
     assert found == expected
+
+
+@given(st.integers(-5000, 5000), st.integers(-5000, 5000), st.integers(0, 3600))
+def test_the_unended_orders_open_at_t_are_those_whose_open_interval_holds_it(
+    submitted: int, t: int, max_wait: int
+) -> None:
+    start, stop = open_interval(submitted, None, max_wait)
+    low, high = unended_open_at(t, max_wait)
+    assert (low <= submitted < high) == (start <= t < stop)
+
+
+@given(st.lists(st.integers(0, 50), unique=True), st.integers(1, 10))
+def test_the_recent_orders_are_the_latest_training_orders_completed(
+    completed: list[int], training_orders: int
+) -> None:
+    completed.sort()
+    recent = completed[recent_start(len(completed), training_orders) :]
+    assert recent == sorted(completed, reverse=True)[:training_orders][::-1]
+
+
+@given(st.integers(-5000, 5000), st.integers(-5000, 5000), st.integers(0, 3600))
+def test_pruning_keeps_an_unended_order_submitted_from_the_bound_on(
+    submitted: int, horizon: int, max_wait: int
+) -> None:
+    earliest = unended_kept_from(horizon, horizon, max_wait)
+    assert unended_kept(submitted, earliest) == (submitted >= horizon - max_wait)
 
 
 def test_orders_ahead_count_cancellations_until_they_happen() -> None:

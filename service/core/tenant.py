@@ -22,8 +22,9 @@ Definitions:
 
 Every rule of the tenant is a small function, here when it reads a record (join and
 compact, the tenants a record names, the times of its latest event, byte cap, training
-sample) and in ``service.core.tenant_rules`` when it reads plain values (open interval,
-open count, latest event, view time, horizon, prune, next version), called by
+sample) and in ``service.core.tenant_rules`` when it reads plain values (open interval
+and the unended orders open at a time, open count, latest event, view time, the recent
+orders, horizon, prune, next version), called by
 ``TenantState`` (what the worker stores) and by ``service.core.tenant_index.LiveTenant``
 (the indexed copy ``replay --estimates`` keeps): a rule changes in one place. The
 options they read are one value (``EstimateOptions``); the model is the options'
@@ -54,6 +55,8 @@ from service.core.tenant_rules import (
     next_version,
     open_count,
     open_interval,
+    recent_start,
+    unended_kept,
     unended_kept_from,
     view_time,
 )
@@ -95,22 +98,27 @@ def may_pass_byte_cap(chars: int, count: int) -> bool:
     return chars * 4 + 64 * count > MAX_TENANT_BYTES
 
 
+def counted_wait(record: OrderRecord, max_wait_seconds: int) -> int | None:
+    """The wait of a counted order, else None."""
+    if record.cancelled or not record.completions or not record.submissions:
+        return None
+    wait = record.completions[0] - record.submissions[0][0]
+    return wait if 0 <= wait <= max_wait_seconds else None
+
+
 def training_sample(
     record: OrderRecord, tenant: str, max_wait_seconds: int, open_at: Callable[[int], int]
 ) -> Sample | None:
-    """A completed record's sample, if it trains the tenant's estimate (its own, counted):
-    its drink, the orders ahead of it when it was submitted, its wait."""
-    if record.cancelled or not record.completions or not record.submissions:
+    """A completed record's sample, if it trains the tenant's estimate (its own,
+    ``counted_wait``): its drink, the orders ahead of it when it was submitted, its wait."""
+    wait = counted_wait(record, max_wait_seconds)
+    if wait is None:
         return None
     first = record.submissions[0]
     if first[1] != tenant:
         return None
-    submitted = first[0]
-    wait = record.completions[0] - submitted
-    if not 0 <= wait <= max_wait_seconds:
-        return None
     # Itself is open at its own submission when its wait is positive.
-    ahead = open_at(submitted) - (1 if wait > 0 else 0)
+    ahead = open_at(first[0]) - (1 if wait > 0 else 0)
     return Sample(first[2], ahead if ahead > 0 else 0, wait)
 
 
@@ -149,12 +157,12 @@ class TenantState:
         back): every record while the tenant has fewer than ``training_orders`` completed
         ones; then only what can still be open at a training order's submission or at
         ``as_of``. The horizon is the earliest completion among the latest
-        ``training_orders`` completed records (``_recent``), less the maximum wait: every
-        order that can ever train the estimate is among those (the set only moves
-        forward), so it was submitted at or after the horizon. Dropped: records that ended
-        before the horizon (and completed before it, if at all), and open ones submitted
-        more than the maximum wait before both the horizon and ``as_of``. At most ``cap``
-        records and ``MAX_TENANT_BYTES`` of them are kept.
+        ``training_orders`` completed records (``_recent``, ``recent_start``), less the
+        maximum wait: every order that can ever train the estimate is among those (the set
+        only moves forward), so it was submitted at or after the horizon. Dropped: records
+        that ended before the horizon (and completed before it, if at all), and open ones
+        submitted more than the maximum wait before both the horizon and ``as_of``. At most
+        ``cap`` records and ``MAX_TENANT_BYTES`` of them are kept.
         """
         recent = _recent(self.orders.values(), options.training_orders)
         bound = horizon(
@@ -170,7 +178,7 @@ class TenantState:
             for record in every:
                 ended = record.ended_at
                 if ended is None:
-                    if (record.submitted_at or 0) >= earliest:
+                    if unended_kept(record.submitted_at or 0, earliest):
                         kept.append(record)
                 elif ended_kept(
                     ended, record.completions[0] if record.completions else None, bound, as_of
@@ -279,14 +287,6 @@ def drop_order(record: OrderRecord) -> tuple[int, int, str]:
     return (1, record.submitted_at or 0, record.order_id)
 
 
-def counted_wait(record: OrderRecord, max_wait_seconds: int) -> int | None:
-    """The wait of a counted order, else None."""
-    if record.cancelled or not record.completions or not record.submissions:
-        return None
-    wait = record.completions[0] - record.submissions[0][0]
-    return wait if 0 <= wait <= max_wait_seconds else None
-
-
 def _recent(records: Iterable[OrderRecord], training_orders: int) -> list[OrderRecord]:
     """The latest ``training_orders`` completed records by (completion, order id), whatever
     else they are (the tenant's or a tombstone, cancelled, anomalous): the orders that
@@ -294,8 +294,8 @@ def _recent(records: Iterable[OrderRecord], training_orders: int) -> list[OrderR
     after it completed) keeps its place, so no older order takes it: the set only moves
     forward, and pruning behind it loses nothing (docs/design.md, "The wait estimate")."""
     completed = [r for r in records if r.completions]
-    completed.sort(key=lambda r: (r.completions[0], r.order_id), reverse=True)
-    return completed[:training_orders]
+    completed.sort(key=lambda r: (r.completions[0], r.order_id))
+    return completed[recent_start(len(completed), training_orders) :][::-1]
 
 
 class _Queue:

@@ -4,17 +4,18 @@ accuracy benchmark).
 
 The indexed shape holds what ``service.core.tenant.TenantState`` holds and answers what
 it answers, from sorted indexes kept up to date instead of walks of the whole state at
-every event (docs/performance.md, section 13). It decides nothing itself: every rule
-(join and compact, open interval, open count, latest event, view time, horizon, prune,
-byte cap, training sample, next version, the tenants a record names) is the function of
-``service.core.tenant`` or ``service.core.tenant_rules`` that ``TenantState`` calls too, and whether a view changed is
-``service.core.estimate.changed``. Pure: no I/O here.
+every event (docs/performance.md, section 13), and its training samples kept between
+events (``TrainingSamples``). It decides nothing itself: every rule (join and compact,
+open interval, open count, latest event, view time, horizon, prune, byte cap, training
+orders and sample, next version, the tenants a record names) is the function of
+``service.core.tenant`` or ``service.core.tenant_rules`` that ``TenantState`` calls too,
+and whether a view changed is ``service.core.estimate.changed``. Pure: no I/O here.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, insort
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from service.core.estimate import Estimate, Rounded, rounded_of
@@ -37,7 +38,10 @@ from service.core.tenant_rules import (
     next_version,
     open_count,
     open_interval,
+    recent_start,
+    unended_kept,
     unended_kept_from,
+    unended_open_at,
     view_time,
 )
 
@@ -111,18 +115,16 @@ class LiveTenant:
     - ``starts``, ``stops``: its own records' open intervals (``open_interval``), and
       ``waiting`` and ``waiting_orders``: the unended own records' (submission, id) and,
       in the same order, each as an ``OpenOrder`` (a snapshot's open orders are a slice);
-    - ``completed``: every record's (earliest completion, order id), the last
-      ``training_orders`` of which are ``TenantState``'s recent ones (the training
-      orders, the horizon);
+    - ``completed``: every record's (earliest completion, order id), the latest
+      ``training_orders`` of which (``recent_start``) are ``TenantState``'s recent ones
+      (the training orders, the horizon), held by its ``TrainingSamples``;
     - ``ended`` and ``unended``: (end, id) and (submission, id), the two kinds of record
       ``TenantState.prune`` drops, oldest first;
     - ``chars``: the names' lengths, for the byte cap's first bound.
 
-    The training samples are kept between events: a completion newer than all adds one in
-    front, those past the latest ``training_orders`` leave from the back; anything else
-    changing the latest completions, or an open interval over a training submission,
-    makes them again. Past a cap, ``TenantState.prune`` prunes and the indexes are built
-    again. Tests hold it all to ``TenantState`` and ``view_of``, caps included.
+    The training samples are kept between events (``TrainingSamples``). Past a cap,
+    ``TenantState.prune`` prunes and the indexes are built again. Tests hold it all to
+    ``TenantState`` and ``view_of``, caps included.
     """
 
     def __init__(self, tenant: str, options: EstimateOptions, cap: int = MAX_TENANT_ORDERS) -> None:
@@ -140,17 +142,11 @@ class LiveTenant:
         self.stops: list[int] = []
         self.waiting: list[tuple[int, str]] = []
         self.waiting_orders: list[OpenOrder] = []
-        self.completed: list[tuple[int, str]] = []
+        self.samples = TrainingSamples(self.tenant, self.options)
+        self.completed = self.samples.completed
         self.ended: list[tuple[int, str]] = []
         self.unended: list[tuple[int, str]] = []
         self.chars = 0
-        self._stale = True  # the samples must be made again from ``completed``
-        self._newer: list[tuple[int, str]] = []  # completions since, each newer than all
-        self._samples: list[Sample] = []
-        self._keys: list[tuple[int, str]] = []  # each sample's (completion, order id)
-        self._submitted: list[int] = []  # each sample's submission
-        self._span = (0, -1)  # the earliest and the latest of those
-        self._model: Model | None = None
 
     def state(self) -> TenantState:
         """The state as a ``TenantState`` (a copy)."""
@@ -171,12 +167,13 @@ class LiveTenant:
             orders[incoming.order_id] = record
             self._index(record)
             after = self._interval(record)
+            moved = self.samples.moved
             if before is not None and after is not None and before[0] == after[0]:
-                self._moved(min(before[1], after[1]), max(before[1], after[1]))
+                moved(min(before[1], after[1]), max(before[1], after[1]))
             else:
                 for interval in (before, after):
                     if interval is not None:
-                        self._moved(*interval)
+                        moved(*interval)
 
     def _interval(self, record: OrderRecord) -> tuple[int, int] | None:
         """An own record's ``open_interval`` (None: another tenant's record)."""
@@ -184,11 +181,6 @@ class LiveTenant:
         if first[1] != self.tenant:
             return None
         return open_interval(first[0], record.ended_at, self.max_wait_seconds)
-
-    def _moved(self, start: int, stop: int) -> None:
-        """The open counts changed on [start, stop): so did the samples submitted in it."""
-        if start < stop and start <= self._span[1] and stop > self._span[0]:
-            self._stale = True
 
     def _index(self, record: OrderRecord, *, remove: bool = False) -> None:
         order_id = record.order_id
@@ -198,7 +190,7 @@ class LiveTenant:
         ended = record.ended_at
         self.chars += -chars(record) if remove else chars(record)
         if completion is not None:
-            self._recent_change((completion, order_id), remove)
+            self.samples.completed_change((completion, order_id), remove)
         if ended is None:
             _change(self.unended, (submitted, order_id), remove)
         else:
@@ -219,24 +211,6 @@ class LiveTenant:
                 self.waiting.insert(at, key)
                 self.waiting_orders.insert(at, OpenOrder(order_id, submitted, first[2]))
 
-    def _recent_change(self, key: tuple[int, str], remove: bool) -> None:
-        """A (completion, id) enters or leaves ``completed``: below the latest
-        ``training_orders`` it changes no sample; newer than all it adds one in front;
-        anything else makes them again."""
-        completed = self.completed
-        training = self.training_orders
-        if remove:
-            if len(completed) <= training or key >= completed[-training]:
-                self._stale = True
-            del completed[bisect_left(completed, key)]
-        elif not completed or key > completed[-1]:
-            completed.append(key)
-            self._newer.append(key)
-        else:
-            insort(completed, key)
-            if len(completed) <= training or key >= completed[-training]:
-                self._stale = True
-
     def latest_event(self) -> int | None:
         """``TenantState.latest_event``: ``latest_of`` the latest two distinct times."""
         times = self.times
@@ -252,13 +226,14 @@ class LiveTenant:
         completed = self.completed
         victims: list[OrderRecord] = []
         training = self.training_orders
-        oldest = completed[-training][0] if len(completed) >= training else 0
-        bound = horizon(len(completed), oldest, training, self.max_wait_seconds)
+        count = len(completed)
+        oldest = completed[recent_start(count, training)][0] if count >= training else 0
+        bound = horizon(count, oldest, training, self.max_wait_seconds)
         if bound is not None:
             orders = self.orders
             earliest = unended_kept_from(bound, as_of, self.max_wait_seconds)
             for submitted, order_id in self.unended:
-                if submitted >= earliest:
+                if unended_kept(submitted, earliest):
                     break
                 victims.append(orders[order_id])
             for ended, order_id in self.ended:
@@ -277,7 +252,7 @@ class LiveTenant:
             self._index(record, remove=True)
             del self.orders[record.order_id]
             if interval is not None:
-                self._moved(*interval)
+                self.samples.moved(*interval)
         return 0
 
     def _prune_to_caps(self, as_of: int) -> int:
@@ -292,47 +267,94 @@ class LiveTenant:
         if latest is None:
             return None
         as_of = view_time(latest, now)
-        if self._stale or self._newer:
-            self._train()
+        model = self.samples.model(self.orders, self._open_at)
         snapshot = QueueSnapshot(as_of, _open_orders(self, as_of))
-        model = self._model
         drinks = {} if model is None else model.predict(snapshot)
         return Estimate(self.tenant, as_of, len(snapshot.open_orders), drinks)
 
     def _open_at(self, t: int) -> int:
         return open_count(self.starts, self.stops, t)
 
-    def _trim(self) -> None:
-        """Take off the back the samples no longer among the latest completed orders (an
-        order pruned from below them may have held one: a wait of 0 has an empty open
-        interval, so nothing else notices it)."""
+
+class TrainingSamples:
+    """A ``LiveTenant``'s training samples, kept between events. It holds ``completed``,
+    every record's (earliest completion, order id) sorted: a completion newer than all
+    adds a sample in front, those no longer among the latest ``training_orders``
+    (``recent_start``) leave from the back; anything else changing the latest completions,
+    or an open interval over a sample's submission (``moved``), makes them again."""
+
+    def __init__(self, tenant: str, options: EstimateOptions) -> None:
+        self.tenant = tenant
+        self.options = options
+        self.max_wait_seconds = options.max_wait_seconds
+        self.training_orders = options.training_orders
+        self.completed: list[tuple[int, str]] = []
+        self._stale = True  # the samples must be made again from ``completed``
+        self._newer: list[tuple[int, str]] = []  # completions since, each newer than all
+        self._samples: list[Sample] = []
+        self._keys: list[tuple[int, str]] = []  # each sample's (completion, order id)
+        self._submitted: list[int] = []  # each sample's submission
+        self._span = (0, -1)  # the earliest and the latest of those
+        self._model: Model | None = None
+
+    def completed_change(self, key: tuple[int, str], remove: bool) -> None:
+        """A (completion, id) enters or leaves ``completed``: below the recent ones it
+        changes no sample; newer than all it adds one in front; anything else makes them
+        again."""
+        completed = self.completed
+        if remove:
+            if key >= completed[recent_start(len(completed), self.training_orders)]:
+                self._stale = True
+            del completed[bisect_left(completed, key)]
+        elif not completed or key > completed[-1]:
+            completed.append(key)
+            self._newer.append(key)
+        else:
+            insort(completed, key)
+            if key >= completed[recent_start(len(completed), self.training_orders)]:
+                self._stale = True
+
+    def moved(self, start: int, stop: int) -> None:
+        """The open counts changed on [start, stop): so did the samples submitted in it."""
+        if start < stop and start <= self._span[1] and stop > self._span[0]:
+            self._stale = True
+
+    def model(self, orders: dict[str, OrderRecord], open_at: Callable[[int], int]) -> Model | None:
+        """The estimator's model of the samples, learnt again when they changed."""
+        if self._stale or self._newer:
+            self._train(orders, open_at)
+        return self._model
+
+    def _trim(self, first: int) -> None:
+        """Take off the back the samples no longer among the recent orders, which start at
+        ``first`` in ``completed`` (an order pruned from below them may have held one: a
+        wait of 0 has an empty open interval, so nothing else notices it)."""
         if len(self.completed) >= self.training_orders:
-            oldest = self.completed[-self.training_orders]
+            oldest = self.completed[first]
             while self._keys and self._keys[-1] < oldest:
                 self._keys.pop()
                 self._samples.pop()
                 self._submitted.pop()
 
-    def _train(self) -> None:
+    def _train(self, orders: dict[str, OrderRecord], open_at: Callable[[int], int]) -> None:
         """``training`` and the estimator's ``learn``: the samples made again, or the newer
-        completions' put in front and the ones no longer among the latest taken off the
+        completions' put in front and the ones no longer among the recent taken off the
         back."""
-        training = self.training_orders
+        completed = self.completed
+        first = recent_start(len(completed), self.training_orders)
         if self._stale:
-            keys = self.completed[-training:]
+            keys = completed[first:]
             self._samples, self._keys, self._submitted = [], [], []
         else:
             keys = self._newer
-            if len(self.completed) >= training:
-                # Only those still among the latest (one pruned since has no record).
-                keys = keys[bisect_left(keys, self.completed[-training]) :]
+            if len(completed) >= self.training_orders:
+                # Only those still among the recent (one pruned since has no record).
+                keys = keys[bisect_left(keys, completed[first]) :]
         samples: list[Sample] = []
         sample_keys: list[tuple[int, str]] = []
         submissions: list[int] = []
-        orders = self.orders
         tenant = self.tenant
         max_wait = self.max_wait_seconds
-        open_at = self._open_at
         for key in reversed(keys):
             record = orders[key[1]]
             sample = training_sample(record, tenant, max_wait, open_at)
@@ -343,7 +365,7 @@ class LiveTenant:
         self._samples[:0] = samples
         self._keys[:0] = sample_keys
         self._submitted[:0] = submissions
-        self._trim()
+        self._trim(first)
         self._stale = False
         self._newer = []
         held = self._submitted
@@ -356,8 +378,9 @@ def _open_orders(live: LiveTenant, t: int) -> tuple[OpenOrder, ...]:
     indexes: the unended own ones submitted in the maximum wait up to ``t`` (a slice), and
     the few ended after ``t`` whose open interval holds it."""
     waiting = live.waiting
-    low = bisect_left(waiting, (t - live.max_wait_seconds,))
-    high = bisect_left(waiting, (t + 1,))
+    first, stop = unended_open_at(t, live.max_wait_seconds)
+    low = bisect_left(waiting, (first,))
+    high = bisect_left(waiting, (stop,))
     ended = live.ended
     later = []
     for _, order_id in ended[bisect_left(ended, (t + 1,)) :]:

@@ -22,6 +22,12 @@ def open_interval(submitted: int, ended: int | None, max_wait_seconds: int) -> t
     return submitted, stop
 
 
+def unended_open_at(t: int, max_wait_seconds: int) -> tuple[int, int]:
+    """The submissions [low, high) of the unended orders open at ``t``: an unended order's
+    ``open_interval`` [s, s + maximum wait + 1) holds ``t`` exactly when low <= s < high."""
+    return t - max_wait_seconds, t + 1
+
+
 def open_count(starts: Sequence[int], stops: Sequence[int], t: int) -> int:
     """How many of the intervals (their sorted starts and stops) are open at ``t``."""
     return bisect_right(starts, t) - bisect_right(stops, t)
@@ -41,6 +47,13 @@ def view_time(latest: int | None, now: int) -> int:
     return now if latest is None else min(now, latest)
 
 
+def recent_start(completed: int, training_orders: int) -> int:
+    """Where the recent orders (those that may train the estimate) start among
+    ``completed`` completed ones sorted by (completion, order id), oldest first: the latest
+    ``training_orders`` of them."""
+    return max(0, completed - training_orders)
+
+
 def horizon(
     completed: int, oldest_recent: int, training_orders: int, max_wait_seconds: int
 ) -> int | None:
@@ -58,6 +71,12 @@ def unended_kept_from(horizon: int, as_of: int, max_wait_seconds: int) -> int:
     earlier than the maximum wait before both the horizon and ``as_of`` is open at no
     training order's submission and at no view from ``as_of`` on."""
     return min(horizon, as_of) - max_wait_seconds
+
+
+def unended_kept(submitted: int, earliest: int) -> bool:
+    """Whether pruning keeps an unended record submitted at ``submitted``, ``earliest``
+    being ``unended_kept_from``'s bound."""
+    return submitted >= earliest
 
 
 def ended_kept(ended: int, first_completion: int | None, horizon: int, as_of: int) -> bool:

@@ -61,7 +61,11 @@ from bench.common import (
 )
 from service.aws.clients import AwsClients, open_clients
 from service.aws.provision import provision
-from service.core.consumed import role_of
+
+try:
+    from service.core.consumed import role_of
+except ImportError:  # an older tree (bench.compare carries this module into it)
+    from service.core.events import role_of  # type: ignore[import-untyped,no-redef]
 from service.settings import Settings
 from service.tools.emulator import Emulator
 from service.tools.player import TrafficGenerator, put_entries, to_entry
